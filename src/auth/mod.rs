@@ -1,0 +1,15 @@
+//! Authentication: connection strings, shared access keys and SAS tokens.
+//!
+//! Everything here is pure (no I/O) and shared by the device client, the service client and
+//! the local hub, so that both ends of a connection agree on every byte.
+
+mod connection_string;
+mod sas;
+mod token_source;
+
+pub use connection_string::{
+    DeviceConnectionString, DeviceCredential, HostAndPort, ServiceConnectionString,
+    ServiceCredential,
+};
+pub use sas::{ResourceUri, SasKey, SasToken, string_to_sign};
+pub use token_source::{DEFAULT_TOKEN_TTL, IssuedToken, TokenSource};

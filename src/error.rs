@@ -1,0 +1,119 @@
+//! The crate's one error type.
+//!
+//! Every fallible call in `iothub` returns [`Error`]. Match on [`Error::kind`] to react to a
+//! class of failure; print the error for a one-line explanation. The text never contains a
+//! shared access key or a signature, so errors are safe to log.
+
+use std::fmt;
+
+/// What went wrong, in a form a program can match on.
+///
+/// New kinds may be added in later versions, so a `match` needs a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A connection string is malformed, has an unknown or duplicate key, or lacks a required
+    /// one.
+    InvalidConnectionString,
+    /// A shared access key is not valid base64.
+    InvalidKey,
+    /// A shared access signature token is malformed.
+    InvalidToken,
+    /// An MQTT topic is not one of IoT Hub's topics, or names another device.
+    InvalidTopic,
+    /// A property bag (the `key=value&…` part of a topic) is malformed.
+    InvalidPropertyBag,
+    /// A message property has a value IoT Hub cannot carry (for example an unparsable expiry).
+    InvalidMessage,
+    /// The hub refused the credentials, or a token has expired.
+    Unauthorized,
+    /// The device is not registered on the hub.
+    DeviceNotFound,
+    /// The device's cloud-to-device queue already holds the maximum number of messages.
+    QueueFull,
+    /// The message is larger than IoT Hub allows.
+    MessageTooLarge,
+    /// An operation did not complete in time.
+    Timeout,
+    /// The network connection failed.
+    Transport,
+}
+
+impl ErrorKind {
+    fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidConnectionString => "invalid connection string",
+            ErrorKind::InvalidKey => "invalid shared access key",
+            ErrorKind::InvalidToken => "invalid shared access signature",
+            ErrorKind::InvalidTopic => "invalid topic",
+            ErrorKind::InvalidPropertyBag => "invalid property bag",
+            ErrorKind::InvalidMessage => "invalid message",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::DeviceNotFound => "device not found",
+            ErrorKind::QueueFull => "device queue full",
+            ErrorKind::MessageTooLarge => "message too large",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::Transport => "transport error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// The error type of every fallible operation in this crate.
+///
+/// ```
+/// use iothub::{DeviceConnectionString, ErrorKind};
+///
+/// let err = "HostName=hub.example;DeviceId=dev;Colour=blue"
+///     .parse::<DeviceConnectionString>()
+///     .unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidConnectionString);
+/// assert!(err.to_string().contains("Colour"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}: {detail}")]
+pub struct Error {
+    kind: ErrorKind,
+    detail: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// Creates an error of `kind` with a human-readable detail. The detail must not contain
+    /// secrets.
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Error {
+            kind,
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause, reachable through [`std::error::Error::source`].
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The class of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The detail text, without the kind prefix.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

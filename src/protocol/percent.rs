@@ -1,0 +1,88 @@
+//! Percent-encoding as IoT Hub uses it in property bags and SAS tokens.
+//!
+//! Encoding leaves only RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`) as they are
+//! and writes everything else as `%XX` with uppercase hex, as Python's
+//! `urllib.parse.quote(s, safe="")` does (py-device `mqtt_topic_iothub.py`,
+//! `common/auth/sastoken.py`). Decoding accepts either hex case and never turns `+` into a
+//! space (protocol.md §3.7), but rejects a `%` that is not followed by two hex digits.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
+/// Everything but the unreserved characters `- . _ ~` and ASCII alphanumerics.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Appends the percent-encoded form of `text` to `out`.
+pub(crate) fn encode_into(text: &str, out: &mut String) {
+    for piece in utf8_percent_encode(text, COMPONENT) {
+        out.push_str(piece);
+    }
+}
+
+/// Why a percent-encoded text could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    /// A `%` at this byte offset is not followed by two hex digits.
+    BadEscape(usize),
+    /// The decoded bytes are not UTF-8.
+    NotUtf8,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::BadEscape(at) => {
+                write!(f, "'%' at byte {at} is not followed by two hex digits")
+            }
+            DecodeError::NotUtf8 => f.write_str("percent-decoded bytes are not UTF-8"),
+        }
+    }
+}
+
+/// Decodes `%XX` escapes (either hex case). `+` stays `+`. Borrows when there is no escape.
+pub(crate) fn decode(text: &str) -> Result<Cow<'_, str>, DecodeError> {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].iter().position(|&b| b == b'%') {
+        let pos = at + offset;
+        match bytes.get(pos + 1..pos + 3) {
+            Some([hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => at = pos + 3,
+            _ => return Err(DecodeError::BadEscape(pos)),
+        }
+    }
+    percent_decode_str(text)
+        .decode_utf8()
+        .map_err(|_| DecodeError::NotUtf8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_reserved_and_non_ascii_with_uppercase_hex() {
+        let mut out = String::new();
+        encode_into("a/b&c=d%e f+g$h~i-j.k_l é", &mut out);
+        assert_eq!(out, "a%2Fb%26c%3Dd%25e%20f%2Bg%24h~i-j.k_l%20%C3%A9");
+    }
+
+    #[test]
+    fn decodes_either_case_and_keeps_plus() {
+        assert_eq!(decode("%2f%2F+%24$").unwrap(), "//+$$");
+        assert!(matches!(decode("plain").unwrap(), Cow::Borrowed("plain")));
+    }
+
+    #[test]
+    fn rejects_bad_escapes_and_bad_utf8() {
+        assert_eq!(decode("ab%zz"), Err(DecodeError::BadEscape(2)));
+        assert_eq!(decode("%4"), Err(DecodeError::BadEscape(0)));
+        assert_eq!(decode("x%"), Err(DecodeError::BadEscape(1)));
+        assert_eq!(decode("%FF"), Err(DecodeError::NotUtf8));
+    }
+}

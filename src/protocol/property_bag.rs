@@ -1,0 +1,246 @@
+//! The property bag: the `key=value&key=value` tail of an IoT Hub MQTT topic.
+//!
+//! Keys and values are percent-encoded with uppercase hex outside `A-Z a-z 0-9 - . _ ~`, so
+//! that `/`, `&`, `=`, `%`, spaces and non-ASCII text survive (protocol.md §3.7; py-device
+//! `mqtt_topic_iothub.py`). A key without `=` has no value: the hub writes a null property that
+//! way (MicrosoftDocs `iot-mqtt-connect-to-iot-hub.md`). Decoding is lenient where the SDKs
+//! and the hub differ: either hex case, `$` or `%24`, `+` kept as `+`, raw `/` in values (the C
+//! SDK), and one trailing `/` (Node's output events).
+
+use bytes::Bytes;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::{Ack, Message};
+use crate::protocol::{expiry_time, percent};
+
+/// `$.mid`: message id.
+pub const MESSAGE_ID: &str = "$.mid";
+/// `$.cid`: correlation id.
+pub const CORRELATION_ID: &str = "$.cid";
+/// `$.uid`: user id.
+pub const USER_ID: &str = "$.uid";
+/// `$.ct`: content type.
+pub const CONTENT_TYPE: &str = "$.ct";
+/// `$.ce`: content encoding.
+pub const CONTENT_ENCODING: &str = "$.ce";
+/// `$.exp`: absolute expiry time.
+pub const EXPIRY: &str = "$.exp";
+/// `$.to`: destination.
+pub const TO: &str = "$.to";
+/// `iothub-ack`: requested delivery feedback (an application property on the wire).
+pub const ACK: &str = "iothub-ack";
+
+/// The order system properties are written in.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum SystemOrder {
+    /// Device to cloud, as the Python SDK writes it: `$.mid $.cid $.uid $.ct $.ce $.exp`
+    /// (py-device `mqtt_topic_iothub.py::encode_message_properties_in_topic`).
+    Telemetry,
+    /// Cloud to device, as IoT Hub writes it: `$.mid`, `$.exp`, `$.to`, the other system
+    /// properties, `iothub-ack`, then application properties (protocol.md §3.6 captures).
+    CloudToDevice,
+}
+
+/// An ordered list of `(key, value)` pairs, decoded; values are optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PropertyBag {
+    pairs: Vec<(String, Option<String>)>,
+}
+
+fn bag_error(detail: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidPropertyBag, detail)
+}
+
+impl PropertyBag {
+    /// An empty bag.
+    pub fn new() -> Self {
+        PropertyBag::default()
+    }
+
+    /// Appends a pair; `None` is a key without a value.
+    pub fn push(&mut self, key: impl Into<String>, value: Option<String>) {
+        self.pairs.push((key.into(), value));
+    }
+
+    /// The pairs in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, Option<&str>)> {
+        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
+    }
+
+    /// The value of the first pair called `key`; `Some(None)` when it has no value.
+    pub fn get(&self, key: &str) -> Option<Option<&str>> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_deref())
+    }
+
+    /// The number of pairs.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Whether there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Decodes the text after a topic's `…/devicebound/` or `…/events/`.
+    ///
+    /// Empty segments (`a=1&&b=2`) are skipped. A `%` not followed by two hex digits, or an
+    /// escape that decodes to invalid UTF-8, is an [`ErrorKind::InvalidPropertyBag`] error.
+    pub fn decode(text: &str) -> Result<Self> {
+        let text = text.strip_suffix('/').unwrap_or(text);
+        let mut pairs = Vec::with_capacity(text.bytes().filter(|b| *b == b'&').count() + 1);
+        for part in text.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = match part.split_once('=') {
+                Some((key, value)) => (key, Some(value)),
+                None => (part, None),
+            };
+            let key = percent::decode(key)
+                .map_err(|e| bag_error(format!("in a property name: {e}")))?
+                .into_owned();
+            let value = value
+                .map(|v| {
+                    percent::decode(v).map(|v| v.into_owned()).map_err(|e| {
+                        bag_error(format!("in the value of '{}': {e}", key.escape_debug()))
+                    })
+                })
+                .transpose()?;
+            pairs.push((key, value));
+        }
+        Ok(PropertyBag { pairs })
+    }
+
+    /// Appends the encoded bag (no leading or trailing separator) to `out`.
+    pub fn encode_into(&self, out: &mut String) {
+        for (i, (key, value)) in self.pairs.iter().enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            percent::encode_into(key, out);
+            if let Some(value) = value {
+                out.push('=');
+                percent::encode_into(value, out);
+            }
+        }
+    }
+
+    /// The encoded bag.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// The bag of `message`'s properties: its system properties in `order`, `iothub-ack`,
+    /// then its custom properties in their order.
+    ///
+    /// A custom property may not use a system property's name, nor `iothub-ack` with one of
+    /// its four values; these are [`ErrorKind::InvalidMessage`] errors, since the receiver
+    /// would read them back as something else.
+    pub(crate) fn from_message(message: &Message, order: SystemOrder) -> Result<Self> {
+        let mut bag = PropertyBag::new();
+        let system = |bag: &mut PropertyBag, key: &str, value: Option<&str>| {
+            if let Some(value) = value {
+                bag.push(key, Some(value.to_owned()));
+            }
+        };
+        let expiry = message.expiry().map(expiry_time::format).transpose()?;
+        match order {
+            SystemOrder::Telemetry => {
+                system(&mut bag, MESSAGE_ID, message.message_id());
+                system(&mut bag, CORRELATION_ID, message.correlation_id());
+                system(&mut bag, USER_ID, message.user_id());
+                system(&mut bag, CONTENT_TYPE, message.content_type());
+                system(&mut bag, CONTENT_ENCODING, message.content_encoding());
+                system(&mut bag, EXPIRY, expiry.as_deref());
+                system(&mut bag, TO, message.to());
+            }
+            SystemOrder::CloudToDevice => {
+                system(&mut bag, MESSAGE_ID, message.message_id());
+                system(&mut bag, EXPIRY, expiry.as_deref());
+                system(&mut bag, TO, message.to());
+                system(&mut bag, CORRELATION_ID, message.correlation_id());
+                system(&mut bag, USER_ID, message.user_id());
+                system(&mut bag, CONTENT_TYPE, message.content_type());
+                system(&mut bag, CONTENT_ENCODING, message.content_encoding());
+            }
+        }
+        system(&mut bag, ACK, message.ack().map(Ack::as_str));
+        for (key, value) in message.properties() {
+            if key.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::InvalidMessage,
+                    "a custom property has an empty name",
+                ));
+            }
+            let reserved = SYSTEM_KEYS.contains(&key)
+                || (key == ACK
+                    && (message.ack().is_some() || value.and_then(Ack::from_wire).is_some()));
+            if reserved {
+                return Err(Error::new(
+                    ErrorKind::InvalidMessage,
+                    format!(
+                        "custom property '{}' would be read as a system property; use the \
+                         Message builder method for it",
+                        key.escape_debug()
+                    ),
+                ));
+            }
+            bag.push(key, value.map(str::to_owned));
+        }
+        Ok(bag)
+    }
+
+    /// The message these properties describe, with `body`.
+    ///
+    /// System keys fill the message's fields (a repeated one: the last wins, as in the Python
+    /// SDK); `iothub-ack` with a known value fills [`Message::ack`]; everything else, other
+    /// `$.` keys included (such as `$.cdid`), stays a custom property in order. An unreadable
+    /// `$.exp` is an [`ErrorKind::InvalidMessage`] error.
+    pub fn into_message(self, body: Bytes) -> Result<Message> {
+        let mut message = Message::new(body);
+        for (key, value) in self.pairs {
+            let Some(text) = value else {
+                if !SYSTEM_KEYS.contains(&key.as_str()) {
+                    message = message.with_bare_property(key);
+                }
+                continue;
+            };
+            message = match key.as_str() {
+                MESSAGE_ID => message.with_message_id(text),
+                CORRELATION_ID => message.with_correlation_id(text),
+                USER_ID => message.with_user_id(text),
+                CONTENT_TYPE => message.with_content_type(text),
+                CONTENT_ENCODING => message.with_content_encoding(text),
+                TO => message.with_to(text),
+                EXPIRY => message.with_expiry(expiry_time::parse(&text)?),
+                ACK => match Ack::from_wire(&text) {
+                    Some(ack) => message.with_ack(ack),
+                    None => message.with_property(key, text),
+                },
+                _ => message.with_property(key, text),
+            };
+        }
+        Ok(message)
+    }
+}
+
+const SYSTEM_KEYS: &[&str] = &[
+    MESSAGE_ID,
+    CORRELATION_ID,
+    USER_ID,
+    CONTENT_TYPE,
+    CONTENT_ENCODING,
+    EXPIRY,
+    TO,
+];
+
+impl FromIterator<(String, Option<String>)> for PropertyBag {
+    fn from_iter<I: IntoIterator<Item = (String, Option<String>)>>(iter: I) -> Self {
+        PropertyBag {
+            pairs: iter.into_iter().collect(),
+        }
+    }
+}
