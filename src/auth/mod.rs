@@ -12,4 +12,4 @@ pub use connection_string::{
     ServiceCredential,
 };
 pub use sas::{ResourceUri, SasKey, SasToken, string_to_sign};
-pub use token_source::{DEFAULT_TOKEN_TTL, IssuedToken, TokenSource};
+pub use token_source::{DEFAULT_TOKEN_TTL, IssuedToken, MAX_TOKEN_TTL, TokenSource};

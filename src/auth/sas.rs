@@ -339,9 +339,13 @@ impl SasToken {
         self.expiry
     }
 
-    /// `se` as a point in time.
+    /// `se` as a point in time (a time past what the platform can hold reads as the last
+    /// second of the year 9999).
     pub fn expiry(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.expiry)
+        const END_OF_9999: u64 = 253_402_300_799;
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(self.expiry))
+            .unwrap_or_else(|| UNIX_EPOCH + Duration::from_secs(END_OF_9999))
     }
 
     /// Whether the token has expired at `now` (IoT Hub rejects tokens whose `se` is in the

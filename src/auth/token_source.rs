@@ -14,6 +14,10 @@ use crate::error::{Error, ErrorKind, Result};
 /// `sak_authentication_provider.ts`, c-sdk `DEFAULT_SAS_TOKEN_EXPIRY_TIME_SECS`).
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
+/// The longest token lifetime a [`TokenSource`] signs for: 365 days, what the C SDK's service
+/// client uses (c-sdk `iothub_messaging_ll.c`).
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The share of a token's lifetime after which it is renewed: 80 %, as the C SDK's
 /// `SAS_REFRESH_MULTIPLIER` (c-sdk `iothubtransport_mqtt_common.c`).
 const RENEW_AT_PERCENT: u32 = 80;
@@ -113,10 +117,11 @@ impl TokenSource {
         }
     }
 
-    /// Sets how long signed tokens live (at least one second). No effect on a fixed token.
+    /// Sets how long signed tokens live, kept between one second and [`MAX_TOKEN_TTL`]. No
+    /// effect on a fixed token.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         if let Source::Signing { ttl: current, .. } = &mut self.source {
-            *current = ttl.max(Duration::from_secs(1));
+            *current = ttl.clamp(Duration::from_secs(1), MAX_TOKEN_TTL);
         }
         self
     }

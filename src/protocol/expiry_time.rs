@@ -6,7 +6,7 @@
 //! no zone (`2019-02-02T00:00:00`, py-device). We read all of these, plus a bare number of
 //! seconds since the epoch (`$.exp=0`, java `MqttTest.java`), and write the hub's form.
 
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -16,16 +16,23 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// Writes `at` as `YYYY-MM-DDThh:mm:ss.fffffffZ` in UTC, to 100 ns.
 pub(crate) fn format(at: SystemTime) -> Result<String> {
-    let at = OffsetDateTime::from(at);
-    at.format(format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z"
-    ))
-    .map_err(|_| {
+    let out_of_range = || {
         Error::new(
             ErrorKind::InvalidMessage,
             "the expiry time is outside the years 0000 to 9999",
         )
-    })
+    };
+    // `OffsetDateTime::from(SystemTime)` panics out of range; this conversion does not.
+    let nanos = match at.duration_since(UNIX_EPOCH) {
+        Ok(after) => i128::try_from(after.as_nanos()).map_err(|_| out_of_range())?,
+        Err(before) => -i128::try_from(before.duration().as_nanos()).map_err(|_| out_of_range())?,
+    };
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .map_err(|_| out_of_range())?
+        .format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z"
+        ))
+        .map_err(|_| out_of_range())
 }
 
 /// Reads an expiry written by IoT Hub or an SDK.
@@ -51,7 +58,7 @@ pub(crate) fn parse(text: &str) -> Result<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::Duration;
 
     #[test]
     fn writes_seven_fractional_digits_in_utc() {
@@ -74,6 +81,14 @@ mod tests {
             parse("3237-07-19T23:06:40.0000000Z").unwrap(),
             UNIX_EPOCH + Duration::from_secs(40_000_000_000)
         );
+    }
+
+    #[test]
+    fn refuses_times_it_cannot_write() {
+        let far = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        assert_eq!(format(far).unwrap_err().kind(), ErrorKind::InvalidMessage);
+        let before = UNIX_EPOCH - Duration::from_secs(86_400);
+        assert_eq!(format(before).unwrap(), "1969-12-31T00:00:00.0000000Z");
     }
 
     #[test]
