@@ -193,7 +193,9 @@ fn sas_parse_vectors() {
             // `se=expiry` is a placeholder in the Node test; we require a number, so check
             // the order-free parse with a numeric expiry instead.
             let numeric = token.replace("se=expiry", "se=12345");
-            let parsed: SasToken = numeric.parse().unwrap_or_else(|e| panic!("{}: {e}", src(case)));
+            let parsed: SasToken = numeric
+                .parse()
+                .unwrap_or_else(|e| panic!("{}: {e}", src(case)));
             assert_eq!(parsed.resource_raw(), "audience", "{}", src(case));
             assert_eq!(parsed.key_name().as_deref(), Some("keyname"));
             assert_eq!(parsed.expiry_secs(), 12345);
@@ -217,7 +219,9 @@ fn sas_doc_examples_parse_and_keep_their_text() {
     let v = vectors();
     for case in v["sas_doc_examples"].as_array().unwrap() {
         let text = s(case, "token");
-        let token: SasToken = text.parse().unwrap_or_else(|e| panic!("{}: {e}", src(case)));
+        let token: SasToken = text
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", src(case)));
         assert_eq!(token.to_string(), text, "{}", src(case));
         assert!(
             token
@@ -273,7 +277,9 @@ fn valid_connection_strings() {
     for case in cases {
         let text = s(case, "cs");
         if s(case, "kind") == "service" {
-            let cs: ServiceConnectionString = text.parse().unwrap_or_else(|e| panic!("{}: {e}", src(case)));
+            let cs: ServiceConnectionString = text
+                .parse()
+                .unwrap_or_else(|e| panic!("{}: {e}", src(case)));
             assert_eq!(cs.to_string(), text, "{}", src(case));
             let parsed = &case["parsed"];
             assert_eq!(cs.host_name(), s(parsed, "HostName"));
@@ -281,7 +287,9 @@ fn valid_connection_strings() {
             assert!(text.parse::<DeviceConnectionString>().is_err());
             continue;
         }
-        let cs: DeviceConnectionString = text.parse().unwrap_or_else(|e| panic!("{}: {e}", src(case)));
+        let cs: DeviceConnectionString = text
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", src(case)));
         assert_eq!(cs.to_string(), text, "written back as given: {}", src(case));
         assert_eq!(
             cs.to_string().parse::<DeviceConnectionString>().unwrap(),
@@ -516,7 +524,8 @@ fn c2d_topic_vectors() {
             continue;
         };
         let payload = case["payload"].as_str().unwrap_or("").to_owned();
-        let (device, msg) = parse_c2d_topic(topic, payload.clone().into()).unwrap_or_else(|e| panic!("{source}: {e}"));
+        let (device, msg) = parse_c2d_topic(topic, payload.clone().into())
+            .unwrap_or_else(|e| panic!("{source}: {e}"));
         assert_eq!(msg.body(), payload.as_bytes());
         assert!(topic.starts_with(&format!("devices/{device}/")), "{source}");
         let mut pairs: Vec<(String, String)> = Vec::new();
