@@ -40,7 +40,7 @@ const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
 /// A shared access key, ready to sign.
 ///
 /// The key is decoded from base64 once, and the HMAC-SHA256 inner and outer states are
-/// computed once, so signing a token costs two SHA-256 blocks and no key set-up. `Debug`
+/// computed once, so signing a token costs the SHA-256 blocks of the message and no key set-up. `Debug`
 /// never shows the key.
 ///
 /// ```
@@ -125,17 +125,53 @@ impl SasKey {
     pub fn token(&self, resource: &ResourceUri, key_name: Option<&str>, expiry: u64) -> SasToken {
         let mut se = itoa::Buffer::new();
         let se = se.format(expiry);
-        let digest = self
+        let digest: [u8; 32] = self
             .sign_parts(&resource.encoded, se)
             .finalize()
-            .into_bytes();
-        let mut sig = [0u8; 44];
-        let len = base64::engine::general_purpose::STANDARD
-            .encode_slice(digest, &mut sig)
-            .expect("32 bytes always fit 44 base64 characters");
-        let sig = std::str::from_utf8(&sig[..len]).expect("base64 is ASCII");
-        SasToken::assemble(&resource.encoded, sig, se, expiry, key_name)
+            .into_bytes()
+            .into();
+        let mut sig = [0u8; ESCAPED_SIGNATURE_MAX];
+        let len = escaped_base64_signature(&digest, &mut sig);
+        SasToken::assemble(&resource.encoded, &sig[..len], se, expiry, key_name)
     }
+}
+
+/// The longest escaped signature: 43 base64 characters that could all be `+` or `/`, each
+/// written as three, and the `=` padding as `%3D`.
+const ESCAPED_SIGNATURE_MAX: usize = 43 * 3 + 3;
+
+/// Writes base64(`digest`) with `+ / =` percent-encoded (`%2B %2F %3D`) in one pass: the hot
+/// path of every token, where encoding and then escaping would cost more than the rest of the
+/// token (see `benches/sas.rs`).
+fn escaped_base64_signature(digest: &[u8; 32], out: &mut [u8; ESCAPED_SIGNATURE_MAX]) -> usize {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut len = 0;
+    let mut put = |sextet: u32, out: &mut [u8; ESCAPED_SIGNATURE_MAX]| {
+        let sextet = (sextet & 0x3f) as usize;
+        if sextet >= 62 {
+            out[len..len + 3].copy_from_slice(if sextet == 62 { b"%2B" } else { b"%2F" });
+            len += 3;
+        } else {
+            out[len] = ALPHABET[sextet];
+            len += 1;
+        }
+    };
+    let mut chunks = digest.chunks_exact(3);
+    for chunk in &mut chunks {
+        let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
+        put(n >> 18, out);
+        put(n >> 12, out);
+        put(n >> 6, out);
+        put(n, out);
+    }
+    // 32 = 10 × 3 + 2: two bytes left, three characters and one `=`.
+    let rest = chunks.remainder();
+    let n = (u32::from(rest[0]) << 16) | (u32::from(rest[1]) << 8);
+    put(n >> 18, out);
+    put(n >> 12, out);
+    put(n >> 6, out);
+    out[len..len + 3].copy_from_slice(b"%3D");
+    len + 3
 }
 
 fn hmac_for(key: &[u8]) -> HmacSha256 {
@@ -272,37 +308,54 @@ impl SasToken {
         key_name: Option<&str>,
     ) -> Self {
         let mut se = itoa::Buffer::new();
+        let mut escaped = Vec::with_capacity(signature_base64.len() * 3);
+        push_escaped_base64(signature_base64.as_bytes(), &mut escaped);
         Self::assemble(
             &resource.encoded,
-            signature_base64,
+            &escaped,
             se.format(expiry),
             expiry,
             key_name,
         )
     }
 
-    fn assemble(sr: &str, sig: &str, se: &str, expiry: u64, key_name: Option<&str>) -> Self {
-        let mut text = String::with_capacity(
+    /// Writes the token text in one buffer: the hot path of every connect and renewal, so it
+    /// copies runs of bytes rather than pushing characters (see `benches/sas.rs`).
+    fn assemble(
+        sr: &str,
+        escaped_sig: &[u8],
+        se: &str,
+        expiry: u64,
+        key_name: Option<&str>,
+    ) -> Self {
+        let mut text = Vec::with_capacity(
             PREFIX.len()
-                + 16
+                + "sr=&sig=&se=".len()
                 + sr.len()
-                + sig.len() * 3
+                + escaped_sig.len()
                 + se.len()
-                + key_name.map_or(0, |k| k.len() * 3 + 5),
+                + key_name.map_or(0, |k| "&skn=".len() + k.len() * 3),
         );
-        text.push_str(PREFIX);
-        text.push_str("sr=");
-        let sr_range = push_range(&mut text, |t| t.push_str(sr));
-        text.push_str("&sig=");
-        let sig_range = push_range(&mut text, |t| push_encoded_base64(sig, t));
-        text.push_str("&se=");
-        let se_range = push_range(&mut text, |t| t.push_str(se));
+        text.extend_from_slice(PREFIX.as_bytes());
+        text.extend_from_slice(b"sr=");
+        let sr_range = text.len()..text.len() + sr.len();
+        text.extend_from_slice(sr.as_bytes());
+        text.extend_from_slice(b"&sig=");
+        let sig_range = text.len()..text.len() + escaped_sig.len();
+        text.extend_from_slice(escaped_sig);
+        text.extend_from_slice(b"&se=");
+        let se_range = text.len()..text.len() + se.len();
+        text.extend_from_slice(se.as_bytes());
         let skn_range = key_name.map(|name| {
-            text.push_str("&skn=");
-            push_range(&mut text, |t| percent::encode_into(name, t))
+            text.extend_from_slice(b"&skn=");
+            let start = text.len();
+            let mut encoded = String::new();
+            percent::encode_into(name, &mut encoded);
+            text.extend_from_slice(encoded.as_bytes());
+            start..text.len()
         });
         SasToken {
-            text,
+            text: String::from_utf8(text).expect("built from UTF-8 pieces and ASCII escapes"),
             sr: sr_range,
             sig: sig_range,
             se: se_range,
@@ -372,19 +425,15 @@ impl SasToken {
     }
 }
 
-fn push_range(text: &mut String, write: impl FnOnce(&mut String)) -> Range<usize> {
-    let start = text.len();
-    write(text);
-    start..text.len()
-}
-
-/// Percent-encodes the three base64 characters that need it (`+ / =`), uppercase hex.
-fn push_encoded_base64(sig: &str, out: &mut String) {
-    for c in sig.chars() {
+/// Appends base64 text with the three characters that need it percent-encoded (`+ / =` as
+/// `%2B %2F %3D`).
+fn push_escaped_base64(base64: &[u8], out: &mut Vec<u8>) {
+    out.reserve(base64.len() * 3);
+    for &c in base64 {
         match c {
-            '+' => out.push_str("%2B"),
-            '/' => out.push_str("%2F"),
-            '=' => out.push_str("%3D"),
+            b'+' => out.extend_from_slice(b"%2B"),
+            b'/' => out.extend_from_slice(b"%2F"),
+            b'=' => out.extend_from_slice(b"%3D"),
             c => out.push(c),
         }
     }
@@ -478,5 +527,39 @@ impl fmt::Debug for SasToken {
             .field("se", &self.expiry)
             .field("skn", &self.key_name())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fused_signature_matches_base64_then_escaping() {
+        let mut digests = vec![[0u8; 32], [0xff; 32], [0xfb; 32], [0x3e; 32]];
+        digests.extend(
+            (0..=255u8).map(|b| std::array::from_fn(|i| b.wrapping_mul(i as u8 + 11) ^ 0x5a)),
+        );
+        for digest in digests {
+            let mut out = [0u8; ESCAPED_SIGNATURE_MAX];
+            let len = escaped_base64_signature(&digest, &mut out);
+            let mut expected = Vec::new();
+            let base64 = base64::engine::general_purpose::STANDARD.encode(digest);
+            push_escaped_base64(base64.as_bytes(), &mut expected);
+            assert_eq!(&out[..len], &expected[..]);
+        }
+    }
+
+    #[test]
+    fn signature_escaping_encodes_exactly_plus_slash_and_equals() {
+        let mut out = Vec::new();
+        push_escaped_base64(b"ab+/cd==", &mut out);
+        assert_eq!(out, b"ab%2B%2Fcd%3D%3D");
+        out.clear();
+        push_escaped_base64(b"+", &mut out);
+        assert_eq!(out, b"%2B");
+        out.clear();
+        push_escaped_base64(b"plain", &mut out);
+        assert_eq!(out, b"plain");
     }
 }

@@ -1,14 +1,19 @@
-//! IoT Hub's MQTT wire format, without I/O: topics and the property bag.
+//! IoT Hub's wire formats, without I/O: MQTT topics, the property bag, feedback records.
 //!
 //! The device client and the local hub both use these functions, so that both ends agree on
 //! every byte by construction. They are public for applications that bring their own MQTT
 //! client.
 
-mod expiry_time;
+pub(crate) mod expiry_time;
+mod feedback;
 pub(crate) mod percent;
 mod property_bag;
 mod topic;
 
+pub use feedback::{
+    FEEDBACK_CONTENT_TYPE, FeedbackRecord, FeedbackStatus, decode_feedback_batch,
+    encode_feedback_batch,
+};
 pub use property_bag::{
     ACK, CONTENT_ENCODING, CONTENT_TYPE, CORRELATION_ID, EXPIRY, MESSAGE_ID, PropertyBag, TO,
     USER_ID,
