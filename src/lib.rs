@@ -5,6 +5,9 @@
 
 pub mod auth;
 pub mod error;
+#[cfg(feature = "local-hub")]
+#[cfg_attr(docsrs, doc(cfg(feature = "local-hub")))]
+pub mod local_hub;
 pub mod message;
 pub mod protocol;
 

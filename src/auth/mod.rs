@@ -5,6 +5,7 @@
 
 mod connection_string;
 mod sas;
+mod scope;
 mod token_source;
 
 pub use connection_string::{
@@ -12,4 +13,8 @@ pub use connection_string::{
     ServiceCredential,
 };
 pub use sas::{ResourceUri, SasKey, SasToken, string_to_sign};
+pub use scope::{
+    AccessDenied, AccessPolicy, Permission, Permissions, authorize_device, authorize_service,
+    scope_covers,
+};
 pub use token_source::{DEFAULT_TOKEN_TTL, IssuedToken, MAX_TOKEN_TTL, TokenSource};

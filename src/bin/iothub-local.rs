@@ -1,0 +1,144 @@
+//! `iothub-local`: an Azure IoT Hub on this machine, for the official SDKs, our examples and
+//! your tests.
+//!
+//! It prints, one per line, `IOTHUB_CONNECTION_STRING=…`, `IOTHUB_CA_FILE=…`, one
+//! `IOTHUB_DEVICE_CONNECTION_STRING_<ID>=…` per `--device`, then `ready`; it logs connections,
+//! messages and feedback to stderr (`RUST_LOG` sets the level) and stops on Ctrl-C.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use iothub::SasKey;
+use iothub::local_hub::{DEFAULT_AMQP_PORT, DEFAULT_HTTPS_PORT, DEFAULT_MQTT_PORT, LocalHub};
+
+/// An Azure IoT Hub on loopback: MQTT (TLS and WebSockets) for devices, HTTPS for the registry.
+#[derive(Parser, Debug)]
+#[command(name = "iothub-local", version, about)]
+struct Args {
+    /// The hub's host name, as clients write it in `HostName`.
+    #[arg(long, default_value = "localhost")]
+    hostname: String,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// MQTT over TLS port (0: any free port).
+    #[arg(long, default_value_t = DEFAULT_MQTT_PORT)]
+    mqtt_port: u16,
+    /// HTTPS and WebSocket port (0: any free port).
+    #[arg(long, default_value_t = DEFAULT_HTTPS_PORT)]
+    https_port: u16,
+    /// AMQP over TLS port, for the service endpoint.
+    #[arg(long, default_value_t = DEFAULT_AMQP_PORT)]
+    amqp_port: u16,
+    /// Where to write the CA certificate (PEM) that clients must trust.
+    #[arg(long)]
+    ca_out: Option<PathBuf>,
+    /// The `iothubowner` policy key, base64 (default: generated).
+    #[arg(long, value_name = "BASE64")]
+    policy_key: Option<String>,
+    /// Registers a device, with a key or a generated one; repeatable.
+    #[arg(long = "device", value_name = "ID[:BASE64KEY]")]
+    devices: Vec<String>,
+}
+
+fn env_name(device_id: &str) -> String {
+    device_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let mut builder = LocalHub::builder()
+        .host_name(&args.hostname)
+        .bind_address(args.bind)
+        .mqtt_port(args.mqtt_port)
+        .https_port(args.https_port)
+        .amqp_port(args.amqp_port);
+    if let Some(key) = &args.policy_key {
+        let key = SasKey::from_base64(key).map_err(|e| format!("--policy-key: {e}"))?;
+        builder = builder.policy_key(key);
+    }
+    let hub = builder.start().await.map_err(|e| {
+        let cause = std::error::Error::source(&e)
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        format!("{e}{cause}")
+    })?;
+    let ca_path = args.ca_out.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("iothub-local-{}-ca.pem", std::process::id()))
+    });
+    std::fs::write(&ca_path, hub.ca_pem())
+        .map_err(|e| format!("cannot write the CA to {}: {e}", ca_path.display()))?;
+    let mut out = std::io::stdout().lock();
+    let mut lines = vec![
+        format!(
+            "IOTHUB_CONNECTION_STRING={}",
+            hub.service_connection_string()
+        ),
+        format!("IOTHUB_CA_FILE={}", ca_path.display()),
+    ];
+    for spec in &args.devices {
+        let (id, key) = match spec.split_once(':') {
+            Some((id, key)) => {
+                let key = SasKey::from_base64(key).map_err(|e| format!("--device {id}: {e}"))?;
+                (id, Some(key))
+            }
+            None => (spec.as_str(), None),
+        };
+        let cs = match key {
+            Some(key) => hub.create_device_with_key(id, key),
+            None => hub.create_device(id),
+        }
+        .map_err(|e| format!("--device {id}: {e}"))?;
+        lines.push(format!(
+            "IOTHUB_DEVICE_CONNECTION_STRING_{}={cs}",
+            env_name(id)
+        ));
+    }
+    lines.push("ready".to_owned());
+    for line in lines {
+        writeln!(out, "{line}").map_err(|e| e.to_string())?;
+    }
+    out.flush().map_err(|e| e.to_string())?;
+    drop(out);
+    tracing::info!(mqtt = %hub.mqtt_addr(), https = %hub.https_addr(), "serving; Ctrl-C stops");
+    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+    tracing::info!("stopping");
+    hub.shutdown().await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("iothub-local: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("iothub-local: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

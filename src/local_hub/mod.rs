@@ -1,0 +1,517 @@
+//! An Azure IoT Hub on loopback, for tests, examples and demos.
+//!
+//! [`LocalHub`] speaks IoT Hub's real wire protocols — MQTT 3.1.1 over TLS and over
+//! WebSockets for devices, HTTPS for the identity registry — with a CA and a server certificate
+//! it generates at start, and keeps IoT Hub's rules: SAS tokens checked against device keys and
+//! policies, one connection per device, 50-message C2D queues with TTL, locks and delivery
+//! counts, and batched delivery feedback. The official Python and Node SDKs connect to it
+//! unmodified; see `docs/local-hub.md`.
+//!
+//! ```no_run
+//! # async fn demo() -> iothub::Result<()> {
+//! use iothub::Message;
+//! use iothub::local_hub::LocalHub;
+//!
+//! let hub = LocalHub::builder().start().await?;
+//! let device = hub.create_device("dev1")?; // a device connection string
+//! println!("connect with {device} trusting\n{}", hub.ca_pem());
+//! hub.enqueue_c2d("dev1", Message::new("hello").with_message_id("m1"))?;
+//! # Ok(()) }
+//! ```
+
+mod c2d_queue;
+mod feedback_queue;
+mod https;
+mod mqtt;
+mod registry;
+mod state;
+mod tls;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use futures_core::Stream as _;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
+
+use crate::auth::{
+    AccessPolicy, DeviceConnectionString, HostAndPort, SasKey, ServiceConnectionString,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::Message;
+use crate::protocol::FeedbackRecord;
+
+pub use c2d_queue::C2dLimits;
+use state::{C2dRefusal, DeviceSpec, DeviceStatus, HubSettings, HubState, RegistryError};
+
+/// IoT Hub's MQTT over TLS port.
+pub const DEFAULT_MQTT_PORT: u16 = 8883;
+/// IoT Hub's HTTPS (and WebSocket) port.
+pub const DEFAULT_HTTPS_PORT: u16 = 443;
+/// IoT Hub's AMQP over TLS port.
+pub const DEFAULT_AMQP_PORT: u16 = 5671;
+
+/// Configures and starts a [`LocalHub`].
+#[derive(Clone, Debug)]
+pub struct LocalHubBuilder {
+    host_name: String,
+    bind: IpAddr,
+    mqtt_port: u16,
+    https_port: u16,
+    amqp_port: u16,
+    policy_key: Option<SasKey>,
+    c2d: C2dLimits,
+    feedback_flush_interval: Duration,
+}
+
+impl Default for LocalHubBuilder {
+    fn default() -> Self {
+        LocalHubBuilder {
+            host_name: "localhost".to_owned(),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            mqtt_port: 0,
+            https_port: 0,
+            amqp_port: 0,
+            policy_key: None,
+            c2d: C2dLimits::default(),
+            feedback_flush_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+impl LocalHubBuilder {
+    /// The hub's host name (default `localhost`): what clients put in `HostName`, the MQTT user
+    /// name and SAS resources. The certificate covers it, `localhost` and `127.0.0.1`.
+    pub fn host_name(mut self, host_name: impl Into<String>) -> Self {
+        self.host_name = host_name.into();
+        self
+    }
+
+    /// The address to listen on (default 127.0.0.1).
+    pub fn bind_address(mut self, address: IpAddr) -> Self {
+        self.bind = address;
+        self
+    }
+
+    /// The MQTT over TLS port; 0 (the default) picks a free one.
+    pub fn mqtt_port(mut self, port: u16) -> Self {
+        self.mqtt_port = port;
+        self
+    }
+
+    /// The HTTPS and WebSocket port; 0 (the default) picks a free one.
+    pub fn https_port(mut self, port: u16) -> Self {
+        self.https_port = port;
+        self
+    }
+
+    /// The AMQP port, used by the AMQP service endpoint; 0 picks a free one.
+    pub fn amqp_port(mut self, port: u16) -> Self {
+        self.amqp_port = port;
+        self
+    }
+
+    /// The key of the `iothubowner` policy (default: generated).
+    pub fn policy_key(mut self, key: SasKey) -> Self {
+        self.policy_key = Some(key);
+        self
+    }
+
+    /// The cloud-to-device limits (default: IoT Hub's).
+    pub fn c2d_limits(mut self, limits: C2dLimits) -> Self {
+        self.c2d = limits;
+        self
+    }
+
+    /// How long feedback records wait to be batched (default 15 s, as IoT Hub).
+    pub fn feedback_flush_interval(mut self, interval: Duration) -> Self {
+        self.feedback_flush_interval = interval;
+        self
+    }
+
+    /// Binds the listeners and starts serving. Must be called inside a Tokio runtime.
+    pub async fn start(self) -> Result<LocalHub> {
+        let owner_key = self.policy_key.unwrap_or_else(state::generate_key);
+        let mut policies = Vec::new();
+        for name in [
+            "iothubowner",
+            "service",
+            "device",
+            "registryRead",
+            "registryReadWrite",
+        ] {
+            policies.push(AccessPolicy {
+                name: name.to_owned(),
+                primary_key: if name == "iothubowner" {
+                    owner_key.clone()
+                } else {
+                    state::generate_key()
+                },
+                secondary_key: state::generate_key(),
+                permissions: AccessPolicy::default_permissions(name).expect("a default policy"),
+            });
+        }
+        let state = Arc::new(HubState::new(
+            HubSettings {
+                host_name: self.host_name.clone(),
+                c2d: self.c2d,
+                feedback_flush_interval: self.feedback_flush_interval,
+            },
+            policies,
+        ));
+        let tls = tls::HubTls::generate(&self.host_name)?;
+        let bind = |port: u16| async move {
+            TcpListener::bind(SocketAddr::new(self.bind, port))
+                .await
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Transport,
+                        format!("cannot listen on port {port}"),
+                    )
+                    .with_source(e)
+                })
+        };
+        let mqtt_listener = bind(self.mqtt_port).await?;
+        let https_listener = bind(self.https_port).await?;
+        let mqtt_addr = local_addr(&mqtt_listener)?;
+        let https_addr = local_addr(&https_listener)?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(mqtt::serve(
+                state.clone(),
+                tls.acceptor.clone(),
+                mqtt_listener,
+            )),
+            tokio::spawn(https::serve(
+                https::router(state.clone()),
+                tls.acceptor.clone(),
+                https_listener,
+                shutdown_rx,
+            )),
+            tokio::spawn(sweep(state.clone())),
+        ];
+        tracing::info!(host = %self.host_name, %mqtt_addr, %https_addr, "local IoT Hub started");
+        Ok(LocalHub {
+            state,
+            ca_pem: tls.ca_pem,
+            owner_key,
+            mqtt_addr,
+            https_addr,
+            amqp_port: self.amqp_port,
+            tasks,
+            shutdown,
+        })
+    }
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
+    listener
+        .local_addr()
+        .map_err(|e| Error::new(ErrorKind::Transport, "listener has no address").with_source(e))
+}
+
+/// Runs the hub's clock: expiries, lock timeouts and feedback batching.
+async fn sweep(state: Arc<HubState>) {
+    loop {
+        let next = state.sweep();
+        let wait = next
+            .and_then(|at| at.duration_since(SystemTime::now()).ok())
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(5), Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = state.sweep_wake.notified() => {}
+        }
+    }
+}
+
+/// A running local IoT Hub. Dropping it stops it; [`LocalHub::shutdown`] also closes device
+/// connections first.
+pub struct LocalHub {
+    state: Arc<HubState>,
+    ca_pem: String,
+    owner_key: SasKey,
+    mqtt_addr: SocketAddr,
+    https_addr: SocketAddr,
+    amqp_port: u16,
+    tasks: Vec<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for LocalHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalHub")
+            .field("host_name", &self.state.settings.host_name)
+            .field("mqtt_addr", &self.mqtt_addr)
+            .field("https_addr", &self.https_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn registry_error(e: RegistryError, device_id: &str) -> Error {
+    match e {
+        RegistryError::DeviceNotFound => Error::new(
+            ErrorKind::DeviceNotFound,
+            format!("device '{device_id}' is not registered"),
+        ),
+        RegistryError::DeviceAlreadyExists => Error::new(
+            ErrorKind::InvalidMessage,
+            format!("device '{device_id}' already exists"),
+        ),
+        RegistryError::PreconditionFailed => {
+            Error::new(ErrorKind::InvalidMessage, "the etag does not match")
+        }
+    }
+}
+
+impl LocalHub {
+    /// A builder with IoT Hub's defaults, listening on free ports of 127.0.0.1.
+    pub fn builder() -> LocalHubBuilder {
+        LocalHubBuilder::default()
+    }
+
+    /// The hub's host name.
+    pub fn host_name(&self) -> &str {
+        &self.state.settings.host_name
+    }
+
+    /// The CA certificate (PEM) that clients must trust.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Where MQTT over TLS listens.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    /// Where HTTPS and MQTT over WebSockets listen.
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https_addr
+    }
+
+    /// The AMQP port the builder was given (the AMQP endpoint comes with the service side).
+    pub fn amqp_port(&self) -> u16 {
+        self.amqp_port
+    }
+
+    /// The `iothubowner` connection string, for back-end applications.
+    pub fn service_connection_string(&self) -> ServiceConnectionString {
+        ServiceConnectionString::with_key(self.host_name(), "iothubowner", self.owner_key.clone())
+    }
+
+    /// Registers a device with generated keys and returns its connection string.
+    pub fn create_device(&self, device_id: &str) -> Result<DeviceConnectionString> {
+        self.register(device_id, None)
+    }
+
+    /// Registers a device with `key` as its primary key.
+    pub fn create_device_with_key(
+        &self,
+        device_id: &str,
+        key: SasKey,
+    ) -> Result<DeviceConnectionString> {
+        self.register(device_id, Some(key))
+    }
+
+    fn register(&self, device_id: &str, key: Option<SasKey>) -> Result<DeviceConnectionString> {
+        let record = self
+            .state
+            .put_device(
+                DeviceSpec {
+                    device_id: device_id.to_owned(),
+                    status: DeviceStatus::Enabled,
+                    status_reason: None,
+                    primary_key: key,
+                    secondary_key: None,
+                    iot_edge: false,
+                },
+                None,
+            )
+            .map_err(|e| registry_error(e, device_id))?;
+        tracing::info!(device = device_id, "device registered");
+        Ok(self.connection_string_for(device_id, record.primary_key))
+    }
+
+    /// The connection string of a registered device (primary key).
+    pub fn device_connection_string(&self, device_id: &str) -> Option<DeviceConnectionString> {
+        let record = self.state.get_device(device_id)?;
+        Some(self.connection_string_for(device_id, record.primary_key))
+    }
+
+    /// Connection strings carry `GatewayHostName=localhost:PORT` when the hub is not on
+    /// `localhost:8883`, so that the user name and SAS resource keep the plain `HostName`
+    /// (protocol.md §2.3; interop.md §4.2).
+    fn connection_string_for(&self, device_id: &str, key: SasKey) -> DeviceConnectionString {
+        let cs = DeviceConnectionString::with_key(self.host_name(), device_id, key);
+        let port = self.mqtt_addr.port();
+        if self.host_name() == "localhost" && port == DEFAULT_MQTT_PORT {
+            cs
+        } else {
+            let gateway = HostAndPort::parse(&format!("localhost:{port}"))
+                .expect("localhost with a port is a valid gateway");
+            cs.with_gateway(gateway)
+        }
+    }
+
+    /// Queues a cloud-to-device message, as a back end's send would.
+    ///
+    /// Errors: [`ErrorKind::DeviceNotFound`], [`ErrorKind::QueueFull`] (50 pending) and
+    /// [`ErrorKind::MessageTooLarge`] (over 64 KB).
+    pub fn enqueue_c2d(&self, device_id: &str, message: Message) -> Result<()> {
+        self.state
+            .enqueue_c2d(device_id, message)
+            .map_err(|refusal| match refusal {
+                C2dRefusal::DeviceNotFound => Error::new(
+                    ErrorKind::DeviceNotFound,
+                    format!("device '{device_id}' is not registered"),
+                ),
+                C2dRefusal::QueueFull => Error::new(
+                    ErrorKind::QueueFull,
+                    format!(
+                        "the queue of device '{device_id}' already holds the maximum of messages"
+                    ),
+                ),
+                C2dRefusal::TooLarge => Error::new(
+                    ErrorKind::MessageTooLarge,
+                    "the message is larger than the cloud-to-device limit",
+                ),
+            })
+    }
+
+    /// Empties a device's cloud-to-device queue; returns how many messages it held.
+    pub fn purge_c2d(&self, device_id: &str) -> Result<usize> {
+        self.state
+            .purge_c2d(device_id)
+            .map_err(|e| registry_error(e, device_id))
+    }
+
+    /// Messages in a device's queue (delivered but not completed ones included).
+    pub fn c2d_queue_len(&self, device_id: &str) -> Option<usize> {
+        self.state.c2d_queue_len(device_id)
+    }
+
+    /// Whether the device is connected now.
+    pub fn is_connected(&self, device_id: &str) -> bool {
+        self.state.is_connected(device_id)
+    }
+
+    /// Every telemetry message received from now on, as `(device_id, message)`.
+    pub fn telemetry(&self) -> TelemetryStream {
+        TelemetryStream {
+            inner: BroadcastStream::new(self.state.subscribe_telemetry()),
+        }
+    }
+
+    /// Feedback batches as the hub releases them (64 records, or after the flush interval).
+    /// Each batch is taken off the hub's feedback queue; with several receivers, each batch
+    /// goes to one of them.
+    pub fn feedback(&self) -> FeedbackStream {
+        let (tx, rx) = mpsc::channel(1);
+        let state = self.state.clone();
+        let pump = tokio::spawn(async move {
+            loop {
+                while let Some(batch) = state.take_feedback() {
+                    if let Err(returned) = tx.send(batch).await {
+                        state.return_feedback(returned.0);
+                        return;
+                    }
+                }
+                tokio::select! {
+                    _ = state.feedback_ready.notified() => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        FeedbackStream {
+            inner: ReceiverStream::new(rx),
+            pump,
+        }
+    }
+
+    /// Closes every connection and stops the listeners.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        self.state.kick_all();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for LocalHub {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Telemetry received by a [`LocalHub`]: a [`futures_core::Stream`] of `(device_id, message)`.
+#[derive(Debug)]
+pub struct TelemetryStream {
+    inner: BroadcastStream<(String, Message)>,
+}
+
+impl TelemetryStream {
+    /// The next message; `None` once the hub has stopped.
+    pub async fn recv(&mut self) -> Option<(String, Message)> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl futures_core::Stream for TelemetryStream {
+    type Item = (String, Message);
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(item))) => return Poll::Ready(Some(item)),
+                Poll::Ready(Some(Err(lagged))) => {
+                    tracing::warn!(error = %lagged, "telemetry receiver fell behind");
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Feedback batches released by a [`LocalHub`]: a [`futures_core::Stream`] of record lists.
+#[derive(Debug)]
+pub struct FeedbackStream {
+    inner: ReceiverStream<Vec<FeedbackRecord>>,
+    pump: JoinHandle<()>,
+}
+
+impl FeedbackStream {
+    /// The next batch.
+    pub async fn recv(&mut self) -> Option<Vec<FeedbackRecord>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl futures_core::Stream for FeedbackStream {
+    type Item = Vec<FeedbackRecord>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+impl Drop for FeedbackStream {
+    fn drop(&mut self) {
+        self.inner.close();
+        let _ = &self.pump;
+    }
+}
