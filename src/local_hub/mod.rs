@@ -305,6 +305,13 @@ impl LocalHub {
         ServiceConnectionString::with_key(self.host_name(), "iothubowner", self.owner_key.clone())
     }
 
+    /// The connection string of one of the hub's shared access policies: `iothubowner`,
+    /// `service`, `device`, `registryRead` or `registryReadWrite`.
+    pub fn policy_connection_string(&self, policy: &str) -> Option<ServiceConnectionString> {
+        let key = self.state.policy_key(policy)?;
+        Some(ServiceConnectionString::with_key(self.host_name(), policy, key))
+    }
+
     /// Registers a device with generated keys and returns its connection string.
     pub fn create_device(&self, device_id: &str) -> Result<DeviceConnectionString> {
         self.register(device_id, None)

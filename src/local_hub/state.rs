@@ -173,6 +173,15 @@ impl HubState {
             .cloned()
     }
 
+    /// The primary key of the policy called `name`.
+    pub fn policy_key(&self, name: &str) -> Option<SasKey> {
+        self.lock()
+            .policies
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.primary_key.clone())
+    }
+
     /// Checks a back-end token for `needed`.
     pub fn authorize_service(
         &self,
