@@ -309,7 +309,11 @@ impl LocalHub {
     /// `service`, `device`, `registryRead` or `registryReadWrite`.
     pub fn policy_connection_string(&self, policy: &str) -> Option<ServiceConnectionString> {
         let key = self.state.policy_key(policy)?;
-        Some(ServiceConnectionString::with_key(self.host_name(), policy, key))
+        Some(ServiceConnectionString::with_key(
+            self.host_name(),
+            policy,
+            key,
+        ))
     }
 
     /// Registers a device with generated keys and returns its connection string.
