@@ -52,6 +52,11 @@ impl FeedbackQueue {
         self.first_pending_at.map(|first| first + flush_interval)
     }
 
+    /// Whether a batch is ready.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     /// Takes the oldest ready batch.
     pub fn take(&mut self) -> Option<Vec<FeedbackRecord>> {
         self.ready.pop_front()

@@ -425,7 +425,7 @@ impl LocalHub {
     pub fn feedback(&self) -> FeedbackStream {
         let (tx, rx) = mpsc::channel(1);
         let state = self.state.clone();
-        let pump = tokio::spawn(async move {
+        tokio::spawn(async move {
             loop {
                 while let Some(batch) = state.take_feedback() {
                     if let Err(returned) = tx.send(batch).await {
@@ -441,7 +441,6 @@ impl LocalHub {
         });
         FeedbackStream {
             inner: ReceiverStream::new(rx),
-            pump,
         }
     }
 
@@ -502,7 +501,6 @@ impl futures_core::Stream for TelemetryStream {
 #[derive(Debug)]
 pub struct FeedbackStream {
     inner: ReceiverStream<Vec<FeedbackRecord>>,
-    pump: JoinHandle<()>,
 }
 
 impl FeedbackStream {
@@ -517,12 +515,5 @@ impl futures_core::Stream for FeedbackStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.inner).poll_next(cx)
-    }
-}
-
-impl Drop for FeedbackStream {
-    fn drop(&mut self) {
-        self.inner.close();
-        let _ = &self.pump;
     }
 }

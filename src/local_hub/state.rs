@@ -488,9 +488,7 @@ impl HubState {
         let flush = self.settings.feedback_flush_interval;
         inner.feedback.flush_due(flush, now);
         next = earliest(next, inner.feedback.next_deadline(flush));
-        let ready = inner.feedback.take();
-        if let Some(batch) = ready {
-            inner.feedback.put_back(batch);
+        if inner.feedback.has_ready() {
             self.feedback_ready.notify_waiters();
             self.feedback_ready.notify_one();
         }
