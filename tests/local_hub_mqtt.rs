@@ -536,3 +536,36 @@ async fn the_device_is_disconnected_when_its_token_expires() {
         "closed at expiry, not before"
     );
 }
+
+#[tokio::test]
+async fn a_qos_0_subscription_gets_qos_0_deliveries_that_complete_when_sent() {
+    let hub = hub().await;
+    let mut feedback = hub.feedback();
+    let cs = hub.create_device("dev1").unwrap();
+    let (mut client, _) = RawClient::connect(&hub, &cs).await;
+    let filter = "devices/dev1/messages/devicebound/#";
+    client
+        .send(Packet::Subscribe(Subscribe::new(filter, QoS::AtMostOnce)))
+        .await;
+    match client.recv().await {
+        Packet::SubAck(ack) => {
+            assert_eq!(
+                ack.return_codes,
+                vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    hub.enqueue_c2d(
+        "dev1",
+        Message::new("fire and forget")
+            .with_message_id("q0")
+            .with_ack(Ack::Positive),
+    )
+    .unwrap();
+    let publish = next_publish(&mut client).await;
+    assert_eq!(publish.qos, QoS::AtMostOnce);
+    let batch = timeout(WAIT, feedback.recv()).await.unwrap().unwrap();
+    assert_eq!(batch[0].original_message_id, "q0");
+    assert_eq!(batch[0].status_code, FeedbackStatus::Success);
+}

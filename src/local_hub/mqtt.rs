@@ -236,6 +236,7 @@ where
         session_id: ticket.id,
         in_flight: HashMap::new(),
         next_pkid: 0,
+        c2d_qos: QoS::AtLeastOnce,
     };
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
@@ -260,6 +261,9 @@ struct Session {
     session_id: u64,
     in_flight: HashMap<u16, LockToken>,
     next_pkid: u16,
+    /// The QoS granted to the C2D subscription: 0 means deliveries are not acknowledged and
+    /// count as completed once sent (protocol.md §6, inferred).
+    c2d_qos: QoS,
 }
 
 /// How a session ended, for the log.
@@ -356,17 +360,25 @@ impl Session {
                     continue;
                 }
             };
-            let pkid = self.fresh_pkid();
-            self.in_flight.insert(pkid, token);
+            let pkid = if self.c2d_qos == QoS::AtMostOnce {
+                0
+            } else {
+                let pkid = self.fresh_pkid();
+                self.in_flight.insert(pkid, token);
+                pkid
+            };
             let publish = Publish {
                 dup: false,
-                qos: QoS::AtLeastOnce,
+                qos: self.c2d_qos,
                 retain: false,
                 topic,
                 pkid,
                 payload: message.body().clone(),
             };
             wire.send(Packet::Publish(publish)).await?;
+            if pkid == 0 {
+                self.state.complete_c2d(&device_id, token);
+            }
         }
         Ok(())
     }
@@ -406,7 +418,13 @@ impl Session {
             Packet::Subscribe(subscribe) => {
                 let mut codes = Vec::with_capacity(subscribe.filters.len());
                 for filter in &subscribe.filters {
-                    codes.push(self.on_subscribe(&filter.path, filter.qos));
+                    let code = self.on_subscribe(&filter.path, filter.qos);
+                    if let SubscribeReasonCode::Success(granted) = code {
+                        if filter.path == c2d_subscription(&device_id) {
+                            self.c2d_qos = granted;
+                        }
+                    }
+                    codes.push(code);
                 }
                 wire.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
                     .await?;
