@@ -1,2 +1,824 @@
-//! Placeholder.
-fn main() {}
+//! Benchmarks for the local IoT Hub (`iothub::local_hub`): C2D throughput and the memory an
+//! idle device connection costs.
+//!
+//! No criterion: one `main`, one run, one small table on stdout.
+//!
+//! 1. **C2D deliveries per second, 100 devices.** An in-process `LocalHub` (port 0) with 100
+//!    registered devices; 100 raw MQTT 3.1.1 clients over TLS (rumqttc's codec over
+//!    tokio-rustls, clean session false, SUBSCRIBE `devices/{id}/messages/devicebound/#` QoS 1
+//!    and wait for the SUBACK). Each client PUBACKs every PUBLISH it gets (the PUBACKs of
+//!    one read go out in one write). A feeder task keeps every device's queue fed through
+//!    `LocalHub::enqueue_c2d` (IoT Hub's 50-message queues: `QueueFull` means "come back
+//!    later") until 500 messages per device (50,000 in all) were enqueued. Time runs from
+//!    the first enqueue to the last PUBLISH received by all clients.
+//!
+//!    **Baseline, same run, same 100 connections:** MQTT PINGREQ/PINGRESP round trips per
+//!    second, with 16 pings outstanding per connection (the hub's C2D in-flight window is 16
+//!    too) and as many round trips (500 per connection). Both are one packet each way per
+//!    operation through the same TLS sessions, the same per-connection hub task and the same
+//!    client code, so the ratio `c2d / ping` is the share of the hub's bare request/response
+//!    rate left once C2D's queueing, locking, completion and topic encoding are added (1.0:
+//!    C2D costs nothing over a ping). Warm-up first, then 5 alternating rounds (ping, C2D);
+//!    the medians are reported, and all rounds are printed.
+//!
+//! 2. **RSS per idle connected device, at 1,000 and 10,000 devices.** The hub runs as a
+//!    separate process — the `iothub-local` binary next to this bench executable
+//!    (`target/release/iothub-local`) — so that only the hub's memory is measured. Each size
+//!    gets a fresh hub process (not cumulative), started with `--mqtt-port 0 --https-port 0`,
+//!    `RUST_LOG=warn` and one `--device=d{i}:{key}` per device (deterministic keys). The bench
+//!    reads the CA file and the port from the hub's `IOTHUB_CA_FILE=` and
+//!    `IOTHUB_DEVICE_CONNECTION_STRING_*=` lines (the port is in `GatewayHostName`), waits for
+//!    `ready`, settles 1 s and reads `VmRSS` from `/proc/<pid>/status` (the baseline, with all
+//!    devices registered but none connected). It then connects N devices, at most 200 TLS
+//!    handshakes at a time (the hub allows 10 s for TLS + CONNECT): CONNECT with keep-alive
+//!    600 s, CONNACK, SUBSCRIBE to C2D, SUBACK. Once every device has its SUBACK it waits 1 s
+//!    and reads `VmRSS` again: per device = (after − baseline) / N. The hub is killed at the
+//!    end of each size, and on any error.
+//!
+//!    Each of the two processes holds one end of every connection, so each needs an
+//!    open-file limit of at least N + 200; the bench reads its own soft limit (which the hub
+//!    inherits) from `/proc/self/limits` and skips a size that does not fit, saying so.
+//!
+//! Run (Linux only, for `/proc`):
+//!
+//! ```text
+//! cargo build --release --features local-hub --bin iothub-local
+//! ulimit -n 65536   # or as high as the hard limit allows; 10,200 is enough
+//! cargo bench --features local-hub --bench hub
+//! ```
+//!
+//! Only loopback (127.0.0.1) traffic; every wait is bounded by a timeout and every loop by a
+//! count.
+
+use std::error::Error as StdError;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use iothub::auth::{DeviceConnectionString, TokenSource};
+use iothub::local_hub::LocalHub;
+use iothub::{ErrorKind, Message, SasKey};
+use rumqttc::mqttbytes::v4::{
+    Connect, ConnectReturnCode, Login, Packet, PubAck, Subscribe, SubscribeReasonCode,
+};
+use rumqttc::mqttbytes::{self, QoS};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+type Result<T, E = BoxError> = std::result::Result<T, E>;
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Devices (and connections) of the throughput measurement.
+const C2D_DEVICES: usize = 100;
+/// C2D messages per device in one timed round (50,000 in all).
+const C2D_PER_DEVICE: usize = 500;
+/// C2D messages per device in the untimed warm-up round.
+const WARMUP_PER_DEVICE: usize = 20;
+/// Ping round trips per connection in one timed round: as many as C2D deliveries.
+const PINGS_PER_CONNECTION: usize = C2D_PER_DEVICE;
+/// Pings outstanding per connection: the hub's C2D in-flight window (`MAX_IN_FLIGHT`).
+const PING_WINDOW: usize = 16;
+/// Timed rounds of (ping, C2D).
+const ROUNDS: usize = 5;
+/// The C2D payload: small, as telemetry commands are.
+const PAYLOAD: &[u8] = b"{\"command\":\"set\",\"value\":42}";
+
+/// Idle-connection sizes; each gets a fresh hub process.
+const IDLE_SIZES: [usize; 2] = [1_000, 10_000];
+/// TLS handshakes + CONNECTs in progress at once.
+const CONNECT_CONCURRENCY: usize = 200;
+/// Open files a process needs beyond one per connection.
+const FD_MARGIN: u64 = 200;
+/// Keep-alive of the idle devices: the hub closes after 1.5 × this without traffic.
+const IDLE_KEEP_ALIVE: u16 = 600;
+
+/// The longest any single read, write or handshake may take.
+const WAIT: Duration = Duration::from_secs(30);
+/// The longest one timed phase may take.
+const PHASE_LIMIT: Duration = Duration::from_secs(120);
+/// How long the hub process may take to print `ready`.
+const HUB_START_LIMIT: Duration = Duration::from_secs(120);
+/// Pause before reading RSS, for the hub to settle.
+const SETTLE: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    // `cargo bench` passes `--bench`; there are no options to parse.
+    let hub_exe = match hub_binary() {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("hub bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hub bench: cannot start the Tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&hub_exe)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hub bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `target/<profile>/iothub-local`, next to `target/<profile>/deps/hub-<hash>`.
+fn hub_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot locate the target directory from the bench executable")?;
+    let path = dir.join(format!("iothub-local{}", std::env::consts::EXE_SUFFIX));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing; build it first with \
+             `cargo build --release --features local-hub --bin iothub-local`",
+            path.display()
+        )
+        .into())
+    }
+}
+
+async fn run(hub_exe: &Path) -> Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "iothub local hub bench: {cpus} CPU(s), hub binary {}",
+        hub_exe.display()
+    );
+    println!();
+
+    let throughput = c2d_throughput().await?;
+    let idle = idle_memory(hub_exe).await?;
+
+    println!();
+    println!("== summary ==");
+    println!(
+        "c2d deliveries/s ({C2D_DEVICES} devices): {:.0}; ping round trips/s (same {C2D_DEVICES} \
+         connections): {:.0}; ratio X/Y = {:.2}",
+        throughput.c2d_per_s,
+        throughput.ping_per_s,
+        throughput.c2d_per_s / throughput.ping_per_s
+    );
+    let mut line = String::from("hub RSS:");
+    for (i, result) in idle.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ";" };
+        match result {
+            IdleOutcome::Measured(m) => line.push_str(&format!(
+                "{sep} baseline {:.1} MiB, +{} idle devices: {:.1} MiB ({:.1} KiB/device)",
+                mib(m.baseline_kib),
+                thousands(m.devices),
+                mib(m.after_kib),
+                m.per_device_kib()
+            )),
+            IdleOutcome::Skipped { devices, why } => {
+                line.push_str(&format!(
+                    "{sep} +{} idle devices: skipped ({why})",
+                    thousands(*devices)
+                ));
+            }
+        }
+    }
+    println!("{line}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw MQTT client over TLS.
+
+fn tls_connector(ca_pem: &str) -> Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// The user name the official SDKs send (protocol.md §3.2).
+fn username(cs: &DeviceConnectionString) -> String {
+    format!(
+        "{}/{}/?api-version=2021-04-12&DeviceClientType=iothub-bench%2F0.1",
+        cs.host_name(),
+        cs.device_id()
+    )
+}
+
+fn password(cs: &DeviceConnectionString) -> Result<String> {
+    Ok(TokenSource::for_device(cs)?.token()?.token.to_string())
+}
+
+async fn within<T, E>(what: &str, future: impl Future<Output = Result<T, E>>) -> Result<T>
+where
+    E: Into<BoxError>,
+{
+    match timeout(WAIT, future).await {
+        Ok(result) => result.map_err(|e| format!("{what}: {}", e.into()).into()),
+        Err(_) => Err(format!("{what}: no progress in {} s", WAIT.as_secs()).into()),
+    }
+}
+
+struct Client {
+    stream: TlsStream,
+    read: BytesMut,
+    write: BytesMut,
+}
+
+impl Client {
+    /// Connects as the device of `cs` (clean session false) and subscribes to its C2D topic.
+    async fn connect(
+        connector: &tokio_rustls::TlsConnector,
+        port: u16,
+        cs: &DeviceConnectionString,
+        keep_alive: u16,
+    ) -> Result<Self> {
+        let tcp = within("TCP connect", TcpStream::connect(("127.0.0.1", port))).await?;
+        tcp.set_nodelay(true)?;
+        let server = ServerName::try_from("localhost")?;
+        let stream = within("TLS handshake", connector.connect(server, tcp)).await?;
+        let mut client = Client {
+            stream,
+            read: BytesMut::with_capacity(4096),
+            write: BytesMut::with_capacity(1024),
+        };
+        let mut connect = Connect::new(cs.device_id());
+        connect.keep_alive = keep_alive;
+        connect.clean_session = false;
+        connect.login = Some(Login::new(username(cs), password(cs)?));
+        client.queue(Packet::Connect(connect))?;
+        client.flush().await?;
+        match client.recv().await? {
+            Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {}
+            other => {
+                return Err(
+                    format!("{}: expected CONNACK 0, got {other:?}", cs.device_id()).into(),
+                );
+            }
+        }
+        let mut subscribe = Subscribe::new(
+            format!("devices/{}/messages/devicebound/#", cs.device_id()),
+            QoS::AtLeastOnce,
+        );
+        subscribe.pkid = 1;
+        client.queue(Packet::Subscribe(subscribe))?;
+        client.flush().await?;
+        match client.recv().await? {
+            Packet::SubAck(ack)
+                if ack.return_codes == [SubscribeReasonCode::Success(QoS::AtLeastOnce)] => {}
+            other => {
+                return Err(
+                    format!("{}: expected SUBACK QoS 1, got {other:?}", cs.device_id()).into(),
+                );
+            }
+        }
+        Ok(client)
+    }
+
+    fn queue(&mut self, packet: Packet) -> Result<()> {
+        packet
+            .write(&mut self.write, usize::MAX)
+            .map_err(|e| format!("cannot encode a packet: {e}"))?;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.write.is_empty() {
+            return Ok(());
+        }
+        within("write", async {
+            self.stream.write_all(&self.write).await?;
+            self.stream.flush().await
+        })
+        .await?;
+        self.write.clear();
+        Ok(())
+    }
+
+    /// A complete packet already read, if any.
+    fn buffered(&mut self) -> Result<Option<Packet>> {
+        match Packet::read(&mut self.read, 1 << 20) {
+            Ok(packet) => Ok(Some(packet)),
+            Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+            Err(e) => Err(format!("malformed packet from the hub: {e}").into()),
+        }
+    }
+
+    /// Reads more bytes; an error at end of stream.
+    async fn fill(&mut self) -> Result<()> {
+        match within("read", self.stream.read_buf(&mut self.read)).await? {
+            0 => Err("the hub closed the connection".into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn recv(&mut self) -> Result<Packet> {
+        for _ in 0..1_000_000 {
+            if let Some(packet) = self.buffered()? {
+                return Ok(packet);
+            }
+            self.fill().await?;
+        }
+        Err("no complete packet after a million reads".into())
+    }
+
+    /// Receives and PUBACKs `expect` C2D PUBLISHes; returns when the last one arrived.
+    async fn receive_c2d(mut self, expect: usize) -> Result<(Self, Instant)> {
+        let mut got = 0;
+        let mut last = Instant::now();
+        while got < expect {
+            self.fill().await?;
+            while let Some(packet) = self.buffered()? {
+                match packet {
+                    Packet::Publish(publish) => {
+                        got += 1;
+                        last = Instant::now();
+                        self.queue(Packet::PubAck(PubAck::new(publish.pkid)))?;
+                    }
+                    other => return Err(format!("expected PUBLISH, got {other:?}").into()),
+                }
+            }
+            self.flush().await?;
+        }
+        if got > expect {
+            return Err(format!("{got} PUBLISHes where {expect} were enqueued").into());
+        }
+        Ok((self, last))
+    }
+
+    /// `count` PINGREQ/PINGRESP round trips with `window` outstanding; returns when the last
+    /// PINGRESP arrived.
+    async fn ping(mut self, count: usize, window: usize) -> Result<(Self, Instant)> {
+        let mut sent = 0;
+        while sent < window.min(count) {
+            self.queue(Packet::PingReq)?;
+            sent += 1;
+        }
+        self.flush().await?;
+        let mut got = 0;
+        while got < count {
+            self.fill().await?;
+            while let Some(packet) = self.buffered()? {
+                match packet {
+                    Packet::PingResp => {
+                        got += 1;
+                        if sent < count {
+                            self.queue(Packet::PingReq)?;
+                            sent += 1;
+                        }
+                    }
+                    other => return Err(format!("expected PINGRESP, got {other:?}").into()),
+                }
+            }
+            self.flush().await?;
+        }
+        Ok((self, Instant::now()))
+    }
+}
+
+/// Connects one client per connection string, `CONNECT_CONCURRENCY` at a time.
+async fn connect_all(
+    connector: &tokio_rustls::TlsConnector,
+    port: u16,
+    devices: &[DeviceConnectionString],
+    keep_alive: u16,
+) -> Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(devices.len());
+    let mut tasks = JoinSet::new();
+    let mut collect = |joined: Result<Result<Client>, tokio::task::JoinError>| -> Result<()> {
+        clients.push(joined??);
+        Ok(())
+    };
+    for cs in devices {
+        while tasks.len() >= CONNECT_CONCURRENCY {
+            if let Some(joined) = tasks.join_next().await {
+                collect(joined)?;
+            }
+        }
+        let connector = connector.clone();
+        let cs = cs.clone();
+        tasks.spawn(async move { Client::connect(&connector, port, &cs, keep_alive).await });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        collect(joined)?;
+    }
+    Ok(clients)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. C2D throughput against a ping baseline.
+
+struct Throughput {
+    c2d_per_s: f64,
+    ping_per_s: f64,
+}
+
+async fn c2d_throughput() -> Result<Throughput> {
+    println!(
+        "== 1. C2D deliveries/s: in-process LocalHub, {C2D_DEVICES} devices, {C2D_DEVICES} raw \
+         MQTT/TLS clients =="
+    );
+    let hub = LocalHub::builder().start().await?;
+    let ids: Vec<String> = (0..C2D_DEVICES).map(|i| format!("bench{i}")).collect();
+    let mut devices = Vec::with_capacity(ids.len());
+    for id in &ids {
+        devices.push(hub.create_device(id)?);
+    }
+    let connector = tls_connector(hub.ca_pem())?;
+    let mut clients = connect_all(&connector, hub.mqtt_addr().port(), &devices, 600).await?;
+    println!(
+        "{C2D_DEVICES} clients connected and subscribed; {C2D_PER_DEVICE} C2D messages per device \
+         and {PINGS_PER_CONNECTION} pings per connection ({PING_WINDOW} outstanding) per round"
+    );
+
+    // Warm-up: TLS buffers, queues, allocator.
+    clients = c2d_round(&hub, &ids, clients, WARMUP_PER_DEVICE).await?.0;
+    clients = ping_round(clients, PINGS_PER_CONNECTION / 4).await?.0;
+
+    println!(
+        "{:>7}  {:>18}  {:>20}  {:>7}",
+        "round", "c2d deliveries/s", "ping round trips/s", "ratio"
+    );
+    let mut c2d = Vec::with_capacity(ROUNDS);
+    let mut ping = Vec::with_capacity(ROUNDS);
+    for round in 1..=ROUNDS {
+        let (back, ping_time) = ping_round(clients, PINGS_PER_CONNECTION).await?;
+        let (back, c2d_time) = c2d_round(&hub, &ids, back, C2D_PER_DEVICE).await?;
+        clients = back;
+        let ping_rate = (C2D_DEVICES * PINGS_PER_CONNECTION) as f64 / ping_time.as_secs_f64();
+        let c2d_rate = (C2D_DEVICES * C2D_PER_DEVICE) as f64 / c2d_time.as_secs_f64();
+        println!(
+            "{round:>7}  {c2d_rate:>18.0}  {ping_rate:>20.0}  {:>7.2}",
+            c2d_rate / ping_rate
+        );
+        c2d.push(c2d_rate);
+        ping.push(ping_rate);
+    }
+    let result = Throughput {
+        c2d_per_s: median(&mut c2d),
+        ping_per_s: median(&mut ping),
+    };
+    println!(
+        "{:>7}  {:>18.0}  {:>20.0}  {:>7.2}",
+        "median",
+        result.c2d_per_s,
+        result.ping_per_s,
+        result.c2d_per_s / result.ping_per_s
+    );
+    drop(clients);
+    hub.shutdown().await;
+    Ok(result)
+}
+
+/// Feeds `per_device` messages to every device and waits until all were received; returns
+/// the clients and the time from the first enqueue to the last PUBLISH.
+async fn c2d_round(
+    hub: &LocalHub,
+    ids: &[String],
+    clients: Vec<Client>,
+    per_device: usize,
+) -> Result<(Vec<Client>, Duration)> {
+    let mut receivers = Vec::with_capacity(clients.len());
+    for client in clients {
+        receivers.push(tokio::spawn(client.receive_c2d(per_device)));
+    }
+    let start = Instant::now();
+    let deadline = start + PHASE_LIMIT;
+    let payload = Bytes::from_static(PAYLOAD);
+    let mut remaining = vec![per_device; ids.len()];
+    let mut left = per_device * ids.len();
+    let mut seq = 0u64;
+    while left > 0 {
+        if Instant::now() > deadline {
+            return Err(format!("C2D feeding took over {} s", PHASE_LIMIT.as_secs()).into());
+        }
+        let mut progressed = false;
+        for (id, remaining) in ids.iter().zip(remaining.iter_mut()) {
+            while *remaining > 0 {
+                seq += 1;
+                let message = Message::new(payload.clone()).with_message_id(format!("m{seq}"));
+                match hub.enqueue_c2d(id, message) {
+                    Ok(()) => {
+                        *remaining -= 1;
+                        left -= 1;
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::QueueFull => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if progressed {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let (clients, last) = join_all(receivers, deadline).await?;
+    Ok((clients, last.saturating_duration_since(start)))
+}
+
+/// `count` ping round trips on every connection at once.
+async fn ping_round(clients: Vec<Client>, count: usize) -> Result<(Vec<Client>, Duration)> {
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(clients.len());
+    for client in clients {
+        tasks.push(tokio::spawn(client.ping(count, PING_WINDOW)));
+    }
+    let (clients, last) = join_all(tasks, start + PHASE_LIMIT).await?;
+    Ok((clients, last.saturating_duration_since(start)))
+}
+
+/// Waits for every client task; returns the clients and the latest finishing instant.
+async fn join_all(
+    tasks: Vec<tokio::task::JoinHandle<Result<(Client, Instant)>>>,
+    deadline: Instant,
+) -> Result<(Vec<Client>, Instant)> {
+    let mut clients = Vec::with_capacity(tasks.len());
+    let mut last: Option<Instant> = None;
+    for task in tasks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (client, at) = timeout(left, task)
+            .await
+            .map_err(|_| format!("a phase took over {} s", PHASE_LIMIT.as_secs()))???;
+        clients.push(client);
+        last = Some(last.map_or(at, |l| l.max(at)));
+    }
+    Ok((clients, last.unwrap_or_else(Instant::now)))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. RSS per idle connected device, hub in its own process.
+
+struct IdleMeasure {
+    devices: usize,
+    baseline_kib: u64,
+    after_kib: u64,
+}
+
+impl IdleMeasure {
+    fn per_device_kib(&self) -> f64 {
+        (self.after_kib as f64 - self.baseline_kib as f64) / self.devices as f64
+    }
+}
+
+enum IdleOutcome {
+    Measured(IdleMeasure),
+    Skipped { devices: usize, why: String },
+}
+
+async fn idle_memory(hub_exe: &Path) -> Result<Vec<IdleOutcome>> {
+    println!();
+    println!(
+        "== 2. hub RSS per idle connected device: iothub-local process, fresh per size, keep-alive \
+         {IDLE_KEEP_ALIVE} s, subscribed to C2D =="
+    );
+    let limit = open_files_soft_limit()?;
+    println!(
+        "open-file soft limit: {} (each process needs N + {FD_MARGIN})",
+        limit.map_or_else(|| "unlimited".to_owned(), |l| l.to_string())
+    );
+    println!(
+        "{:>8}  {:>13}  {:>13}  {:>11}  {:>10}  {:>10}",
+        "devices", "baseline MiB", "connected MiB", "delta MiB", "KiB/device", "connect s"
+    );
+    let mut outcomes = Vec::with_capacity(IDLE_SIZES.len());
+    for devices in IDLE_SIZES {
+        let needed = devices as u64 + FD_MARGIN;
+        if limit.is_some_and(|l| l < needed) {
+            let why = format!(
+                "open-file limit {} < {needed}; run `ulimit -n {needed}` or higher first",
+                limit.unwrap_or_default()
+            );
+            println!("{:>8}  skipped: {why}", thousands(devices));
+            outcomes.push(IdleOutcome::Skipped { devices, why });
+            continue;
+        }
+        let (measure, connect_time) = idle_case(hub_exe, devices).await?;
+        println!(
+            "{:>8}  {:>13.1}  {:>13.1}  {:>11.1}  {:>10.1}  {:>10.1}",
+            thousands(devices),
+            mib(measure.baseline_kib),
+            mib(measure.after_kib),
+            mib(measure.after_kib.saturating_sub(measure.baseline_kib)),
+            measure.per_device_kib(),
+            connect_time.as_secs_f64()
+        );
+        outcomes.push(IdleOutcome::Measured(measure));
+    }
+    Ok(outcomes)
+}
+
+/// A deterministic 32-byte key for device `i`.
+fn device_key(i: usize) -> SasKey {
+    let mut bytes = [0u8; 32];
+    for (j, byte) in bytes.iter_mut().enumerate() {
+        *byte = (i.wrapping_mul(31).wrapping_add(j * 7919) % 251) as u8 ^ (j as u8);
+    }
+    bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    SasKey::from_bytes(&bytes)
+}
+
+/// The running hub process; killed when dropped (`kill_on_drop`), and its CA file removed.
+struct HubProcess {
+    child: Child,
+    ca_file: Option<PathBuf>,
+}
+
+impl HubProcess {
+    async fn stop(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if let Some(path) = &self.ca_file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn idle_case(hub_exe: &Path, devices: usize) -> Result<(IdleMeasure, Duration)> {
+    let mut command = Command::new(hub_exe);
+    command
+        .args(["--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for i in 0..devices {
+        command.arg(format!("--device=d{i}:{}", device_key(i).to_base64()));
+    }
+    let mut hub = HubProcess {
+        child: command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", hub_exe.display()))?,
+        ca_file: None,
+    };
+    let pid = hub.child.id().ok_or("the hub process has no pid")?;
+    let stdout = hub.child.stdout.take().ok_or("no stdout pipe")?;
+    let mut lines = BufReader::new(stdout).lines();
+
+    // The hub's stdout: CA file, connection strings, then `ready`.
+    let mut connection_strings = Vec::with_capacity(devices);
+    let mut ready = false;
+    let started = timeout(HUB_START_LIMIT, async {
+        for _ in 0..devices + 100 {
+            let Some(line) = lines.next_line().await? else {
+                break;
+            };
+            if line == "ready" {
+                ready = true;
+                break;
+            } else if let Some(path) = line.strip_prefix("IOTHUB_CA_FILE=") {
+                hub.ca_file = Some(PathBuf::from(path));
+            } else if let Some((_, cs)) = line
+                .strip_prefix("IOTHUB_DEVICE_CONNECTION_STRING_")
+                .and_then(|rest| rest.split_once('='))
+            {
+                connection_strings.push(cs.parse::<DeviceConnectionString>()?);
+            }
+        }
+        Ok::<_, BoxError>(())
+    })
+    .await;
+    match started {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(format!("the hub did not start in {} s", HUB_START_LIMIT.as_secs()).into());
+        }
+    }
+    if !ready {
+        return Err("the hub exited before printing `ready`".into());
+    }
+    if connection_strings.len() != devices {
+        return Err(format!(
+            "the hub printed {} device connection strings for {devices} devices",
+            connection_strings.len()
+        )
+        .into());
+    }
+    let port = connection_strings[0]
+        .gateway_host_name()
+        .and_then(|gateway| gateway.port())
+        .ok_or("no GatewayHostName with a port in the device connection strings")?;
+    let ca_file = hub
+        .ca_file
+        .clone()
+        .ok_or("the hub printed no IOTHUB_CA_FILE")?;
+    let ca_pem = std::fs::read_to_string(&ca_file)?;
+    let connector = tls_connector(&ca_pem)?;
+
+    tokio::time::sleep(SETTLE).await;
+    let baseline_kib = vm_rss_kib(pid)?;
+
+    let connect_start = Instant::now();
+    let clients = timeout(
+        PHASE_LIMIT,
+        connect_all(&connector, port, &connection_strings, IDLE_KEEP_ALIVE),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "connecting {devices} devices took over {} s",
+            PHASE_LIMIT.as_secs()
+        )
+    })??;
+    let connect_time = connect_start.elapsed();
+    tokio::time::sleep(SETTLE).await;
+    if let Some(status) = hub.child.try_wait()? {
+        return Err(format!("the hub process exited: {status}").into());
+    }
+    let after_kib = vm_rss_kib(pid)?;
+
+    drop(clients);
+    drop(lines);
+    hub.stop().await?;
+    Ok((
+        IdleMeasure {
+            devices,
+            baseline_kib,
+            after_kib,
+        },
+        connect_time,
+    ))
+}
+
+/// `VmRSS` of a process, in KiB.
+fn vm_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .ok_or("no VmRSS in /proc/<pid>/status")?;
+    let kib = line
+        .split_whitespace()
+        .nth(1)
+        .ok_or("an empty VmRSS line")?
+        .parse()?;
+    Ok(kib)
+}
+
+/// This process's soft limit on open files; `None` when unlimited.
+fn open_files_soft_limit() -> Result<Option<u64>> {
+    let limits = std::fs::read_to_string("/proc/self/limits")?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .ok_or("no `Max open files` in /proc/self/limits")?;
+    let soft = line["Max open files".len()..]
+        .split_whitespace()
+        .next()
+        .ok_or("an empty `Max open files` line")?;
+    if soft == "unlimited" {
+        Ok(None)
+    } else {
+        Ok(Some(soft.parse()?))
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// `10000` → `10,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
