@@ -407,6 +407,12 @@ impl LocalHub {
         self.state.c2d_queue_len(device_id)
     }
 
+    /// Closes the device's connection, as a hub failover or a network fault would. Returns
+    /// whether it had one.
+    pub fn disconnect_device(&self, device_id: &str) -> bool {
+        self.state.disconnect_device(device_id)
+    }
+
     /// Whether the device is connected now.
     pub fn is_connected(&self, device_id: &str) -> bool {
         self.state.is_connected(device_id)

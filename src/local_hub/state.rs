@@ -588,6 +588,18 @@ impl HubState {
         }
     }
 
+    /// Closes the device's current connection; returns whether it had one.
+    pub fn disconnect_device(&self, device_id: &str) -> bool {
+        let inner = self.lock();
+        match inner.devices.get(device_id).and_then(|d| d.session.as_ref()) {
+            Some(session) => {
+                session.kick.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether the device has a connection now.
     pub fn is_connected(&self, device_id: &str) -> bool {
         self.lock()
