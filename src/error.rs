@@ -37,6 +37,8 @@ pub enum ErrorKind {
     Timeout,
     /// The network connection failed.
     Transport,
+    /// The client was closed.
+    Closed,
 }
 
 impl ErrorKind {
@@ -54,6 +56,7 @@ impl ErrorKind {
             ErrorKind::MessageTooLarge => "message too large",
             ErrorKind::Timeout => "timed out",
             ErrorKind::Transport => "transport error",
+            ErrorKind::Closed => "closed",
         }
     }
 }

@@ -4,6 +4,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
+#[cfg(feature = "device")]
+mod client_tls;
+#[cfg(feature = "device")]
+#[cfg_attr(docsrs, doc(cfg(feature = "device")))]
+pub mod device;
 pub mod error;
 #[cfg(feature = "local-hub")]
 #[cfg_attr(docsrs, doc(cfg(feature = "local-hub")))]

@@ -1,9 +1,33 @@
 //! The IoT Hub message, the same type for both directions.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+
+use crate::error::Result;
+
+/// Completes one delivery of a received message (the device client's PUBACK).
+pub(crate) trait Completer: Send + Sync {
+    /// Sends the completion; called at most once per delivery.
+    fn complete(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>;
+}
+
+/// The delivery a received message came with, if it is to be completed by the application.
+/// It is not part of the message's value: two messages compare equal whatever their deliveries.
+#[derive(Clone)]
+pub(crate) struct Completion(pub(crate) Arc<dyn Completer>);
+
+impl PartialEq for Completion {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Completion {}
 
 /// The delivery feedback a back end asks for on a cloud-to-device message: the `iothub-ack`
 /// application property (MicrosoftDocs `iot-hub-devguide-messages-c2d.md`).
@@ -81,6 +105,7 @@ pub struct Message {
     to: Option<String>,
     ack: Option<Ack>,
     properties: Vec<(String, Option<String>)>,
+    completion: Option<Completion>,
 }
 
 impl Message {
@@ -215,6 +240,27 @@ impl Message {
             .iter()
             .find(|(n, _)| n == name)
             .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// Completes a received cloud-to-device message: the device client sends its MQTT PUBACK,
+    /// and the hub records it as delivered (and sends positive feedback if asked).
+    ///
+    /// Only messages received by a `DeviceClient` in `AckMode::Manual` need this; for any other
+    /// message, and for a message completed already, it does nothing. If the connection that
+    /// delivered the message has been lost, the hub delivers it again on the next connection
+    /// and this returns an [`crate::ErrorKind::Transport`] error.
+    pub async fn complete(&self) -> Result<()> {
+        match &self.completion {
+            Some(completion) => completion.0.complete().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Attaches the delivery handle of a received message.
+    #[cfg_attr(not(feature = "device"), allow(dead_code))]
+    pub(crate) fn with_completion(mut self, completion: Completion) -> Self {
+        self.completion = Some(completion);
+        self
     }
 
     /// The custom properties in order, each with its value if it has one.

@@ -1,0 +1,54 @@
+//! TLS for the clients: the system's roots, as rustls-native-certs finds them (it honours
+//! `SSL_CERT_FILE` and `SSL_CERT_DIR`), plus an optional extra CA such as the local hub's.
+
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A rustls client configuration trusting the system roots and `extra_ca_pem`.
+pub(crate) fn client_config(extra_ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A system certificate rustls cannot parse is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    if let Some(pem) = extra_ca_pem {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| {
+                Error::new(ErrorKind::Transport, "the extra CA is not valid PEM").with_source(e)
+            })?;
+            roots.add(cert).map_err(|e| {
+                Error::new(
+                    ErrorKind::Transport,
+                    "the extra CA certificate is not usable",
+                )
+                .with_source(e)
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(Error::new(
+                ErrorKind::Transport,
+                "the extra CA PEM holds no certificate",
+            ));
+        }
+    }
+    if roots.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Transport,
+            "no trusted root certificate: the system has none and no extra CA was given",
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::new(ErrorKind::Transport, "TLS set-up failed").with_source(e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,423 @@
+//! The device client handle and its builder.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use rumqttc::{AsyncClient, MqttOptions, TlsConfiguration};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+
+use crate::auth::{DeviceConnectionString, TokenSource};
+use crate::device::connection::{Command, Delivered, Task};
+use crate::device::options::{AckMode, RetryPolicy, Transport};
+use crate::device::state::ConnectionState;
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::{Completer, Completion, Message};
+use crate::protocol::{percent, telemetry_topic};
+
+/// The largest telemetry message IoT Hub accepts: 256 KB (MicrosoftDocs
+/// `iot-hub-devguide-quotas-throttling.md`; py-device `constant.py`
+/// `TELEMETRY_MESSAGE_SIZE_LIMIT = 262144`).
+pub const MAX_TELEMETRY_SIZE: usize = 256 * 1024;
+
+/// The largest cloud-to-device message: 64 KB, plus room for its topic.
+const MAX_INCOMING_PACKET: usize = 64 * 1024 + 16 * 1024;
+
+/// The api-version in the MQTT user name (MicrosoftDocs `iot-mqtt-connect-to-iot-hub.md`;
+/// node-device `endpoint.ts` `apiVersion = '2021-04-12'`).
+const API_VERSION: &str = "2021-04-12";
+
+/// What the `DeviceClientType` query parameter names: this crate and its version.
+const CLIENT_TYPE: &str = concat!("iothub-rs/", env!("CARGO_PKG_VERSION"));
+
+fn closed_error() -> Error {
+    Error::new(ErrorKind::Closed, "the device client is closed")
+}
+
+/// Configures and connects a [`DeviceClient`].
+#[derive(Clone)]
+pub struct DeviceClientBuilder {
+    connection_string: DeviceConnectionString,
+    keep_alive: Duration,
+    sas_ttl: Option<Duration>,
+    retry: RetryPolicy,
+    ack_mode: AckMode,
+    extra_ca_pem: Option<String>,
+    transport: Transport,
+    buffer: usize,
+}
+
+impl std::fmt::Debug for DeviceClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceClientBuilder")
+            .field("connection_string", &self.connection_string)
+            .field("keep_alive", &self.keep_alive)
+            .field("sas_ttl", &self.sas_ttl)
+            .field("ack_mode", &self.ack_mode)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceClientBuilder {
+    /// MQTT keep-alive (default 60 s, as the Python SDK; at least 1 s). The hub closes a
+    /// connection silent for 1.5 × this.
+    pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Lifetime of the SAS tokens the client signs (default 1 hour); they are renewed after
+    /// 80 % of it by a planned reconnect.
+    pub fn sas_ttl(mut self, ttl: Duration) -> Self {
+        self.sas_ttl = Some(ttl);
+        self
+    }
+
+    /// How to reconnect after a lost connection.
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// When received messages are acknowledged (default [`AckMode::Auto`]).
+    pub fn ack_mode(mut self, ack_mode: AckMode) -> Self {
+        self.ack_mode = ack_mode;
+        self
+    }
+
+    /// Trusts this CA (PEM) besides the system roots, e.g. a local hub's.
+    pub fn trust_ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.extra_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// MQTT over TLS (default) or over WebSockets.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// How many received messages wait for the application at most (default 64). When full,
+    /// the client stops reading from the network until the application catches up; nothing is
+    /// dropped.
+    pub fn message_buffer(mut self, messages: usize) -> Self {
+        self.buffer = messages.max(1);
+        self
+    }
+
+    /// Connects: returns once the hub has accepted the connection (CONNACK) and the
+    /// subscription to cloud-to-device messages (SUBACK).
+    ///
+    /// Credentials the hub refuses give an [`ErrorKind::Unauthorized`] error at once; an
+    /// unreachable hub gives [`ErrorKind::Transport`]. After this first connection, lost
+    /// connections are re-established in the background according to the retry policy.
+    pub async fn connect(self) -> Result<DeviceClient> {
+        let cs = &self.connection_string;
+        let mut tokens = TokenSource::for_device(cs)?;
+        if let Some(ttl) = self.sas_ttl {
+            tokens = tokens.with_ttl(ttl);
+        }
+        let client_id = match cs.module_id() {
+            Some(module) => format!("{}/{module}", cs.device_id()),
+            None => cs.device_id().to_owned(),
+        };
+        // The user name names the hub (HostName) even when a gateway is dialled (py-device
+        // `pipeline_stages_mqtt.py`; protocol.md §2.3, §3.2).
+        let mut client_type = String::new();
+        percent::encode_into(CLIENT_TYPE, &mut client_type);
+        let username = format!(
+            "{}/{client_id}/?api-version={API_VERSION}&DeviceClientType={client_type}",
+            cs.host_name()
+        );
+        let (host, port) = cs.connect_host();
+        let port = port.unwrap_or(self.transport.default_port());
+        let tls = TlsConfiguration::Rustls(crate::client_tls::client_config(
+            self.extra_ca_pem.as_deref(),
+        )?);
+        let mut options = match self.transport {
+            Transport::Mqtt => {
+                let mut options = MqttOptions::new(client_id.clone(), host, port);
+                options.set_transport(rumqttc::Transport::tls_with_config(tls));
+                options
+            }
+            Transport::WebSocket => {
+                let url = format!("wss://{host}:{port}/$iothub/websocket");
+                let mut options = MqttOptions::new(client_id.clone(), url, port);
+                options.set_transport(rumqttc::Transport::wss_with_config(tls));
+                options
+            }
+        };
+        options
+            .set_keep_alive(self.keep_alive)
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            .set_max_packet_size(MAX_INCOMING_PACKET, MAX_TELEMETRY_SIZE + 16 * 1024)
+            .set_inflight(100);
+        let (client, eventloop) = AsyncClient::new(options, 128);
+        let (commands_tx, commands_rx) = mpsc::channel(256);
+        let (incoming_tx, incoming_rx) = mpsc::channel(self.buffer);
+        let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
+        let live_epoch = Arc::new(AtomicU64::new(0));
+        let task = Task {
+            client,
+            eventloop,
+            tokens,
+            username,
+            device_id: cs.device_id().to_owned(),
+            retry: self.retry,
+            commands: commands_rx,
+            incoming: incoming_tx,
+            state: state_tx,
+            live_epoch: live_epoch.clone(),
+        };
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(task.run(Some(ready_tx)));
+        ready_rx.await.map_err(|_| closed_error())??;
+        Ok(DeviceClient {
+            shared: Arc::new(Shared {
+                commands: commands_tx,
+                incoming: Mutex::new(incoming_rx),
+                state: state_rx,
+                live_epoch,
+                ack_mode: self.ack_mode,
+                device_id: cs.device_id().to_owned(),
+                module_id: cs.module_id().map(str::to_owned),
+            }),
+        })
+    }
+}
+
+struct Shared {
+    commands: mpsc::Sender<Command>,
+    incoming: Mutex<mpsc::Receiver<Delivered>>,
+    state: watch::Receiver<ConnectionState>,
+    live_epoch: Arc<AtomicU64>,
+    ack_mode: AckMode,
+    device_id: String,
+    module_id: Option<String>,
+}
+
+/// An IoT Hub device (or module) client over MQTT 3.1.1.
+///
+/// A cheap `Clone` handle to one background task that owns the connection. Dropping the last
+/// handle disconnects.
+///
+/// ```no_run
+/// # async fn demo() -> iothub::Result<()> {
+/// use iothub::device::DeviceClient;
+///
+/// let client = DeviceClient::from_connection_string(
+///     "HostName=myhub.azure-devices.net;DeviceId=dev1;SharedAccessKey=...",
+/// )?
+/// .connect()
+/// .await?;
+/// loop {
+///     let message = client.receive_message().await?;
+///     println!("{:?} {:?}", message.body_str(), message.properties().collect::<Vec<_>>());
+/// }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct DeviceClient {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for DeviceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceClient")
+            .field("device_id", &self.shared.device_id)
+            .field("module_id", &self.shared.module_id)
+            .field("state", &*self.shared.state.borrow())
+            .finish()
+    }
+}
+
+/// Completes one delivery in manual mode, once.
+struct ManualCompletion {
+    commands: mpsc::Sender<Command>,
+    epoch: u64,
+    pkid: u16,
+    done: AtomicBool,
+}
+
+impl Completer for ManualCompletion {
+    fn complete(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
+        Box::pin(async move {
+            if self.done.swap(true, Ordering::SeqCst) {
+                return Ok(());
+            }
+            let (done, result) = oneshot::channel();
+            let command = Command::Ack {
+                epoch: self.epoch,
+                pkid: self.pkid,
+                done: Some(done),
+            };
+            self.commands
+                .send(command)
+                .await
+                .map_err(|_| closed_error())?;
+            result.await.map_err(|_| closed_error())?
+        })
+    }
+}
+
+impl DeviceClient {
+    /// A builder for the device or module of `connection_string`.
+    pub fn builder(connection_string: DeviceConnectionString) -> DeviceClientBuilder {
+        DeviceClientBuilder {
+            connection_string,
+            keep_alive: Duration::from_secs(60),
+            sas_ttl: None,
+            retry: RetryPolicy::default(),
+            ack_mode: AckMode::Auto,
+            extra_ca_pem: None,
+            transport: Transport::Mqtt,
+            buffer: 64,
+        }
+    }
+
+    /// Parses a device connection string into a builder (`…connect().await` connects).
+    pub fn from_connection_string(connection_string: &str) -> Result<DeviceClientBuilder> {
+        Ok(Self::builder(connection_string.parse()?))
+    }
+
+    /// The next cloud-to-device message, waiting for one. Messages that arrived before this
+    /// call are buffered, never dropped; with several callers, each message goes to one.
+    ///
+    /// In [`AckMode::Auto`] the message is acknowledged to the hub as it is returned; in
+    /// [`AckMode::Manual`], call [`Message::complete`]. A message buffered when its connection
+    /// was lost is skipped here: the hub delivers it again on the new connection.
+    pub async fn receive_message(&self) -> Result<Message> {
+        let mut incoming = self.shared.incoming.lock().await;
+        loop {
+            let delivered = incoming.recv().await.ok_or_else(closed_error)?;
+            if delivered.epoch != self.shared.live_epoch.load(Ordering::SeqCst) {
+                continue;
+            }
+            return match self.shared.ack_mode {
+                AckMode::Auto => {
+                    let ack = Command::Ack {
+                        epoch: delivered.epoch,
+                        pkid: delivered.pkid,
+                        done: None,
+                    };
+                    self.shared
+                        .commands
+                        .send(ack)
+                        .await
+                        .map_err(|_| closed_error())?;
+                    Ok(delivered.message)
+                }
+                AckMode::Manual => {
+                    let completion = ManualCompletion {
+                        commands: self.shared.commands.clone(),
+                        epoch: delivered.epoch,
+                        pkid: delivered.pkid,
+                        done: AtomicBool::new(false),
+                    };
+                    Ok(delivered
+                        .message
+                        .with_completion(Completion(Arc::new(completion))))
+                }
+            };
+        }
+    }
+
+    /// The received messages as a [`Stream`]; it ends when the client closes.
+    pub fn messages(&self) -> MessageStream {
+        let client = self.clone();
+        MessageStream { next: None, client }
+    }
+
+    /// Sends telemetry on `devices/{id}[/modules/{module}]/messages/events/{properties}` at
+    /// QoS 1; resolves when the hub acknowledges it (PUBACK). While the connection is down
+    /// the message waits to be sent on the next one.
+    ///
+    /// A message over 256 KB (body and topic) is refused with
+    /// [`ErrorKind::MessageTooLarge`] before anything is sent.
+    pub async fn send_message(&self, message: Message) -> Result<()> {
+        let topic = telemetry_topic(
+            &self.shared.device_id,
+            self.shared.module_id.as_deref(),
+            &message,
+        )?;
+        let size = topic.len() + message.body().len();
+        if size > MAX_TELEMETRY_SIZE {
+            return Err(Error::new(
+                ErrorKind::MessageTooLarge,
+                format!(
+                    "the telemetry message is {size} bytes; IoT Hub accepts {MAX_TELEMETRY_SIZE}"
+                ),
+            ));
+        }
+        let (done, result) = oneshot::channel();
+        let command = Command::Send {
+            topic,
+            payload: message.body().clone(),
+            done,
+        };
+        self.shared
+            .commands
+            .send(command)
+            .await
+            .map_err(|_| closed_error())?;
+        result.await.map_err(|_| closed_error())?
+    }
+
+    /// The connection state, now and as it changes.
+    pub fn connection_state(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state.clone()
+    }
+
+    /// Disconnects cleanly (MQTT DISCONNECT) and stops the client; every handle then returns
+    /// [`ErrorKind::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        let (done, closed) = oneshot::channel();
+        if self
+            .shared
+            .commands
+            .send(Command::Close { done })
+            .await
+            .is_ok()
+        {
+            let _ = closed.await;
+        }
+        Ok(())
+    }
+}
+
+/// The stream of [`DeviceClient::messages`].
+pub struct MessageStream {
+    next: Option<Pin<Box<dyn Future<Output = Result<Message>> + Send>>>,
+    client: DeviceClient,
+}
+
+impl std::fmt::Debug for MessageStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageStream")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream for MessageStream {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        if self.next.is_none() {
+            let client = self.client.clone();
+            self.next = Some(Box::pin(async move { client.receive_message().await }));
+        }
+        let result = match self.next.as_mut() {
+            Some(future) => std::task::ready!(future.as_mut().poll(cx)),
+            None => return Poll::Pending,
+        };
+        self.next = None;
+        Poll::Ready(result.ok())
+    }
+}

@@ -1,0 +1,44 @@
+//! The connection state a [`crate::device::DeviceClient`] reports.
+
+use std::time::SystemTime;
+
+/// Where the client's connection stands. Watch it with
+/// [`crate::device::DeviceClient::connection_state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// The first connection is being made.
+    Connecting,
+    /// Connected and subscribed to cloud-to-device messages.
+    Connected,
+    /// Connected, but the fixed `SharedAccessSignature` of the connection string expires at
+    /// this time and cannot be renewed: after it the hub closes the connection.
+    TokenExpiring {
+        /// When the token expires.
+        at: SystemTime,
+    },
+    /// The connection was lost; the client will reconnect.
+    Disconnected {
+        /// Why, in words (never a credential).
+        reason: String,
+    },
+    /// Waiting to make reconnection attempt `attempt` (1 for the first).
+    Reconnecting {
+        /// The attempt number.
+        attempt: u32,
+    },
+    /// The client has stopped for good.
+    Closed(CloseReason),
+}
+
+/// Why a client stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The application called `close()` or dropped every handle.
+    ClosedByApplication,
+    /// The hub refused the credentials (CONNACK 4 or 5), or the fixed token expired.
+    Unauthorized,
+    /// The retry policy's maximum number of attempts was reached.
+    RetriesExhausted,
+}

@@ -1,0 +1,373 @@
+//! `DeviceClient` against an in-process local hub.
+#![cfg(all(feature = "device", feature = "local-hub"))]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, UNIX_EPOCH};
+
+use iothub::auth::{DeviceConnectionString, HostAndPort, SasKey};
+use iothub::device::{AckMode, ConnectionState, DeviceClient, RetryPolicy, Transport};
+use iothub::local_hub::LocalHub;
+use iothub::protocol::FeedbackStatus;
+use iothub::{Ack, ErrorKind, Message};
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn hub() -> LocalHub {
+    LocalHub::builder()
+        .feedback_flush_interval(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap()
+}
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        ..RetryPolicy::default()
+    }
+}
+
+async fn connect(hub: &LocalHub, cs: DeviceConnectionString, ack: AckMode) -> DeviceClient {
+    timeout(
+        WAIT,
+        DeviceClient::builder(cs)
+            .trust_ca_pem(hub.ca_pem())
+            .ack_mode(ack)
+            .retry_policy(fast_retry())
+            .connect(),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+async fn receive(client: &DeviceClient) -> Message {
+    timeout(WAIT, client.receive_message())
+        .await
+        .expect("a message in time")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn receives_every_property_exactly() {
+    let hub = hub().await;
+    let cs = hub.create_device("dev1").unwrap();
+    let client = connect(&hub, cs, AckMode::Auto).await;
+    assert_eq!(
+        *client.connection_state().borrow(),
+        ConnectionState::Connected
+    );
+    let expiry = UNIX_EPOCH + Duration::new(4_102_444_800, 123_400_000);
+    let sent = Message::new("{\"service client sent a message\": 12.5}")
+        .with_message_id("message_0")
+        .with_correlation_id("correlation/0 & more")
+        .with_user_id("user=1")
+        .with_content_type("application/json")
+        .with_content_encoding("utf-8")
+        .with_expiry(expiry)
+        .with_ack(Ack::Full)
+        .with_property("testProperty", "PropMsg_0")
+        .with_property("ünï cødé/key", "a/b&c=d%e+f $g €")
+        .with_property("empty", "")
+        .with_bare_property("flag");
+    hub.enqueue_c2d("dev1", sent.clone()).unwrap();
+    let received = receive(&client).await;
+    // The hub adds `to`; everything else is exactly what was sent.
+    assert_eq!(received.to(), Some("/devices/dev1/messages/devicebound"));
+    assert_eq!(received, sent.with_to("/devices/dev1/messages/devicebound"));
+}
+
+#[tokio::test]
+async fn messages_queued_while_offline_arrive_in_order_after_connect() {
+    let hub = hub().await;
+    let cs = hub.create_device("dev1").unwrap();
+    let mut feedback = hub.feedback();
+    for i in 0..50 {
+        let message = Message::new(format!("{i}"))
+            .with_message_id(format!("m{i}"))
+            .with_ack(Ack::Positive);
+        hub.enqueue_c2d("dev1", message).unwrap();
+    }
+    let client = connect(&hub, cs, AckMode::Auto).await;
+    for i in 0..50 {
+        let message = receive(&client).await;
+        assert_eq!(message.message_id(), Some(format!("m{i}").as_str()));
+    }
+    // Auto mode acknowledged each on hand-over: the hub reports every one completed.
+    let mut completed = BTreeSet::new();
+    while completed.len() < 50 {
+        for record in timeout(WAIT, feedback.recv()).await.unwrap().unwrap() {
+            assert_eq!(record.status_code, FeedbackStatus::Success);
+            completed.insert(record.original_message_id);
+        }
+    }
+    assert_eq!(hub.c2d_queue_len("dev1"), Some(0));
+}
+
+#[tokio::test]
+async fn manual_ack_redelivers_until_completed_and_completion_gives_success() {
+    let hub = hub().await;
+    let mut feedback = hub.feedback();
+    let cs = hub.create_device("dev1").unwrap();
+    let client = connect(&hub, cs, AckMode::Manual).await;
+    let mut state = client.connection_state();
+    hub.enqueue_c2d(
+        "dev1",
+        Message::new("hold")
+            .with_message_id("h1")
+            .with_ack(Ack::Full),
+    )
+    .unwrap();
+    let first = receive(&client).await;
+    assert_eq!(first.message_id(), Some("h1"));
+    // Not completed; the connection drops and the client reconnects by itself.
+    assert!(hub.disconnect_device("dev1"));
+    let again = receive(&client).await;
+    assert_eq!(
+        again.message_id(),
+        Some("h1"),
+        "redelivered after the reconnect"
+    );
+    // Completing the stale delivery is refused; the fresh one completes.
+    assert_eq!(
+        first.complete().await.unwrap_err().kind(),
+        ErrorKind::Transport
+    );
+    again.complete().await.unwrap();
+    again.complete().await.unwrap(); // a second completion does nothing
+    let batch = timeout(WAIT, feedback.recv()).await.unwrap().unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].original_message_id, "h1");
+    assert_eq!(batch[0].status_code, FeedbackStatus::Success);
+    // The state went through a disconnection and back.
+    timeout(WAIT, state.wait_for(|s| *s == ConnectionState::Connected))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_an_unauthorized_error_at_once() {
+    let hub = hub().await;
+    hub.create_device("dev1").unwrap();
+    let cs = DeviceConnectionString::with_key("localhost", "dev1", SasKey::from_bytes(b"wrong"))
+        .with_gateway(
+            HostAndPort::parse(&format!("localhost:{}", hub.mqtt_addr().port())).unwrap(),
+        );
+    let started = std::time::Instant::now();
+    let err = timeout(
+        WAIT,
+        DeviceClient::builder(cs)
+            .trust_ca_pem(hub.ca_pem())
+            .connect(),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn websockets_transport_receives() {
+    let hub = hub().await;
+    let cs = hub.create_device("dev1").unwrap().with_gateway(
+        HostAndPort::parse(&format!("localhost:{}", hub.https_addr().port())).unwrap(),
+    );
+    let client = timeout(
+        WAIT,
+        DeviceClient::builder(cs)
+            .trust_ca_pem(hub.ca_pem())
+            .transport(Transport::WebSocket)
+            .connect(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    hub.enqueue_c2d("dev1", Message::new("over ws").with_message_id("w1"))
+        .unwrap();
+    let message = receive(&client).await;
+    assert_eq!(message.body_str(), Some("over ws"));
+    client
+        .send_message(Message::new("up").with_message_id("u1"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn telemetry_reaches_the_hub_with_every_property() {
+    let hub = hub().await;
+    let mut telemetry = hub.telemetry();
+    let cs = hub.create_device("dev1").unwrap();
+    let client = connect(&hub, cs, AckMode::Auto).await;
+    let sent = Message::new("{\"temperature\": 21.5}")
+        .with_message_id("d2c-1")
+        .with_correlation_id("c/1")
+        .with_content_type("application/json")
+        .with_content_encoding("utf-8")
+        .with_property("k", "v v")
+        .with_property("odd/&=%+", "ü");
+    timeout(WAIT, client.send_message(sent.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let (device, received) = timeout(WAIT, telemetry.recv()).await.unwrap().unwrap();
+    assert_eq!(device, "dev1");
+    assert_eq!(received, sent);
+
+    let too_big = Message::new(vec![0u8; 256 * 1024]);
+    let err = client.send_message(too_big).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MessageTooLarge);
+}
+
+#[tokio::test]
+async fn close_disconnects_and_later_calls_say_closed() {
+    let hub = hub().await;
+    let cs = hub.create_device("dev1").unwrap();
+    let client = connect(&hub, cs, AckMode::Auto).await;
+    assert!(hub.is_connected("dev1"));
+    client.close().await.unwrap();
+    let mut state = client.connection_state();
+    timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnectionState::Closed(_))),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let err = timeout(WAIT, client.receive_message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed);
+}
+
+#[tokio::test]
+async fn sas_renewal_loses_nothing_and_surfaces_no_error() {
+    let hub = hub().await;
+    let cs = hub.create_device("dev1").unwrap();
+    let client = timeout(
+        WAIT,
+        DeviceClient::builder(cs)
+            .trust_ca_pem(hub.ca_pem())
+            .sas_ttl(Duration::from_secs(3))
+            .retry_policy(fast_retry())
+            .connect(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut state = client.connection_state();
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while state.changed().await.is_ok() {
+            seen.push(state.borrow_and_update().clone());
+        }
+        seen
+    });
+    let total = 150;
+    let sender = {
+        let hub_messages: Vec<Message> = (0..total)
+            .map(|i| Message::new(format!("{i}")).with_message_id(format!("r{i}")))
+            .collect();
+        async move {
+            for message in hub_messages {
+                // 10 per second for 15 s; the queue never fills.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                hub.enqueue_c2d("dev1", message).unwrap();
+            }
+            hub
+        }
+    };
+    let receiver = async {
+        let mut ids = BTreeSet::new();
+        while ids.len() < total {
+            let message = timeout(WAIT, client.receive_message())
+                .await
+                .expect("no stall")
+                .unwrap();
+            ids.insert(message.message_id().unwrap().to_owned());
+        }
+        ids
+    };
+    let (hub, ids) = tokio::join!(sender, receiver);
+    assert_eq!(ids.len(), total);
+    client.close().await.unwrap();
+    drop(hub);
+    let seen = watcher.await.unwrap();
+    assert!(
+        seen.iter()
+            .all(|s| matches!(s, ConnectionState::Connected | ConnectionState::Closed(_))),
+        "planned renewals are invisible: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn reconnects_through_ten_hub_disconnects_without_losing_a_message() {
+    let hub = hub().await;
+    let cs = hub.create_device("dev1").unwrap();
+    let client = connect(&hub, cs, AckMode::Auto).await;
+    let mut state = client.connection_state();
+    // A watch keeps only the latest state, so quick transitions may merge; every reconnect
+    // waits in `Reconnecting` for the backoff, which the watcher sees.
+    let watcher = tokio::spawn(async move {
+        let mut away = 0;
+        while state.changed().await.is_ok() {
+            if matches!(
+                *state.borrow_and_update(),
+                ConnectionState::Disconnected { .. } | ConnectionState::Reconnecting { .. }
+            ) {
+                away += 1;
+            }
+        }
+        away
+    });
+    let total = 1000;
+    let receiver = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut ids = BTreeSet::new();
+            while ids.len() < total {
+                let message = timeout(WAIT, client.receive_message())
+                    .await
+                    .expect("no stall")
+                    .unwrap();
+                ids.insert(message.message_id().unwrap().to_owned());
+            }
+            ids
+        })
+    };
+    let mut sent = 0;
+    let mut kicks = 0;
+    while sent < total {
+        match hub.enqueue_c2d(
+            "dev1",
+            Message::new("x").with_message_id(format!("k{sent}")),
+        ) {
+            Ok(()) => sent += 1,
+            Err(e) if e.kind() == ErrorKind::QueueFull => {
+                tokio::time::sleep(Duration::from_millis(2)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+        if sent % 90 == 45 && kicks < 10 && hub.disconnect_device("dev1") {
+            kicks += 1;
+        }
+    }
+    let ids = timeout(Duration::from_secs(60), receiver)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids.len(), total, "every message at least once");
+    assert_eq!(kicks, 10);
+    client.close().await.unwrap();
+    drop(client);
+    let away = watcher.await.unwrap();
+    assert!(away >= 1, "the state showed the disconnections");
+}
