@@ -4,7 +4,7 @@
 //! passed since its first record, whichever comes first (MicrosoftDocs
 //! `iot-hub-devguide-messages-c2d.md`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use crate::protocol::FeedbackRecord;
@@ -12,12 +12,63 @@ use crate::protocol::FeedbackRecord;
 /// Records per batch at most (MicrosoftDocs `iot-hub-devguide-messages-c2d.md`).
 pub(crate) const MAX_BATCH: usize = 64;
 
-/// Pending records and ready batches.
+/// The feedback queue's limits: IoT Hub's defaults `feedback.ttlAsIso8601` 1 hour,
+/// `feedback.maxDeliveryCount` 10 and `feedback.lockDurationAsIso8601` 60 s (MicrosoftDocs
+/// `iot-hub-devguide-messages-c2d.md`; csharp `CommonConstants.Feedback`; protocol.md §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FeedbackLimits {
+    /// How long a ready batch waits for a receiver before it is dropped.
+    pub ttl: Duration,
+    /// Deliveries of a batch (each release or lost link counts one) before it is dropped.
+    pub max_delivery_count: u32,
+    /// How long a delivered batch stays locked waiting for its settlement.
+    pub lock_duration: Duration,
+}
+
+impl Default for FeedbackLimits {
+    fn default() -> Self {
+        FeedbackLimits {
+            ttl: Duration::from_secs(3600),
+            max_delivery_count: 10,
+            lock_duration: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Identifies one delivery of one batch, to complete or release it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct FeedbackLock(u64);
+
+/// A batch handed to a receiver, locked until it settles.
+#[derive(Clone, Debug)]
+pub(crate) struct FeedbackDelivery {
+    pub lock: FeedbackLock,
+    pub records: Vec<FeedbackRecord>,
+    /// When the batch was cut: the feedback message's `iothub-enqueuedtime`.
+    pub enqueued_at: SystemTime,
+}
+
+#[derive(Debug)]
+struct Batch {
+    records: Vec<FeedbackRecord>,
+    enqueued_at: SystemTime,
+    delivery_count: u32,
+}
+
+#[derive(Debug)]
+struct Locked {
+    batch: Batch,
+    until: SystemTime,
+}
+
+/// Pending records, ready batches, and batches locked by a receiver.
 #[derive(Debug, Default)]
 pub(crate) struct FeedbackQueue {
     pending: Vec<FeedbackRecord>,
     first_pending_at: Option<SystemTime>,
-    ready: VecDeque<Vec<FeedbackRecord>>,
+    ready: VecDeque<Batch>,
+    locked: BTreeMap<FeedbackLock, Locked>,
+    next_lock: u64,
 }
 
 impl FeedbackQueue {
@@ -26,7 +77,7 @@ impl FeedbackQueue {
         self.first_pending_at.get_or_insert(now);
         self.pending.push(record);
         if self.pending.len() >= MAX_BATCH {
-            self.cut();
+            self.cut(now);
         }
     }
 
@@ -36,13 +87,17 @@ impl FeedbackQueue {
             .first_pending_at
             .is_some_and(|first| first + flush_interval <= now)
         {
-            self.cut();
+            self.cut(now);
         }
     }
 
-    fn cut(&mut self) {
+    fn cut(&mut self, now: SystemTime) {
         if !self.pending.is_empty() {
-            self.ready.push_back(std::mem::take(&mut self.pending));
+            self.ready.push_back(Batch {
+                records: std::mem::take(&mut self.pending),
+                enqueued_at: now,
+                delivery_count: 0,
+            });
         }
         self.first_pending_at = None;
     }
@@ -57,14 +112,83 @@ impl FeedbackQueue {
         !self.ready.is_empty()
     }
 
-    /// Takes the oldest ready batch.
+    /// Takes the oldest ready batch for good (the in-process receiver, which cannot fail to
+    /// settle).
     pub fn take(&mut self) -> Option<Vec<FeedbackRecord>> {
-        self.ready.pop_front()
+        self.ready.pop_front().map(|b| b.records)
     }
 
     /// Puts a batch back at the front, for a receiver that could not take it.
-    pub fn put_back(&mut self, batch: Vec<FeedbackRecord>) {
-        self.ready.push_front(batch);
+    pub fn put_back(&mut self, batch: Vec<FeedbackRecord>, now: SystemTime) {
+        self.ready.push_front(Batch {
+            records: batch,
+            enqueued_at: now,
+            delivery_count: 0,
+        });
+    }
+
+    /// Locks the oldest ready batch for a receiver, counting a delivery.
+    pub fn lock_next(
+        &mut self,
+        limits: &FeedbackLimits,
+        now: SystemTime,
+    ) -> Option<FeedbackDelivery> {
+        let mut batch = self.ready.pop_front()?;
+        batch.delivery_count += 1;
+        self.next_lock += 1;
+        let lock = FeedbackLock(self.next_lock);
+        let delivery = FeedbackDelivery {
+            lock,
+            records: batch.records.clone(),
+            enqueued_at: batch.enqueued_at,
+        };
+        self.locked.insert(
+            lock,
+            Locked {
+                batch,
+                until: now + limits.lock_duration,
+            },
+        );
+        Some(delivery)
+    }
+
+    /// The receiver accepted the batch: it is gone. `false` if the lock was lost.
+    pub fn complete(&mut self, lock: FeedbackLock) -> bool {
+        self.locked.remove(&lock).is_some()
+    }
+
+    /// The receiver released the batch, or its link went away: the batch is ready again at
+    /// the front, unless it has been delivered `max_delivery_count` times (then it is
+    /// dropped; returns `false`).
+    pub fn release(&mut self, lock: FeedbackLock, limits: &FeedbackLimits) -> bool {
+        let Some(locked) = self.locked.remove(&lock) else {
+            return false;
+        };
+        if locked.batch.delivery_count >= limits.max_delivery_count {
+            return false;
+        }
+        self.ready.push_front(locked.batch);
+        true
+    }
+
+    /// Drops ready batches older than the TTL and unlocks batches whose lock lapsed (without
+    /// counting a delivery, as for C2D messages); returns the next time this matters.
+    pub fn expire(&mut self, limits: &FeedbackLimits, now: SystemTime) -> Option<SystemTime> {
+        self.ready.retain(|b| b.enqueued_at + limits.ttl > now);
+        let lapsed: Vec<FeedbackLock> = self
+            .locked
+            .iter()
+            .filter(|(_, l)| l.until <= now)
+            .map(|(lock, _)| *lock)
+            .collect();
+        for lock in lapsed.into_iter().rev() {
+            if let Some(locked) = self.locked.remove(&lock) {
+                self.ready.push_front(locked.batch);
+            }
+        }
+        let ready = self.ready.iter().map(|b| b.enqueued_at + limits.ttl);
+        let locked = self.locked.values().map(|l| l.until);
+        ready.chain(locked).min()
     }
 
     /// Drops pending and ready records about `device_id`: a deleted device's feedback goes
@@ -72,9 +196,9 @@ impl FeedbackQueue {
     pub fn forget_device(&mut self, device_id: &str) {
         self.pending.retain(|r| r.device_id != device_id);
         for batch in &mut self.ready {
-            batch.retain(|r| r.device_id != device_id);
+            batch.records.retain(|r| r.device_id != device_id);
         }
-        self.ready.retain(|b| !b.is_empty());
+        self.ready.retain(|b| !b.records.is_empty());
         if self.pending.is_empty() {
             self.first_pending_at = None;
         }
@@ -114,7 +238,54 @@ mod tests {
         q.flush_due(interval, t0 + interval);
         let last = q.take().unwrap();
         assert_eq!(last[0].original_message_id, "64");
-        q.put_back(last);
+        q.put_back(last, t0);
         assert_eq!(q.take().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_locked_batch_is_removed_by_complete_and_returns_on_release() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(100);
+        let limits = FeedbackLimits::default();
+        let mut q = FeedbackQueue::default();
+        q.push(record(1), t0);
+        q.flush_due(Duration::ZERO, t0);
+        let first = q.lock_next(&limits, t0).unwrap();
+        assert_eq!(first.enqueued_at, t0);
+        assert!(q.lock_next(&limits, t0).is_none(), "locked, not ready");
+        assert!(q.release(first.lock, &limits));
+        let second = q.lock_next(&limits, t0).unwrap();
+        assert_eq!(second.records, first.records);
+        assert_ne!(second.lock, first.lock);
+        assert!(!q.complete(first.lock), "an old lock is lost");
+        assert!(q.complete(second.lock));
+        assert!(q.lock_next(&limits, t0).is_none());
+    }
+
+    #[test]
+    fn max_delivery_count_ttl_and_lock_expiry_apply() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(100);
+        let limits = FeedbackLimits {
+            ttl: Duration::from_secs(10),
+            max_delivery_count: 2,
+            lock_duration: Duration::from_secs(5),
+        };
+        let mut q = FeedbackQueue::default();
+        q.push(record(1), t0);
+        q.flush_due(Duration::ZERO, t0);
+        let d = q.lock_next(&limits, t0).unwrap();
+        assert!(q.release(d.lock, &limits));
+        let d = q.lock_next(&limits, t0).unwrap();
+        assert!(!q.release(d.lock, &limits), "second release: dropped");
+        assert!(!q.has_ready());
+
+        q.push(record(2), t0);
+        q.flush_due(Duration::ZERO, t0);
+        let d = q.lock_next(&limits, t0).unwrap();
+        assert_eq!(q.expire(&limits, t0), Some(t0 + Duration::from_secs(5)));
+        q.expire(&limits, t0 + Duration::from_secs(5));
+        assert!(q.has_ready(), "the lapsed lock made it ready again");
+        assert!(!q.complete(d.lock));
+        q.expire(&limits, t0 + Duration::from_secs(10));
+        assert!(!q.has_ready(), "expired after the TTL");
     }
 }

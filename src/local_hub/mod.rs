@@ -19,11 +19,14 @@
 //! # Ok(()) }
 //! ```
 
+mod amqp;
+mod amqp_sasl;
 mod c2d_queue;
 mod feedback_queue;
 mod https;
 mod mqtt;
 mod registry;
+mod rewind;
 mod state;
 mod tls;
 
@@ -161,6 +164,7 @@ impl LocalHubBuilder {
                 host_name: self.host_name.clone(),
                 c2d: self.c2d,
                 feedback_flush_interval: self.feedback_flush_interval,
+                feedback: feedback_queue::FeedbackLimits::default(),
             },
             policies,
         ));
@@ -178,8 +182,10 @@ impl LocalHubBuilder {
         };
         let mqtt_listener = bind(self.mqtt_port).await?;
         let https_listener = bind(self.https_port).await?;
+        let amqp_listener = bind(self.amqp_port).await?;
         let mqtt_addr = local_addr(&mqtt_listener)?;
         let https_addr = local_addr(&https_listener)?;
+        let amqp_addr = local_addr(&amqp_listener)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(mqtt::serve(
@@ -193,16 +199,21 @@ impl LocalHubBuilder {
                 https_listener,
                 shutdown_rx,
             )),
+            tokio::spawn(amqp::serve(
+                state.clone(),
+                tls.acceptor.clone(),
+                amqp_listener,
+            )),
             tokio::spawn(sweep(state.clone())),
         ];
-        tracing::info!(host = %self.host_name, %mqtt_addr, %https_addr, "local IoT Hub started");
+        tracing::info!(host = %self.host_name, %mqtt_addr, %https_addr, %amqp_addr, "local IoT Hub started");
         Ok(LocalHub {
             state,
             ca_pem: tls.ca_pem,
             owner_key,
             mqtt_addr,
             https_addr,
-            amqp_port: self.amqp_port,
+            amqp_addr,
             tasks,
             shutdown,
         })
@@ -238,7 +249,7 @@ pub struct LocalHub {
     owner_key: SasKey,
     mqtt_addr: SocketAddr,
     https_addr: SocketAddr,
-    amqp_port: u16,
+    amqp_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
 }
@@ -249,6 +260,7 @@ impl std::fmt::Debug for LocalHub {
             .field("host_name", &self.state.settings.host_name)
             .field("mqtt_addr", &self.mqtt_addr)
             .field("https_addr", &self.https_addr)
+            .field("amqp_addr", &self.amqp_addr)
             .finish_non_exhaustive()
     }
 }
@@ -290,19 +302,37 @@ impl LocalHub {
         self.mqtt_addr
     }
 
-    /// Where HTTPS and MQTT over WebSockets listen.
+    /// Where HTTPS, MQTT over WebSockets and AMQP over WebSockets listen.
     pub fn https_addr(&self) -> SocketAddr {
         self.https_addr
     }
 
-    /// The AMQP port the builder was given (the AMQP endpoint comes with the service side).
-    pub fn amqp_port(&self) -> u16 {
-        self.amqp_port
+    /// Where AMQP over TLS (the service endpoint: CBS, C2D sends, feedback) listens.
+    pub fn amqp_addr(&self) -> SocketAddr {
+        self.amqp_addr
     }
 
     /// The `iothubowner` connection string, for back-end applications.
     pub fn service_connection_string(&self) -> ServiceConnectionString {
         ServiceConnectionString::with_key(self.host_name(), "iothubowner", self.owner_key.clone())
+    }
+
+    /// The `iothubowner` connection string for AMQP clients that take the port from
+    /// `HostName`, as azure-iothub for Node does (`'amqps://' + host`, port `5671` unless the
+    /// URL has one; protocol.md §4.1, interop.md §5.3): `HostName=localhost:PORT` when the
+    /// AMQP port is not 5671. Tokens for it carry `sr=localhost:PORT`, which the hub accepts
+    /// (the port is ignored when comparing scopes). Use [`LocalHub::service_connection_string`]
+    /// for HTTPS clients, which do not parse a port there.
+    pub fn amqp_connection_string(&self) -> ServiceConnectionString {
+        let port = self.amqp_addr.port();
+        if port == DEFAULT_AMQP_PORT {
+            return self.service_connection_string();
+        }
+        ServiceConnectionString::with_key(
+            &format!("{}:{port}", self.host_name()),
+            "iothubowner",
+            self.owner_key.clone(),
+        )
     }
 
     /// The connection string of one of the hub's shared access policies: `iothubowner`,

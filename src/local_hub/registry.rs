@@ -803,6 +803,7 @@ mod tests {
                 host_name: HOST.into(),
                 c2d: C2dLimits::default(),
                 feedback_flush_interval: Duration::from_secs(15),
+                feedback: Default::default(),
             },
             policies,
         ));

@@ -10,13 +10,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 
 use crate::auth::{
     AccessDenied, AccessPolicy, Permission, SasKey, SasToken, authorize_device, authorize_service,
 };
 use crate::local_hub::c2d_queue::{C2dLimits, C2dQueue, EnqueueRefusal, LockToken, Settled};
-use crate::local_hub::feedback_queue::FeedbackQueue;
+use crate::local_hub::feedback_queue::{
+    FeedbackDelivery, FeedbackLimits, FeedbackLock, FeedbackQueue,
+};
 use crate::message::Message;
 use crate::protocol::{FeedbackRecord, expiry_time};
 
@@ -102,6 +104,7 @@ pub(crate) struct HubSettings {
     pub host_name: String,
     pub c2d: C2dLimits,
     pub feedback_flush_interval: Duration,
+    pub feedback: FeedbackLimits,
 }
 
 /// A session's registration: its id, and the notifications it waits on.
@@ -122,6 +125,8 @@ pub(crate) struct HubState {
     pub sweep_wake: Notify,
     telemetry: broadcast::Sender<(String, Message)>,
     next_id: AtomicU64,
+    /// Set once the hub stops, for connections that have no per-device kick (AMQP).
+    stopping: watch::Sender<bool>,
 }
 
 /// Random bytes for keys and ids.
@@ -150,6 +155,7 @@ impl HubState {
             sweep_wake: Notify::new(),
             telemetry,
             next_id: AtomicU64::new(1),
+            stopping: watch::channel(false).0,
         }
     }
 
@@ -488,6 +494,7 @@ impl HubState {
         let flush = self.settings.feedback_flush_interval;
         inner.feedback.flush_due(flush, now);
         next = earliest(next, inner.feedback.next_deadline(flush));
+        next = earliest(next, inner.feedback.expire(&self.settings.feedback, now));
         if inner.feedback.has_ready() {
             self.feedback_ready.notify_waiters();
             self.feedback_ready.notify_one();
@@ -502,8 +509,40 @@ impl HubState {
 
     /// Puts a feedback batch back, for a receiver that could not deliver it.
     pub fn return_feedback(&self, batch: Vec<FeedbackRecord>) {
-        self.lock().feedback.put_back(batch);
+        self.lock().feedback.put_back(batch, SystemTime::now());
         self.feedback_ready.notify_one();
+    }
+
+    /// The oldest ready feedback batch, locked for an AMQP receiver until it settles.
+    pub fn lock_feedback(&self) -> Option<FeedbackDelivery> {
+        let delivery = self
+            .lock()
+            .feedback
+            .lock_next(&self.settings.feedback, SystemTime::now());
+        if delivery.is_some() {
+            // The sweep must see the lock's deadline.
+            self.sweep_wake.notify_one();
+        }
+        delivery
+    }
+
+    /// The receiver accepted a batch: it leaves the queue.
+    pub fn complete_feedback(&self, lock: FeedbackLock) {
+        if !self.lock().feedback.complete(lock) {
+            tracing::info!("feedback settled after its lock was lost");
+        }
+    }
+
+    /// The receiver released a batch (or its link went away): it is ready again, unless it
+    /// reached the maximum delivery count.
+    pub fn release_feedback(&self, lock: FeedbackLock) {
+        let requeued = self.lock().feedback.release(lock, &self.settings.feedback);
+        if requeued {
+            self.feedback_ready.notify_waiters();
+            self.feedback_ready.notify_one();
+        } else {
+            tracing::info!("feedback batch dropped: maximum delivery count reached or lock lost");
+        }
     }
 
     // ---- MQTT sessions -------------------------------------------------------------------
@@ -578,8 +617,14 @@ impl HubState {
         device.wake.notify_one();
     }
 
-    /// Closes every device's connection (at shutdown).
+    /// A receiver that turns `true` when the hub stops.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Closes every device's connection and every AMQP connection (at shutdown).
     pub fn kick_all(&self) {
+        self.stopping.send_replace(true);
         let inner = self.lock();
         for device in inner.devices.values() {
             if let Some(session) = &device.session {
@@ -591,7 +636,11 @@ impl HubState {
     /// Closes the device's current connection; returns whether it had one.
     pub fn disconnect_device(&self, device_id: &str) -> bool {
         let inner = self.lock();
-        match inner.devices.get(device_id).and_then(|d| d.session.as_ref()) {
+        match inner
+            .devices
+            .get(device_id)
+            .and_then(|d| d.session.as_ref())
+        {
             Some(session) => {
                 session.kick.notify_one();
                 true

@@ -4,6 +4,8 @@
 //! every byte by construction. They are public for applications that bring their own MQTT
 //! client.
 
+#[cfg(feature = "local-hub")]
+pub(crate) mod amqp_message;
 pub(crate) mod expiry_time;
 mod feedback;
 pub(crate) mod percent;
