@@ -29,6 +29,12 @@ pub enum ErrorKind {
     Unauthorized,
     /// The device is not registered on the hub.
     DeviceNotFound,
+    /// A device with this id is already registered.
+    DeviceAlreadyExists,
+    /// The etag given (`If-Match`) is not the current one: someone else changed the item.
+    PreconditionFailed,
+    /// The hub is throttling requests (HTTP 429).
+    Throttled,
     /// The device's cloud-to-device queue already holds the maximum number of messages.
     QueueFull,
     /// The message is larger than IoT Hub allows.
@@ -52,6 +58,9 @@ impl ErrorKind {
             ErrorKind::InvalidMessage => "invalid message",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::DeviceNotFound => "device not found",
+            ErrorKind::DeviceAlreadyExists => "device already exists",
+            ErrorKind::PreconditionFailed => "precondition failed",
+            ErrorKind::Throttled => "throttled",
             ErrorKind::QueueFull => "device queue full",
             ErrorKind::MessageTooLarge => "message too large",
             ErrorKind::Timeout => "timed out",

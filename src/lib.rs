@@ -4,7 +4,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
-#[cfg(feature = "device")]
+#[cfg(any(feature = "device", feature = "service"))]
 mod client_tls;
 #[cfg(feature = "device")]
 #[cfg_attr(docsrs, doc(cfg(feature = "device")))]
@@ -15,6 +15,9 @@ pub mod error;
 pub mod local_hub;
 pub mod message;
 pub mod protocol;
+#[cfg(feature = "service")]
+#[cfg_attr(docsrs, doc(cfg(feature = "service")))]
+pub mod service;
 
 pub use auth::{DeviceConnectionString, SasKey, SasToken, ServiceConnectionString};
 pub use error::{Error, ErrorKind, Result};

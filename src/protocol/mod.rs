@@ -10,6 +10,7 @@ pub(crate) mod expiry_time;
 mod feedback;
 pub(crate) mod percent;
 mod property_bag;
+mod registry_json;
 mod topic;
 
 pub use feedback::{
@@ -19,6 +20,10 @@ pub use feedback::{
 pub use property_bag::{
     ACK, CONTENT_ENCODING, CONTENT_TYPE, CORRELATION_ID, EXPIRY, MESSAGE_ID, PropertyBag, TO,
     USER_ID,
+};
+pub use registry_json::{
+    Authentication, Capabilities, Device, DeviceConnectionState, DeviceStatus, PurgeResult,
+    RegistryStatistics, SymmetricKey, error_code,
 };
 pub use topic::{
     TopicIdentity, c2d_subscription, c2d_topic, parse_c2d_topic, parse_telemetry_topic,

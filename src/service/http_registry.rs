@@ -1,0 +1,229 @@
+//! The identity registry over HTTPS (reqwest with rustls).
+//!
+//! Requests carry a policy SAS token in `Authorization`, signed once and reused until 80 % of
+//! its lifetime; responses are JSON; failures are read from the `iothub-errorcode` header or
+//! either error body form into typed errors (protocol.md §5).
+
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::auth::{IssuedToken, TokenSource};
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::{Device, PurgeResult, RegistryStatistics, error_code, percent};
+
+/// The REST api-version sent by the official service SDKs (node-hub `src/version.ts`, py-hub
+/// `iot_hub_gateway_service_ap_is.py`: `2021-04-12`).
+const API_VERSION: &str = "2021-04-12";
+
+pub(crate) struct HttpRegistry {
+    client: reqwest::Client,
+    base: String,
+    tokens: TokenSource,
+    cached: Mutex<Option<IssuedToken>>,
+}
+
+/// Maps a failed response to a typed error; the text never holds the request's token.
+fn http_error(status: StatusCode, code: Option<String>, what: &str) -> Error {
+    let code_name = code.clone().unwrap_or_default();
+    let kind = match (status, code_name.as_str()) {
+        (_, "DeviceNotFound" | "404001") | (StatusCode::NOT_FOUND, _) => ErrorKind::DeviceNotFound,
+        (_, "DeviceAlreadyExists" | "409001") | (StatusCode::CONFLICT, _) => {
+            ErrorKind::DeviceAlreadyExists
+        }
+        (_, "PreconditionFailed" | "412001") | (StatusCode::PRECONDITION_FAILED, _) => {
+            ErrorKind::PreconditionFailed
+        }
+        (_, "ThrottlingException" | "429001") | (StatusCode::TOO_MANY_REQUESTS, _) => {
+            ErrorKind::Throttled
+        }
+        (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => ErrorKind::Unauthorized,
+        (_, "IotHubUnauthorizedAccess" | "401002") => ErrorKind::Unauthorized,
+        _ => ErrorKind::Transport,
+    };
+    let code = code.map(|c| format!(" ({c})")).unwrap_or_default();
+    Error::new(kind, format!("{what}: HTTP {}{code}", status.as_u16()))
+}
+
+impl HttpRegistry {
+    pub fn new(client: reqwest::Client, base: String, tokens: TokenSource) -> Self {
+        HttpRegistry {
+            client,
+            base,
+            tokens,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The `Authorization` value: the cached token until its renewal time, then a new one.
+    fn authorization(&self) -> Result<String> {
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        let now = SystemTime::now();
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|t| t.renew_at.is_none_or(|at| now < at) && !t.token.is_expired_at(now));
+        if !fresh {
+            *cached = Some(self.tokens.token_at(now)?);
+        }
+        Ok(cached.as_ref().expect("set above").token.to_string())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}?api-version={API_VERSION}", self.base)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        if_match: Option<&str>,
+        body: Option<&Device>,
+        what: &str,
+    ) -> Result<(StatusCode, bytes::Bytes)> {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .header("Authorization", self.authorization()?)
+            .header("Accept", "application/json");
+        if let Some(tag) = if_match {
+            request = request.header("If-Match", quoted(tag));
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            Error::new(ErrorKind::Transport, format!("{what}: the request failed")).with_source(e)
+        })?;
+        let status = response.status();
+        let header = response
+            .headers()
+            .get("iothub-errorcode")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes().await.map_err(|e| {
+            Error::new(
+                ErrorKind::Transport,
+                format!("{what}: the response was cut"),
+            )
+            .with_source(e)
+        })?;
+        if !status.is_success() {
+            return Err(http_error(
+                status,
+                error_code(header.as_deref(), &body),
+                what,
+            ));
+        }
+        Ok((status, body))
+    }
+
+    async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        if_match: Option<&str>,
+        body: Option<&Device>,
+        what: &str,
+    ) -> Result<T> {
+        let (_, bytes) = self.call(method, path, if_match, body, what).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Transport,
+                format!("{what}: unexpected response body"),
+            )
+            .with_source(e)
+        })
+    }
+
+    pub async fn put_device(&self, device: &Device, if_match: Option<&str>) -> Result<Device> {
+        let path = format!("/devices/{}", percent_path(&device.device_id));
+        self.call_json(Method::PUT, &path, if_match, Some(device), "device write")
+            .await
+    }
+
+    pub async fn get_device(&self, device_id: &str) -> Result<Device> {
+        let path = format!("/devices/{}", percent_path(device_id));
+        self.call_json(Method::GET, &path, None, None, "device read")
+            .await
+    }
+
+    pub async fn list_devices(&self) -> Result<Vec<Device>> {
+        self.call_json(Method::GET, "/devices", None, None, "device list")
+            .await
+    }
+
+    pub async fn delete_device(&self, device_id: &str, if_match: &str) -> Result<()> {
+        let path = format!("/devices/{}", percent_path(device_id));
+        self.call(Method::DELETE, &path, Some(if_match), None, "device delete")
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn purge(&self, device_id: &str) -> Result<PurgeResult> {
+        let path = format!("/devices/{}/commands", percent_path(device_id));
+        self.call_json(Method::DELETE, &path, None, None, "queue purge")
+            .await
+    }
+
+    pub async fn statistics(&self) -> Result<RegistryStatistics> {
+        self.call_json(Method::GET, "/statistics/devices", None, None, "statistics")
+            .await
+    }
+}
+
+/// A device id in a URL path, percent-encoded (ids may hold `# ? %` and more).
+fn percent_path(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    percent::encode_into(id, &mut out);
+    out
+}
+
+/// Etags go quoted, as both SDKs send them (node-hub `_ensureQuoted`, py-hub `_ensure_quoted`;
+/// protocol.md §5.9): `*` → `"*"`, `abc` → `"abc"`, `"abc"` unchanged.
+fn quoted(tag: &str) -> String {
+    if tag.len() >= 2 && tag.starts_with('"') && tag.ends_with('"') {
+        tag.to_owned()
+    } else {
+        format!("\"{tag}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_are_quoted_as_the_sdks_quote_them() {
+        // shared/vectors.json rest.etag_if_match_quoting.
+        assert_eq!(quoted("*"), "\"*\"");
+        assert_eq!(quoted("\"abc\""), "\"abc\"");
+        assert_eq!(quoted(""), "\"\"");
+        assert_eq!(quoted("AAAAAAAAAAE="), "\"AAAAAAAAAAE=\"");
+    }
+
+    #[test]
+    fn failures_map_to_typed_errors() {
+        let kind = |status: u16, code: Option<&str>| {
+            http_error(
+                StatusCode::from_u16(status).unwrap(),
+                code.map(str::to_owned),
+                "x",
+            )
+            .kind()
+        };
+        assert_eq!(kind(404, Some("DeviceNotFound")), ErrorKind::DeviceNotFound);
+        assert_eq!(kind(409, None), ErrorKind::DeviceAlreadyExists);
+        assert_eq!(
+            kind(412, Some("PreconditionFailed")),
+            ErrorKind::PreconditionFailed
+        );
+        assert_eq!(kind(429, None), ErrorKind::Throttled);
+        assert_eq!(
+            kind(401, Some("IotHubUnauthorizedAccess")),
+            ErrorKind::Unauthorized
+        );
+        assert_eq!(kind(500, None), ErrorKind::Transport);
+    }
+}

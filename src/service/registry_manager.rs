@@ -1,0 +1,248 @@
+//! [`RegistryManager`]: the back end's handle to IoT Hub.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{ServiceConnectionString, TokenSource};
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::{Authentication, Device, RegistryStatistics, SymmetricKey};
+use crate::service::http_registry::HttpRegistry;
+
+/// IoT Hub's HTTPS port.
+pub const DEFAULT_HTTPS_PORT: u16 = 443;
+/// IoT Hub's AMQP over TLS port.
+pub const DEFAULT_AMQP_PORT: u16 = 5671;
+
+/// Configures a [`RegistryManager`].
+#[derive(Clone)]
+pub struct RegistryManagerBuilder {
+    pub(crate) connection_string: ServiceConnectionString,
+    pub(crate) extra_ca_pem: Option<String>,
+    pub(crate) https_port: Option<u16>,
+    pub(crate) amqp_port: Option<u16>,
+    pub(crate) amqp_over_websockets: bool,
+    pub(crate) token_ttl: Option<Duration>,
+}
+
+impl std::fmt::Debug for RegistryManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryManagerBuilder")
+            .field("connection_string", &self.connection_string)
+            .field("https_port", &self.https_port)
+            .field("amqp_port", &self.amqp_port)
+            .field("amqp_over_websockets", &self.amqp_over_websockets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryManagerBuilder {
+    /// Trusts this CA (PEM) besides the system roots, e.g. a local hub's.
+    pub fn trust_ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.extra_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// The HTTPS port (default 443).
+    pub fn https_port(mut self, port: u16) -> Self {
+        self.https_port = Some(port);
+        self
+    }
+
+    /// The AMQP port (default 5671; 443 with WebSockets).
+    pub fn amqp_port(mut self, port: u16) -> Self {
+        self.amqp_port = Some(port);
+        self
+    }
+
+    /// Carries AMQP over WebSockets on the HTTPS port, for networks that block 5671.
+    pub fn amqp_over_websockets(mut self, enabled: bool) -> Self {
+        self.amqp_over_websockets = enabled;
+        self
+    }
+
+    /// Lifetime of the policy tokens the manager signs (default 1 hour); they are renewed
+    /// before they expire.
+    pub fn token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = Some(ttl);
+        self
+    }
+
+    pub(crate) fn tokens(&self) -> TokenSource {
+        let tokens = TokenSource::for_service(&self.connection_string);
+        match self.token_ttl {
+            Some(ttl) => tokens.with_ttl(ttl),
+            None => tokens,
+        }
+    }
+
+    /// The host to dial: `HostName` without any `:port`.
+    pub(crate) fn host(&self) -> &str {
+        let host = self.connection_string.host_name();
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    }
+
+    /// Builds the manager. Nothing connects yet: HTTPS requests and the AMQP connection are
+    /// made when first needed.
+    pub fn build(self) -> Result<RegistryManager> {
+        let tls = crate::client_tls::client_config(self.extra_ca_pem.as_deref())?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| {
+                Error::new(ErrorKind::Transport, "HTTP client set-up failed").with_source(e)
+            })?;
+        let base = format!(
+            "https://{}:{}",
+            self.host(),
+            self.https_port.unwrap_or(DEFAULT_HTTPS_PORT)
+        );
+        let registry = HttpRegistry::new(http, base, self.tokens());
+        Ok(RegistryManager {
+            shared: Arc::new(Shared {
+                registry,
+                builder: self,
+            }),
+        })
+    }
+}
+
+struct Shared {
+    registry: HttpRegistry,
+    #[allow(dead_code)]
+    builder: RegistryManagerBuilder,
+}
+
+/// A back end's handle to IoT Hub: the identity registry over HTTPS.
+///
+/// A cheap `Clone` handle; clones share connections.
+///
+/// ```no_run
+/// # async fn demo() -> iothub::Result<()> {
+/// use iothub::service::RegistryManager;
+///
+/// let registry = RegistryManager::from_connection_string(
+///     "HostName=myhub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=...",
+/// )?
+/// .build()?;
+/// let device = registry.create_device("dev1").await?;
+/// println!("created {} with etag {}", device.device_id, device.etag);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RegistryManager {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RegistryManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryManager")
+            .field("host", &self.shared.builder.host())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryManager {
+    /// A builder for the hub and policy of `connection_string`.
+    pub fn builder(connection_string: ServiceConnectionString) -> RegistryManagerBuilder {
+        RegistryManagerBuilder {
+            connection_string,
+            extra_ca_pem: None,
+            https_port: None,
+            amqp_port: None,
+            amqp_over_websockets: false,
+            token_ttl: None,
+        }
+    }
+
+    /// Parses a service connection string into a builder.
+    pub fn from_connection_string(connection_string: &str) -> Result<RegistryManagerBuilder> {
+        Ok(Self::builder(connection_string.parse()?))
+    }
+
+    /// Registers a device with SAS keys generated by the hub.
+    pub async fn create_device(&self, device_id: &str) -> Result<Device> {
+        let device = Device {
+            device_id: device_id.to_owned(),
+            ..Device::default()
+        };
+        self.add_device(&device).await
+    }
+
+    /// Registers a device with the given base64 SAS keys.
+    pub async fn create_device_with_keys(
+        &self,
+        device_id: &str,
+        primary_key: &str,
+        secondary_key: &str,
+    ) -> Result<Device> {
+        let device = Device {
+            device_id: device_id.to_owned(),
+            authentication: Authentication {
+                kind: "sas".to_owned(),
+                symmetric_key: SymmetricKey {
+                    primary_key: primary_key.to_owned(),
+                    secondary_key: secondary_key.to_owned(),
+                },
+            },
+            ..Device::default()
+        };
+        self.add_device(&device).await
+    }
+
+    /// Registers `device` (empty keys are generated by the hub). An existing id is an
+    /// [`ErrorKind::DeviceAlreadyExists`] error.
+    pub async fn add_device(&self, device: &Device) -> Result<Device> {
+        self.shared.registry.put_device(device, None).await
+    }
+
+    /// Reads a device; an unknown id is [`ErrorKind::DeviceNotFound`].
+    pub async fn get_device(&self, device_id: &str) -> Result<Device> {
+        self.shared.registry.get_device(device_id).await
+    }
+
+    /// Updates a device. With `device.etag` set, only if nobody changed it since it was read
+    /// (else [`ErrorKind::PreconditionFailed`]); with an empty etag, unconditionally. As on
+    /// IoT Hub, omitted keys are regenerated.
+    pub async fn update_device(&self, device: &Device) -> Result<Device> {
+        let tag = if device.etag.is_empty() {
+            "*"
+        } else {
+            device.etag.as_str()
+        };
+        self.shared.registry.put_device(device, Some(tag)).await
+    }
+
+    /// Deletes a device unconditionally (`If-Match: "*"`, as the official SDKs do).
+    pub async fn delete_device(&self, device_id: &str) -> Result<()> {
+        self.shared.registry.delete_device(device_id, "*").await
+    }
+
+    /// Deletes a device only if its etag is still `etag`.
+    pub async fn delete_device_if_match(&self, device_id: &str, etag: &str) -> Result<()> {
+        self.shared.registry.delete_device(device_id, etag).await
+    }
+
+    /// Every device in the registry.
+    pub async fn list_devices(&self) -> Result<Vec<Device>> {
+        self.shared.registry.list_devices().await
+    }
+
+    /// Empties a device's cloud-to-device queue; returns how many messages were removed.
+    pub async fn purge_c2d_queue(&self, device_id: &str) -> Result<u64> {
+        Ok(self
+            .shared
+            .registry
+            .purge(device_id)
+            .await?
+            .total_messages_purged)
+    }
+
+    /// Device counts.
+    pub async fn statistics(&self) -> Result<RegistryStatistics> {
+        self.shared.registry.statistics().await
+    }
+}
