@@ -8,289 +8,20 @@
 //! See `tests/interop/README.md`.
 #![cfg(feature = "local-hub")]
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use iothub::local_hub::LocalHub;
 use iothub::protocol::FeedbackStatus;
 use iothub::{Ack, Message};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
-use time::macros::format_description;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-/// How long the peers may run (`--timeout`): Python start-up, SDK import, TLS and the exchange.
-const PEER_DEADLINE_SECS: u32 = 60;
-/// How long the test waits for any one line or exit of a peer: longer than the peer's own
-/// deadline, so that a stuck peer reports its own timeout (exit 2 and a stage) first.
-const PEER_WAIT: Duration = Duration::from_secs(PEER_DEADLINE_SECS as u64 + 15);
-/// How long any wait on the hub (telemetry, feedback) may take.
-const HUB_WAIT: Duration = Duration::from_secs(30);
+#[path = "interop/peer.rs"]
+mod peer;
 
-/// The venv's python, from `IOTHUB_PYTHON`; `None` means "skip this test".
-fn python() -> Option<PathBuf> {
-    let required = std::env::var("IOTHUB_REQUIRE_INTEROP").is_ok_and(|v| v == "1");
-    match std::env::var_os("IOTHUB_PYTHON").filter(|v| !v.is_empty()) {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            assert!(
-                path.is_file(),
-                "IOTHUB_PYTHON={} is not a file; create the venv with \
-                 `tests/interop/setup-python.sh VENV` and set IOTHUB_PYTHON=VENV/bin/python",
-                path.display()
-            );
-            Some(path)
-        }
-        None if required => panic!(
-            "IOTHUB_REQUIRE_INTEROP=1 but IOTHUB_PYTHON is not set: run \
-             `tests/interop/setup-python.sh VENV` and set IOTHUB_PYTHON=VENV/bin/python \
-             (see tests/interop/README.md)"
-        ),
-        None => {
-            eprintln!("skipped: set IOTHUB_PYTHON (see tests/interop/README.md)");
-            None
-        }
-    }
-}
-
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
-}
-
-async fn hub() -> LocalHub {
-    LocalHub::builder()
-        .feedback_flush_interval(Duration::from_millis(50))
-        .start()
-        .await
-        .expect("the local hub starts")
-}
-
-/// A file in the temp directory, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, contents: &str) -> TempFile {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("iothub-interop-{}-{n}-{name}", std::process::id()));
-        std::fs::write(&path, contents)
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-        TempFile(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// The hub's device connection string without `GatewayHostName`.
-///
-/// The hub hands out `...;GatewayHostName=localhost:PORT` (its MQTT port), which Node accepts.
-/// azure-iot-device 2.14.0 does not: it passes GatewayHostName verbatim as the host to
-/// `paho.Client.connect(host, 8883)` (`mqtt_transport.py`), so `localhost:PORT` would be
-/// resolved as a host name, and py_device.py's port patch only maps the port. Without the
-/// gateway the SDK dials `HostName=localhost` on 8883 / 443, which the patch maps to the hub's
-/// MQTT / HTTPS port; the user name and SAS `sr` use `localhost` either way.
-fn python_device_connection_string(hub_string: &str) -> String {
-    assert!(
-        hub_string.contains(";GatewayHostName=localhost:"),
-        "expected a GatewayHostName with a port in {hub_string:?}"
-    );
-    hub_string
-        .split(';')
-        .filter(|part| !part.starts_with("GatewayHostName="))
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
-/// A running Python peer: stdout is read line by line, stderr is collected for failure messages.
-/// Killed when dropped (a failing assertion kills it).
-struct Peer {
-    name: String,
-    child: Child,
-    stdout: Lines<BufReader<ChildStdout>>,
-    stderr: Arc<Mutex<String>>,
-    stderr_task: Option<JoinHandle<()>>,
-}
-
-impl Peer {
-    fn spawn(python: &Path, script: &str, args: &[String], ca_file: &Path) -> Peer {
-        let mut cmd = Command::new(python);
-        cmd.arg(interop_dir().join(script))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            // This machine (and CI images) export these pointing at the system bundle; each names
-            // one file, so override them with the test CA rather than inherit (interop.md §3).
-            .env("SSL_CERT_FILE", ca_file)
-            .env("REQUESTS_CA_BUNDLE", ca_file)
-            .env("CURL_CA_BUNDLE", ca_file)
-            // Loopback only: never through an inherited proxy.
-            .env("NO_PROXY", "localhost,127.0.0.1,::1")
-            .env("no_proxy", "localhost,127.0.0.1,::1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("PYTHONUNBUFFERED", "1");
-        for var in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "IOTEDGE_GATEWAYHOSTNAME",
-        ] {
-            cmd.env_remove(var);
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} {script}: {e}", python.display()));
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let stderr_task = tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr_pipe.read(&mut buf).await {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Peer {
-            name: script.to_owned(),
-            child,
-            stdout,
-            stderr,
-            stderr_task: Some(stderr_task),
-        }
-    }
-
-    /// Kills the peer and describes the failure with everything it wrote to stderr.
-    async fn failure(&mut self, what: &str) -> String {
-        let _ = self.child.start_kill();
-        let status = match timeout(Duration::from_secs(5), self.child.wait()).await {
-            Ok(Ok(status)) => status.to_string(),
-            _ => "unknown exit status".to_owned(),
-        };
-        if let Some(task) = self.stderr_task.take() {
-            let _ = timeout(Duration::from_secs(5), task).await;
-        }
-        let stderr = self.stderr.lock().unwrap().clone();
-        format!(
-            "{}: {what} ({status})\n--- stderr of {} ---\n{stderr}--- end of stderr ---",
-            self.name, self.name
-        )
-    }
-
-    /// The next line on stdout.
-    async fn line(&mut self, what: &str) -> String {
-        let problem = match timeout(PEER_WAIT, self.stdout.next_line()).await {
-            Ok(Ok(Some(line))) => return line,
-            Ok(Ok(None)) => format!("stdout ended while waiting for {what}"),
-            Ok(Err(e)) => format!("cannot read stdout while waiting for {what}: {e}"),
-            Err(_) => format!("no {what} within {PEER_WAIT:?}"),
-        };
-        panic!("{}", self.failure(&problem).await)
-    }
-
-    /// Waits for a line that is exactly `expected`.
-    async fn expect_line(&mut self, expected: &str) {
-        let line = self.line(&format!("the line {expected:?}")).await;
-        if line != expected {
-            let problem = format!("expected the line {expected:?}, got {line:?}");
-            panic!("{}", self.failure(&problem).await);
-        }
-    }
-
-    /// The next line on stdout, parsed as JSON.
-    async fn json_line(&mut self, what: &str) -> Value {
-        let line = self.line(what).await;
-        match serde_json::from_str(&line) {
-            Ok(value) => value,
-            Err(e) => {
-                let problem = format!("{what} is not JSON ({e}): {line:?}");
-                panic!("{}", self.failure(&problem).await)
-            }
-        }
-    }
-
-    /// Waits for the peer to exit with status 0, having written nothing more on stdout.
-    async fn expect_success(&mut self) {
-        let mut extra = Vec::new();
-        loop {
-            match timeout(PEER_WAIT, self.stdout.next_line()).await {
-                Ok(Ok(Some(line))) => extra.push(line),
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => {
-                    let problem = format!("cannot read stdout: {e}");
-                    panic!("{}", self.failure(&problem).await);
-                }
-                Err(_) => {
-                    let problem = format!("stdout still open after {PEER_WAIT:?}");
-                    panic!("{}", self.failure(&problem).await);
-                }
-            }
-        }
-        let status = match timeout(PEER_WAIT, self.child.wait()).await {
-            Ok(Ok(status)) => status,
-            Ok(Err(e)) => panic!("{}", self.failure(&format!("wait failed: {e}")).await),
-            Err(_) => panic!("{}", self.failure("did not exit").await),
-        };
-        if !status.success() || !extra.is_empty() {
-            let problem = format!("exited with {status}; unexpected stdout lines: {extra:?}");
-            panic!("{}", self.failure(&problem).await);
-        }
-    }
-}
-
-fn device_args(
-    connection_string: &str,
-    ca_file: &Path,
-    hub: &LocalHub,
-    count: u32,
-    extra: &[&str],
-) -> Vec<String> {
-    let mut args = vec![
-        "--connection-string".to_owned(),
-        connection_string.to_owned(),
-        "--ca-file".to_owned(),
-        ca_file.display().to_string(),
-        "--mqtt-port".to_owned(),
-        hub.mqtt_addr().port().to_string(),
-        "--wss-port".to_owned(),
-        hub.https_addr().port().to_string(),
-        "--count".to_owned(),
-        count.to_string(),
-        "--timeout".to_owned(),
-        PEER_DEADLINE_SECS.to_string(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
-}
-
-/// `$.exp` as IoT Hub writes it: ISO 8601 UTC with seven fractional digits.
-fn hub_time_text(at: SystemTime) -> String {
-    OffsetDateTime::from(at)
-        .format(format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z"
-        ))
-        .unwrap()
-}
+use peer::{
+    HUB_WAIT, PEER_DEADLINE_SECS, Peer, TempFile, device_args, hub, hub_time_text, python,
+    python_device_connection_string,
+};
 
 /// A C2D message with every system property the Python SDK exposes and custom properties whose
 /// names and values need percent-encoding in the topic.
@@ -506,4 +237,89 @@ async fn python_registry_create_get_delete() {
         hub.device_connection_string(device_id).is_none(),
         "the hub no longer has {device_id}"
     );
+}
+
+/// azure-iot-hub 2.7.0 sends a C2D message over AMQP (uamqp: SASL MSSBCBS, CBS with a ulong
+/// message-id, the `amqps://host/messages/devicebound` target) with `iothub-ack: full`;
+/// azure-iot-device 2.14.0 receives it with every property, and its PUBACK brings `Success`
+/// feedback.
+#[tokio::test]
+async fn python_service_sends_c2d_over_amqp_to_the_python_device() {
+    let Some(python) = python() else { return };
+    let hub = hub().await;
+    let device_id = "py-amqp";
+    let cs = hub.create_device(device_id).unwrap().to_string();
+    let ca = TempFile::new("ca.pem", hub.ca_pem());
+    let mut feedback = hub.feedback();
+
+    let args = device_args(
+        &python_device_connection_string(&cs),
+        ca.path(),
+        &hub,
+        1,
+        &[],
+    );
+    let mut device = Peer::spawn(&python, "py_device.py", &args, ca.path());
+    device.expect_line("connected").await;
+
+    let body = r#"{"hello":"from azure-iot-hub","s":"grüße"}"#;
+    let properties = json!({
+        "messageId": "svc-m1",
+        "correlationId": "svc-c1",
+        "contentType": "application/json",
+        "contentEncoding": "utf-8",
+        "iothub-ack": "full",
+        "prop1": "v1",
+        "prop 2": "a/b=c&d",
+    });
+    let service_args = vec![
+        "--connection-string".to_owned(),
+        hub.service_connection_string().to_string(),
+        "--ca-file".to_owned(),
+        ca.path().display().to_string(),
+        "--amqp-port".to_owned(),
+        hub.amqp_addr().port().to_string(),
+        "--device-id".to_owned(),
+        device_id.to_owned(),
+        "--data".to_owned(),
+        body.to_owned(),
+        "--properties".to_owned(),
+        properties.to_string(),
+        "--timeout".to_owned(),
+        PEER_DEADLINE_SECS.to_string(),
+    ];
+    let mut service = Peer::spawn(&python, "py_service.py", &service_args, ca.path());
+    service.expect_line("sent").await;
+    service.expect_success().await;
+
+    let got = device.json_line("the C2D message as JSON").await;
+    let expected = json!({
+        "data": body,
+        "message_id": "svc-m1",
+        "correlation_id": "svc-c1",
+        "user_id": null,
+        "content_type": "application/json",
+        "content_encoding": "utf-8",
+        "expiry_time_utc": null,
+        "ack": "full",
+        "custom_properties": {"prop1": "v1", "prop 2": "a/b=c&d"},
+    });
+    assert_eq!(got, expected, "what azure-iot-device decoded");
+    device.expect_success().await;
+
+    let record = timeout(HUB_WAIT, async {
+        loop {
+            let batch = feedback.recv().await.expect("the hub is running");
+            if let Some(r) = batch
+                .into_iter()
+                .find(|r| r.original_message_id == "svc-m1")
+            {
+                return r;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no feedback for svc-m1 within {HUB_WAIT:?}"));
+    assert_eq!(record.status_code, FeedbackStatus::Success);
+    assert_eq!(record.device_id, device_id);
 }
