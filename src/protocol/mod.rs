@@ -4,7 +4,7 @@
 //! every byte by construction. They are public for applications that bring their own MQTT
 //! client.
 
-#[cfg(feature = "local-hub")]
+#[cfg(any(feature = "local-hub", feature = "service"))]
 pub(crate) mod amqp_message;
 pub(crate) mod expiry_time;
 mod feedback;

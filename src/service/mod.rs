@@ -1,6 +1,8 @@
-//! The service side: [`RegistryManager`], a back end's handle to IoT Hub — the identity
-//! registry over HTTPS.
+//! The service side: [`RegistryManager`], a back end's handle to IoT Hub — cloud-to-device
+//! messages and their delivery feedback over AMQP 1.0, the identity registry over HTTPS.
 
+mod amqp;
+mod feedback;
 mod http_registry;
 mod registry_manager;
 
@@ -8,6 +10,7 @@ pub use crate::protocol::{
     Authentication, Capabilities, Device, DeviceConnectionState, DeviceStatus, RegistryStatistics,
     SymmetricKey,
 };
+pub use feedback::{FeedbackBatch, FeedbackReceiver};
 pub use registry_manager::{
     DEFAULT_AMQP_PORT, DEFAULT_HTTPS_PORT, RegistryManager, RegistryManagerBuilder,
 };

@@ -1,0 +1,466 @@
+//! The service's AMQP connection: cloud-to-device sends and the feedback receiver.
+//!
+//! One task owns each AMQP connection (TLS first, then a bare AMQP header as Node's
+//! azure-iothub does; protocol.md §4.1–4.2), authorizes it with a CBS put-token whose audience is
+//! the hub's host name (node-hub `amqp.ts`), renews the token on the open connection before it
+//! expires, and is re-opened with backoff after a failure. Sends go out on one sender link to
+//! `/messages/devicebound` and are pipelined: each caller waits for its own disposition.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::link::delivery::DeliveryInfo;
+use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::{Connection, Receiver, Sender, Session};
+use fe2o3_amqp_cbs::client::CbsClient;
+use fe2o3_amqp_cbs::token::CbsToken;
+use fe2o3_amqp_management::error::Error as MgmtError;
+use fe2o3_amqp_types::messaging::{Body, Data, Message as AmqpMessage, Outcome};
+use fe2o3_amqp_types::primitives::Value;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+
+use crate::auth::TokenSource;
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::{FeedbackRecord, decode_feedback_batch};
+
+/// The C2D link's target (MicrosoftDocs `iot-hub-amqp-support.md`; node-hub `amqp.ts`).
+const C2D_TARGET: &str = "/messages/devicebound";
+/// The feedback link's source (node-hub `amqp.ts` `_feedbackEndpoint`).
+const FEEDBACK_SOURCE: &str = "/messages/serviceBound/feedback";
+/// How long a send may wait for link credit, and then for the hub's disposition.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The CBS token type (node-hub `amqp_cbs.ts`).
+const SAS_TOKEN_TYPE: &str = "servicebus.windows.net:sastoken";
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub(crate) struct AmqpConfig {
+    /// The host to dial and to check the certificate against.
+    pub host: String,
+    pub port: u16,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub tokens: TokenSource,
+    /// The put-token audience: the hub's `HostName` (node-hub `amqp.ts`).
+    pub audience: String,
+}
+
+fn transport(detail: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Transport, detail)
+}
+
+/// An authorized connection and session.
+struct Link {
+    connection: ConnectionHandle<()>,
+    session: SessionHandle<()>,
+    cbs: CbsClient,
+    renew_at: Instant,
+}
+
+impl Link {
+    async fn open(config: &AmqpConfig) -> Result<Self> {
+        let tcp = TcpStream::connect((config.host.as_str(), config.port))
+            .await
+            .map_err(|e| {
+                transport(format!("cannot reach {}:{}", config.host, config.port)).with_source(e)
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(config.host.clone())
+            .map_err(|e| transport("the host name is not valid for TLS").with_source(e))?;
+        let tls = tokio_rustls::TlsConnector::from(config.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| transport("the TLS handshake failed").with_source(e))?;
+        let container = format!("iothub-rs-{}", uuid::Uuid::new_v4());
+        let mut connection = Connection::builder()
+            .container_id(container)
+            .hostname(config.host.as_str())
+            .open_with_stream(tls)
+            .await
+            .map_err(|e| transport("the AMQP connection was refused").with_source(e))?;
+        let mut session = match Session::begin(&mut connection).await {
+            Ok(session) => session,
+            Err(e) => {
+                let _ = connection.close().await;
+                return Err(transport("the AMQP session was refused").with_source(e));
+            }
+        };
+        let cbs = match CbsClient::attach(&mut session).await {
+            Ok(cbs) => cbs,
+            Err(e) => {
+                let _ = connection.close().await;
+                return Err(transport("the CBS link was refused").with_source(e));
+            }
+        };
+        let mut link = Link {
+            connection,
+            session,
+            cbs,
+            renew_at: Instant::now(),
+        };
+        if let Err(e) = link.authorize(config).await {
+            link.close().await;
+            return Err(e);
+        }
+        Ok(link)
+    }
+
+    /// Puts a fresh token on the CBS node; schedules the next renewal.
+    async fn authorize(&mut self, config: &AmqpConfig) -> Result<()> {
+        let issued = config.tokens.token()?;
+        let token = CbsToken::new(issued.token.to_string(), SAS_TOKEN_TYPE, None);
+        match self.cbs.put_token(config.audience.as_str(), token).await {
+            Ok(()) => {}
+            // IoT Hub answers a good put-token with 200 (protocol.md §4.4; node-hub
+            // `amqp_cbs.ts` checks `status-code !== 200`), where fe2o3-amqp-cbs expects
+            // Service Bus's 202 and reports 200 as a status error.
+            Err(MgmtError::Status(status)) if status.code.0.get() == 200 => {}
+            Err(e) => {
+                return Err(Error::new(
+                    ErrorKind::Unauthorized,
+                    "the hub refused the policy token (CBS put-token)",
+                )
+                .with_source(e));
+            }
+        }
+        let renew_in = issued
+            .renew_at
+            .and_then(|at| at.duration_since(SystemTime::now()).ok())
+            .unwrap_or(Duration::from_secs(24 * 3600));
+        self.renew_at = Instant::now() + renew_in;
+        Ok(())
+    }
+
+    async fn close(mut self) {
+        let _ = self.session.end().await;
+        let _ = self.connection.close().await;
+    }
+}
+
+/// Maps a disposition to the caller's result (protocol.md §4.5, node-hub
+/// `amqp_service_errors.ts`).
+fn outcome_result(outcome: Outcome) -> Result<()> {
+    match outcome {
+        Outcome::Accepted(_) => Ok(()),
+        Outcome::Rejected(rejected) => {
+            let (condition, description) = match rejected.error {
+                Some(e) => (
+                    format!("{:?}", e.condition),
+                    e.description.unwrap_or_default(),
+                ),
+                None => (String::new(), String::new()),
+            };
+            let symbol = condition_symbol(&condition);
+            let kind = match symbol.as_str() {
+                "amqp:not-found" => ErrorKind::DeviceNotFound,
+                "amqp:resource-limit-exceeded" => ErrorKind::QueueFull,
+                "amqp:link:message-size-exceeded" => ErrorKind::MessageTooLarge,
+                "amqp:unauthorized-access" => ErrorKind::Unauthorized,
+                "com.microsoft:device-container-throttled" => ErrorKind::Throttled,
+                _ => ErrorKind::Transport,
+            };
+            Err(Error::new(
+                kind,
+                format!("the hub rejected the message ({symbol}): {description}"),
+            ))
+        }
+        other => Err(transport(format!(
+            "the hub did not accept the message: {other:?}"
+        ))),
+    }
+}
+
+/// The AMQP symbol of a condition as fe2o3 prints it (`AmqpError(NotFound)` and so on).
+fn condition_symbol(debug: &str) -> String {
+    let known = [
+        ("NotFound", "amqp:not-found"),
+        ("ResourceLimitExceeded", "amqp:resource-limit-exceeded"),
+        ("MessageSizeExceeded", "amqp:link:message-size-exceeded"),
+        ("UnauthorizedAccess", "amqp:unauthorized-access"),
+        ("InternalError", "amqp:internal-error"),
+    ];
+    for (variant, symbol) in known {
+        if debug.contains(variant) {
+            return symbol.to_owned();
+        }
+    }
+    // Custom conditions print their symbol text.
+    debug
+        .split('"')
+        .nth(1)
+        .map(str::to_owned)
+        .unwrap_or_else(|| debug.to_owned())
+}
+
+/// A message to send and who waits for its disposition.
+pub(crate) struct SendRequest {
+    pub message: AmqpMessage<Data>,
+    pub done: oneshot::Sender<Result<()>>,
+}
+
+/// Starts the sender task; it connects on the first send.
+pub(crate) fn spawn_sender(config: AmqpConfig) -> mpsc::Sender<SendRequest> {
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::spawn(sender_task(config, rx));
+    tx
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << failures.min(8))).min(Duration::from_secs(30))
+}
+
+async fn sender_task(config: AmqpConfig, mut requests: mpsc::Receiver<SendRequest>) {
+    let mut open: Option<(Link, Sender)> = None;
+    let mut failures = 0u32;
+    let mut next_attempt = Instant::now();
+    loop {
+        let renew_at = open.as_ref().map(|(link, _)| link.renew_at);
+        let far = Instant::now() + Duration::from_secs(24 * 3600);
+        tokio::select! {
+            request = requests.recv() => {
+                let Some(request) = request else { break };
+                if open.as_ref().is_some_and(|(link, _)| link.connection.is_closed() || link.session.is_ended()) {
+                    tracing::info!("the AMQP connection was lost; reopening");
+                    if let Some((link, _)) = open.take() {
+                        link.close().await;
+                    }
+                }
+                if open.is_none() {
+                    sleep_until(next_attempt).await;
+                    match open_sender(&config).await {
+                        Ok(opened) => {
+                            failures = 0;
+                            open = Some(opened);
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            next_attempt = Instant::now() + backoff(failures);
+                            let _ = request.done.send(Err(e));
+                            continue;
+                        }
+                    }
+                }
+                let (_, sender) = open.as_mut().expect("opened above");
+                match tokio::time::timeout(SEND_TIMEOUT, sender.send_batchable(request.message)).await {
+                    Ok(Ok(settlement)) => {
+                        tokio::spawn(async move {
+                            let result = match tokio::time::timeout(SEND_TIMEOUT, settlement).await {
+                                Ok(Ok(outcome)) => outcome_result(outcome),
+                                Ok(Err(e)) => Err(transport("the connection closed before the hub settled the message").with_source(e)),
+                                Err(_) => Err(Error::new(ErrorKind::Timeout, "the hub did not settle the message in time")),
+                            };
+                            let _ = request.done.send(result);
+                        });
+                    }
+                    Err(_) => {
+                        tracing::warn!("the C2D link did not take the message in time; reopening on the next send");
+                        if let Some((link, _)) = open.take() {
+                            link.close().await;
+                        }
+                        let _ = request.done.send(Err(Error::new(ErrorKind::Timeout, "the AMQP link did not take the message in time")));
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "the C2D link failed; it reopens on the next send");
+                        if let Some((link, _)) = open.take() {
+                            link.close().await;
+                        }
+                        let _ = request.done.send(Err(transport("the AMQP link failed; the message was not sent").with_source(e)));
+                    }
+                }
+            }
+            closed = async {
+                match open.as_mut() {
+                    Some((link, _)) => link.connection.on_close().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!(?closed, "the AMQP connection closed; it reopens on the next send");
+                if let Some((link, _)) = open.take() {
+                    link.close().await;
+                }
+            }
+            _ = sleep_until(renew_at.unwrap_or(far)), if renew_at.is_some() => {
+                let (link, _) = open.as_mut().expect("renew_at implies a link");
+                if let Err(e) = link.authorize(&config).await {
+                    tracing::warn!(error = %e, "token renewal failed; reconnecting on the next send");
+                    if let Some((link, _)) = open.take() {
+                        link.close().await;
+                    }
+                }
+            }
+        }
+    }
+    if let Some((link, sender)) = open {
+        let _ = sender.close().await;
+        link.close().await;
+    }
+}
+
+async fn open_sender(config: &AmqpConfig) -> Result<(Link, Sender)> {
+    let mut link = Link::open(config).await?;
+    let name = format!("c2d-sender-{}", uuid::Uuid::new_v4());
+    match Sender::builder()
+        .name(name)
+        .source(format!("iothub-rs-{}", uuid::Uuid::new_v4()))
+        .target(C2D_TARGET)
+        .attach(&mut link.session)
+        .await
+    {
+        Ok(sender) => Ok((link, sender)),
+        Err(e) => {
+            link.close().await;
+            Err(transport("the hub refused the C2D link").with_source(e))
+        }
+    }
+}
+
+/// A settlement the application chose for a feedback batch.
+pub(crate) enum Settle {
+    Complete(u64, oneshot::Sender<Result<()>>),
+    Abandon(u64, oneshot::Sender<Result<()>>),
+}
+
+/// A batch as the feedback task hands it out.
+pub(crate) struct ReceivedBatch {
+    pub id: u64,
+    pub records: Vec<FeedbackRecord>,
+}
+
+/// Starts a feedback receiver task; batches come out of the returned channel.
+pub(crate) fn spawn_feedback(
+    config: AmqpConfig,
+) -> (
+    mpsc::Receiver<Result<ReceivedBatch>>,
+    mpsc::UnboundedSender<Settle>,
+) {
+    let (batches_tx, batches_rx) = mpsc::channel(16);
+    let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+    tokio::spawn(feedback_task(config, batches_tx, settle_rx));
+    (batches_rx, settle_tx)
+}
+
+async fn feedback_task(
+    config: AmqpConfig,
+    batches: mpsc::Sender<Result<ReceivedBatch>>,
+    mut settles: mpsc::UnboundedReceiver<Settle>,
+) {
+    let mut failures = 0u32;
+    let mut next_id = 0u64;
+    'connection: loop {
+        if batches.is_closed() {
+            return;
+        }
+        let (mut link, mut receiver) = match open_feedback(&config).await {
+            Ok(opened) => {
+                failures = 0;
+                opened
+            }
+            Err(e) => {
+                failures += 1;
+                let unauthorized = e.kind() == ErrorKind::Unauthorized;
+                if batches.send(Err(e)).await.is_err() || unauthorized {
+                    return;
+                }
+                tokio::time::sleep(backoff(failures)).await;
+                continue;
+            }
+        };
+        let mut pending: HashMap<u64, DeliveryInfo> = HashMap::new();
+        loop {
+            tokio::select! {
+                delivery = receiver.recv::<Body<Value>>() => {
+                    let delivery = match delivery {
+                        Ok(delivery) => delivery,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the feedback link failed; reopening");
+                            link.close().await;
+                            tokio::time::sleep(backoff(1)).await;
+                            continue 'connection;
+                        }
+                    };
+                    let records = feedback_body(delivery.body());
+                    let info = DeliveryInfo::from(delivery);
+                    match records {
+                        Ok(records) => {
+                            next_id += 1;
+                            pending.insert(next_id, info);
+                            if batches.send(Ok(ReceivedBatch { id: next_id, records })).await.is_err() {
+                                break 'connection;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a feedback message was not a record array; rejecting it");
+                            let _ = receiver.reject(info, None).await;
+                        }
+                    }
+                }
+                settle = settles.recv() => {
+                    let Some(settle) = settle else { break 'connection };
+                    let (id, done, accept) = match settle {
+                        Settle::Complete(id, done) => (id, done, true),
+                        Settle::Abandon(id, done) => (id, done, false),
+                    };
+                    let result = match pending.remove(&id) {
+                        Some(info) if accept => receiver.accept(info).await.map_err(|e| transport("the completion did not reach the hub").with_source(e)),
+                        Some(info) => receiver.release(info).await.map_err(|e| transport("the abandon did not reach the hub").with_source(e)),
+                        None => Err(transport("the feedback link that delivered this batch was lost; the hub will deliver it again")),
+                    };
+                    let _ = done.send(result);
+                }
+                _ = sleep_until(link.renew_at) => {
+                    if let Err(e) = link.authorize(&config).await {
+                        tracing::warn!(error = %e, "token renewal failed; reopening the feedback link");
+                        link.close().await;
+                        continue 'connection;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn feedback_body(body: &Body<Value>) -> Result<Vec<FeedbackRecord>> {
+    let bytes: Vec<u8> = match body {
+        Body::Data(sections) => sections.iter().flat_map(|d| d.0.iter().copied()).collect(),
+        Body::Value(value) => match &value.0 {
+            Value::Binary(b) => b.to_vec(),
+            Value::String(s) => s.as_bytes().to_vec(),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidMessage,
+                    "unexpected feedback body",
+                ));
+            }
+        },
+        _ => {
+            return Err(Error::new(
+                ErrorKind::InvalidMessage,
+                "unexpected feedback body",
+            ));
+        }
+    };
+    decode_feedback_batch(&bytes)
+}
+
+async fn open_feedback(config: &AmqpConfig) -> Result<(Link, Receiver)> {
+    let mut link = Link::open(config).await?;
+    let name = format!("feedback-receiver-{}", uuid::Uuid::new_v4());
+    match Receiver::builder()
+        .name(name)
+        .source(FEEDBACK_SOURCE)
+        .target(format!("iothub-rs-{}", uuid::Uuid::new_v4()))
+        .attach(&mut link.session)
+        .await
+    {
+        Ok(receiver) => Ok((link, receiver)),
+        Err(e) => {
+            link.close().await;
+            Err(transport("the hub refused the feedback link").with_source(e))
+        }
+    }
+}
