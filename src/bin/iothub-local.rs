@@ -1,9 +1,12 @@
 //! `iothub-local`: an Azure IoT Hub on this machine, for the official SDKs, our examples and
 //! your tests.
 //!
-//! It prints, one per line, `IOTHUB_CONNECTION_STRING=…`, `IOTHUB_CA_FILE=…`, one
+//! It prints, one per line, `IOTHUB_CONNECTION_STRING=…`, `IOTHUB_AMQP_CONNECTION_STRING=…` (the
+//! same with `HostName=host:PORT` when AMQP is not on 5671, for clients that take the port from
+//! there, such as azure-iothub for Node), `IOTHUB_CA_FILE=…`, one
 //! `IOTHUB_DEVICE_CONNECTION_STRING_<ID>=…` per `--device`, then `ready`; it logs connections,
-//! messages and feedback to stderr (`RUST_LOG` sets the level) and stops on Ctrl-C.
+//! C2D sends and their dispositions, and feedback deliveries to stderr (`RUST_LOG` sets the
+//! level) and stops on Ctrl-C.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -14,7 +17,8 @@ use clap::Parser;
 use iothub::SasKey;
 use iothub::local_hub::{DEFAULT_AMQP_PORT, DEFAULT_HTTPS_PORT, DEFAULT_MQTT_PORT, LocalHub};
 
-/// An Azure IoT Hub on loopback: MQTT (TLS and WebSockets) for devices, HTTPS for the registry.
+/// An Azure IoT Hub on loopback: MQTT (TLS and WebSockets) for devices, AMQP (TLS and
+/// WebSockets) for C2D sends and feedback, HTTPS for the registry.
 #[derive(Parser, Debug)]
 #[command(name = "iothub-local", version, about)]
 struct Args {
@@ -30,7 +34,7 @@ struct Args {
     /// HTTPS and WebSocket port (0: any free port).
     #[arg(long, default_value_t = DEFAULT_HTTPS_PORT)]
     https_port: u16,
-    /// AMQP over TLS port, for the service endpoint.
+    /// AMQP over TLS port, for the service endpoint (0: any free port).
     #[arg(long, default_value_t = DEFAULT_AMQP_PORT)]
     amqp_port: u16,
     /// Where to write the CA certificate (PEM) that clients must trust.
@@ -85,6 +89,10 @@ async fn run(args: Args) -> Result<(), String> {
             "IOTHUB_CONNECTION_STRING={}",
             hub.service_connection_string()
         ),
+        format!(
+            "IOTHUB_AMQP_CONNECTION_STRING={}",
+            hub.amqp_connection_string()
+        ),
         format!("IOTHUB_CA_FILE={}", ca_path.display()),
     ];
     for spec in &args.devices {
@@ -111,7 +119,12 @@ async fn run(args: Args) -> Result<(), String> {
     }
     out.flush().map_err(|e| e.to_string())?;
     drop(out);
-    tracing::info!(mqtt = %hub.mqtt_addr(), https = %hub.https_addr(), "serving; Ctrl-C stops");
+    tracing::info!(
+        mqtt = %hub.mqtt_addr(),
+        https = %hub.https_addr(),
+        amqp = %hub.amqp_addr(),
+        "serving; Ctrl-C stops"
+    );
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
     tracing::info!("stopping");
     hub.shutdown().await;

@@ -1,7 +1,8 @@
 //! An Azure IoT Hub on loopback, for tests, examples and demos.
 //!
 //! [`LocalHub`] speaks IoT Hub's real wire protocols — MQTT 3.1.1 over TLS and over
-//! WebSockets for devices, HTTPS for the identity registry — with a CA and a server certificate
+//! WebSockets for devices, AMQP 1.0 over TLS and over WebSockets for back ends (CBS, C2D sends,
+//! feedback), HTTPS for the identity registry — with a CA and a server certificate
 //! it generates at start, and keeps IoT Hub's rules: SAS tokens checked against device keys and
 //! policies, one connection per device, 50-message C2D queues with TTL, locks and delivery
 //! counts, and batched delivery feedback. The official Python and Node SDKs connect to it
