@@ -338,3 +338,59 @@ mod amqp {
         assert_eq!(hub.c2d_queue_len("dev1"), Some(2));
     }
 }
+
+#[tokio::test]
+async fn amqp_over_websockets_sends_and_receives_feedback() {
+    use iothub::Ack;
+    use iothub::protocol::FeedbackStatus;
+    use std::time::Duration;
+    use tokio::time::timeout;
+    let hub = LocalHub::builder()
+        .feedback_flush_interval(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap();
+    let registry = RegistryManager::builder(hub.service_connection_string())
+        .trust_ca_pem(hub.ca_pem())
+        .https_port(hub.https_addr().port())
+        .amqp_over_websockets(true)
+        .build()
+        .unwrap();
+    let cs = hub.create_device("dev1").unwrap();
+    let device = iothub::device::DeviceClient::builder(cs)
+        .trust_ca_pem(hub.ca_pem())
+        .connect()
+        .await
+        .unwrap();
+    let mut feedback = registry.feedback_receiver();
+    let message = Message::new("over wss")
+        .with_message_id("ws-1")
+        .with_ack(Ack::Full);
+    timeout(
+        Duration::from_secs(15),
+        registry.send_c2d_message("dev1", message),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let received = timeout(Duration::from_secs(15), device.receive_message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received.message_id(), Some("ws-1"));
+    let batch = timeout(Duration::from_secs(15), feedback.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.records()[0].status_code, FeedbackStatus::Success);
+    // An abandoned batch comes back; completing it removes it.
+    batch.abandon().await.unwrap();
+    let again = timeout(Duration::from_secs(15), feedback.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.records()[0].original_message_id, "ws-1");
+    again.complete().await.unwrap();
+}

@@ -48,6 +48,60 @@ pub(crate) struct AmqpConfig {
     pub tokens: TokenSource,
     /// The put-token audience: the hub's `HostName` (node-hub `amqp.ts`).
     pub audience: String,
+    /// Carry AMQP in WebSocket binary frames at `wss://host:port/$iothub/websocket`.
+    pub websockets: bool,
+}
+
+/// Runs AMQP over WebSockets: subprotocol `AMQPWSB10` at `/$iothub/websocket` (node-hub
+/// `amqp_ws.ts`; protocol.md §4.1). The WebSocket is bridged to an in-memory pipe that the AMQP
+/// connection reads and writes like a socket.
+async fn websocket_pipe<S>(config: &AmqpConfig, tls: S) -> Result<tokio::io::DuplexStream>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message as Frame;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let url = format!("wss://{}:{}/$iothub/websocket", config.host, config.port);
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| transport("the WebSocket URL is not valid").with_source(e))?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        tokio_tungstenite::tungstenite::http::HeaderValue::from_static("AMQPWSB10"),
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .map_err(|e| transport("the WebSocket upgrade failed").with_source(e))?;
+    let (amqp_side, mut bridge_side) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                frame = ws.next() => match frame {
+                    Some(Ok(Frame::Binary(data))) => {
+                        if bridge_side.write_all(&data).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+                read = bridge_side.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if ws.send(Frame::Binary(buf[..n].to_vec().into())).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+        let _ = ws.close(None).await;
+    });
+    Ok(amqp_side)
 }
 
 fn transport(detail: impl Into<String>) -> Error {
@@ -77,12 +131,18 @@ impl Link {
             .await
             .map_err(|e| transport("the TLS handshake failed").with_source(e))?;
         let container = format!("iothub-rs-{}", uuid::Uuid::new_v4());
-        let mut connection = Connection::builder()
+        let builder = Connection::builder()
             .container_id(container)
-            .hostname(config.host.as_str())
-            .open_with_stream(tls)
-            .await
-            .map_err(|e| transport("the AMQP connection was refused").with_source(e))?;
+            .hostname(config.host.as_str());
+        let opened = if config.websockets {
+            builder
+                .open_with_stream(websocket_pipe(config, tls).await?)
+                .await
+        } else {
+            builder.open_with_stream(tls).await
+        };
+        let mut connection =
+            opened.map_err(|e| transport("the AMQP connection was refused").with_source(e))?;
         let mut session = match Session::begin(&mut connection).await {
             Ok(session) => session,
             Err(e) => {

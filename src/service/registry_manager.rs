@@ -54,13 +54,14 @@ impl RegistryManagerBuilder {
         self
     }
 
-    /// The AMQP port (default 5671; 443 with WebSockets).
+    /// The AMQP port (default 5671; with WebSockets, the HTTPS port).
     pub fn amqp_port(mut self, port: u16) -> Self {
         self.amqp_port = Some(port);
         self
     }
 
-    /// Carries AMQP over WebSockets on the HTTPS port, for networks that block 5671.
+    /// Carries AMQP over WebSockets (subprotocol `AMQPWSB10` at `/$iothub/websocket`) on the
+    /// HTTPS port, for networks that block 5671.
     pub fn amqp_over_websockets(mut self, enabled: bool) -> Self {
         self.amqp_over_websockets = enabled;
         self
@@ -107,9 +108,15 @@ impl RegistryManagerBuilder {
             self.https_port.unwrap_or(DEFAULT_HTTPS_PORT)
         );
         let registry = HttpRegistry::new(http, base, self.tokens());
+        let default_port = if self.amqp_over_websockets {
+            self.https_port.unwrap_or(DEFAULT_HTTPS_PORT)
+        } else {
+            DEFAULT_AMQP_PORT
+        };
         let amqp = AmqpConfig {
             host: self.host().to_owned(),
-            port: self.amqp_port.unwrap_or(DEFAULT_AMQP_PORT),
+            port: self.amqp_port.unwrap_or(default_port),
+            websockets: self.amqp_over_websockets,
             tls,
             tokens: self.tokens(),
             audience: self.connection_string.host_name().to_owned(),
