@@ -63,26 +63,14 @@ const ENQUEUED_TIME: &str = "iothub-enqueuedtime";
 
 /// Accepts AMQP-over-TLS connections until the listener fails.
 pub(crate) async fn serve(state: Arc<HubState>, acceptor: TlsAcceptor, listener: TcpListener) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "AMQP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let state = state.clone();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => run_connection(state, tls, peer.to_string()).await,
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "AMQP TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "AMQP TLS handshake timed out"),
-            }
-        });
-    }
+    crate::local_hub::tls::accept_loop(
+        listener,
+        acceptor,
+        "AMQP",
+        HANDSHAKE_TIMEOUT,
+        move |tls, peer| run_connection(state.clone(), tls, peer),
+    )
+    .await
 }
 
 /// Runs one AMQP connection over an established stream (TLS, or a WebSocket bridge) until it

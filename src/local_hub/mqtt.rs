@@ -38,26 +38,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts MQTT-over-TLS connections until the listener fails.
 pub(crate) async fn serve(state: Arc<HubState>, acceptor: TlsAcceptor, listener: TcpListener) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "MQTT accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let state = state.clone();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            match timeout(CONNECT_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => run_session(state, tls, peer.to_string()).await,
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "MQTT TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "MQTT TLS handshake timed out"),
-            }
-        });
-    }
+    crate::local_hub::tls::accept_loop(
+        listener,
+        acceptor,
+        "MQTT",
+        CONNECT_TIMEOUT,
+        move |tls, peer| run_session(state.clone(), tls, peer),
+    )
+    .await
 }
 
 /// Why a connection ended.

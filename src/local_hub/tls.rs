@@ -5,7 +5,9 @@
 //! offered: azure-iot-device 2.14.0 pins TLS 1.2 (py-device `mqtt_transport.py`); Node and
 //! uamqp use 1.3. Keys are ECDSA P-256; the suites are rustls' ECDHE + AES-GCM/ChaCha20.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -13,7 +15,9 @@ use rcgen::{
 };
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -85,5 +89,39 @@ impl HubTls {
             ca_pem: ca_cert.pem(),
             acceptor: TlsAcceptor::from(Arc::new(config)),
         })
+    }
+}
+
+/// Accepts TCP connections on `listener` until it fails for good, finishes each TLS handshake
+/// within `handshake_timeout`, and runs `serve(stream, peer)` in a task of its own.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    protocol: &'static str,
+    handshake_timeout: Duration,
+    serve: F,
+) where
+    F: Fn(TlsStream<TcpStream>, String) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(protocol, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let serve = serve.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => serve(tls, peer.to_string()).await,
+                Ok(Err(e)) => tracing::debug!(protocol, %peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(protocol, %peer, "TLS handshake timed out"),
+            }
+        });
     }
 }
