@@ -23,7 +23,7 @@ PACKAGES=(
 )
 
 check() {
-    # Succeeds only if every pinned version is installed and the service SDK loads.
+    # Succeeds only if every pinned version is installed and the SDKs load.
     (cd "$DIR" && node -e '
 const want = process.argv.slice(1);
 for (const spec of want) {
@@ -34,6 +34,8 @@ for (const spec of want) {
 }
 require("./node_modules/azure-iothub");
 require("./node_modules/azure-iot-common");
+require("./node_modules/azure-iot-device");
+require("./node_modules/azure-iot-device-mqtt");
 ' "${PACKAGES[@]}") >/dev/null 2>&1
 }
 
