@@ -394,3 +394,19 @@ async fn amqp_over_websockets_sends_and_receives_feedback() {
     assert_eq!(again.records()[0].original_message_id, "ws-1");
     again.complete().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_amqp_connection_string_of_the_hub_needs_no_port_option() {
+    let hub = LocalHub::builder().start().await.unwrap();
+    hub.create_device("dev1").unwrap();
+    // `HostName=localhost:PORT`, as Node's azure-iothub takes it (interop.md §5.3).
+    let registry = RegistryManager::builder(hub.amqp_connection_string())
+        .trust_ca_pem(hub.ca_pem())
+        .build()
+        .unwrap();
+    registry
+        .send_c2d_message("dev1", Message::new("x"))
+        .await
+        .unwrap();
+    assert_eq!(hub.c2d_queue_len("dev1"), Some(1));
+}

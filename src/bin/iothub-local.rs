@@ -43,6 +43,9 @@ struct Args {
     /// The `iothubowner` policy key, base64 (default: generated).
     #[arg(long, value_name = "BASE64")]
     policy_key: Option<String>,
+    /// How long feedback records wait to be batched, in milliseconds (IoT Hub: 15,000).
+    #[arg(long, default_value_t = 15_000, value_name = "MS")]
+    feedback_flush_ms: u64,
     /// Registers a device, with a key or a generated one; repeatable.
     #[arg(long = "device", value_name = "ID[:BASE64KEY]")]
     devices: Vec<String>,
@@ -67,7 +70,8 @@ async fn run(args: Args) -> Result<(), String> {
         .bind_address(args.bind)
         .mqtt_port(args.mqtt_port)
         .https_port(args.https_port)
-        .amqp_port(args.amqp_port);
+        .amqp_port(args.amqp_port)
+        .feedback_flush_interval(std::time::Duration::from_millis(args.feedback_flush_ms));
     if let Some(key) = &args.policy_key {
         let key = SasKey::from_base64(key).map_err(|e| format!("--policy-key: {e}"))?;
         builder = builder.policy_key(key);

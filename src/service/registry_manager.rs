@@ -54,7 +54,8 @@ impl RegistryManagerBuilder {
         self
     }
 
-    /// The AMQP port (default 5671; with WebSockets, the HTTPS port).
+    /// The AMQP port (default: the port in `HostName=host:PORT` if any, else 5671; with
+    /// WebSockets, the HTTPS port).
     pub fn amqp_port(mut self, port: u16) -> Self {
         self.amqp_port = Some(port);
         self
@@ -91,6 +92,13 @@ impl RegistryManagerBuilder {
         }
     }
 
+    /// The port in `HostName=host:PORT`, which Node's azure-iothub dials for AMQP
+    /// (protocol.md §2.3; interop.md §5.3).
+    fn host_port(&self) -> Option<u16> {
+        let (_, port) = self.connection_string.host_name().rsplit_once(':')?;
+        port.parse().ok()
+    }
+
     /// Builds the manager. Nothing connects yet: HTTPS requests and the AMQP connection are
     /// made when first needed.
     pub fn build(self) -> Result<RegistryManager> {
@@ -111,7 +119,7 @@ impl RegistryManagerBuilder {
         let default_port = if self.amqp_over_websockets {
             self.https_port.unwrap_or(DEFAULT_HTTPS_PORT)
         } else {
-            DEFAULT_AMQP_PORT
+            self.host_port().unwrap_or(DEFAULT_AMQP_PORT)
         };
         let amqp = AmqpConfig {
             host: self.host().to_owned(),
