@@ -1,2 +1,1039 @@
-//! Placeholder.
-fn main() {}
+//! Benchmarks for the device client (`iothub::device::DeviceClient`): C2D receive throughput
+//! and latency into one client, each against a raw MQTT client in the same run, and the memory
+//! one connected client costs.
+//!
+//! No criterion: one `main`, one run, one small table on stdout.
+//!
+//! The raw baseline is rumqttc's MQTT 3.1.1 packet codec over tokio-rustls, in one task: it
+//! reads what the socket has, PUBACKs every PUBLISH of that read in one write, and does nothing
+//! else (no topic or property decoding, no channels, no event loop). The `DeviceClient` is used
+//! as an application would: `DeviceClient::builder(cs).trust_ca_pem(ca).connect()`,
+//! [`AckMode::Auto`], default options, and one task calling `receive_message()` in a loop.
+//! Every C2D body is 16 bytes, a sequence number and an enqueue timestamp (nanoseconds since a
+//! common `Instant`); every message has a message id. Both receivers check that the sequence
+//! numbers arrive in order, without gaps or duplicates.
+//!
+//! 1. **C2D receive throughput, one client.** An in-process `LocalHub` (port 0) with two
+//!    devices, one for the `DeviceClient`, one for the raw client, both connected throughout.
+//!    A feeder keeps the measured device's queue full through `LocalHub::enqueue_c2d`
+//!    (IoT Hub's 50-message queue; `QueueFull` means "come back later": the feeder waits until
+//!    the receiver reports a message, or 1 ms) until N = 20,000 messages were enqueued. Time
+//!    runs from the first enqueue until the receiver has the N-th message. A 1,000-message
+//!    warm-up per client first, then 3 alternating rounds (raw, `DeviceClient`); the medians
+//!    are reported, and every round is printed.
+//!
+//! 2. **C2D latency at 1,000 msg/s.** Same hub and clients: one message enqueued per tick of
+//!    a 1 ms Tokio interval, 5,000 messages per client (raw first), each carrying its enqueue
+//!    time; latency = receipt (`receive_message()` returned; for the raw client, the read
+//!    holding the PUBLISH completed) − enqueue. Reported: p50, p99 (nearest rank) and max.
+//!
+//! 3. **RSS per connected `DeviceClient`, 1,000 clients in one process.** The hub runs as a
+//!    separate process — the `iothub-local` binary next to this bench executable
+//!    (`target/release/iothub-local`) — so that only the clients' memory is in this process.
+//!    It is started with `--mqtt-port 0 --https-port 0 --amqp-port 0`, `RUST_LOG=warn` and one
+//!    `--device=d{i}:{key}` per device (deterministic keys); the bench reads the CA file and
+//!    the port from the hub's `IOTHUB_CA_FILE=` and `IOTHUB_DEVICE_CONNECTION_STRING_*=` lines
+//!    (the port is in `GatewayHostName`). One extra warm-up client is connected first (one-time
+//!    costs: TLS provider, lazy statics, runtime threads), then this process's `VmRSS` is read
+//!    from `/proc/self/status` (the baseline); 1,000 `DeviceClient`s are connected, at most 100
+//!    at a time; after 1 s `VmRSS` is read again: per client = (after − baseline) / 1,000. All
+//!    clients stay alive until then, and are closed (`close()`) afterwards. This part runs
+//!    first, before 1 and 2 have allocated and freed memory that the clients could reuse.
+//!
+//!    Both processes hold one end of every connection, so each needs an open-file limit of at
+//!    least 1,000 + 200; the bench reads its soft limit (which the hub inherits) from
+//!    `/proc/self/limits` and skips this part, saying so, when it does not fit.
+//!
+//! Run (Linux only, for `/proc`):
+//!
+//! ```text
+//! cargo build --release --features local-hub --bin iothub-local
+//! cargo bench --features local-hub --bench device
+//! ```
+//!
+//! Only loopback (127.0.0.1) traffic; every wait is bounded by a timeout and every loop by a
+//! count.
+
+use std::error::Error as StdError;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use iothub::auth::{DeviceConnectionString, TokenSource};
+use iothub::device::{AckMode, DeviceClient};
+use iothub::local_hub::LocalHub;
+use iothub::{ErrorKind, Message, SasKey};
+use rumqttc::mqttbytes::v4::{
+    Connect, ConnectReturnCode, Login, Packet, PubAck, Subscribe, SubscribeReasonCode,
+};
+use rumqttc::mqttbytes::{self, QoS};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{MissedTickBehavior, timeout};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+type Result<T, E = BoxError> = std::result::Result<T, E>;
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// C2D messages per timed throughput round.
+const THROUGHPUT_MESSAGES: usize = 20_000;
+/// C2D messages per client in the untimed warm-up.
+const WARMUP_MESSAGES: usize = 1_000;
+/// Timed throughput rounds (raw, then `DeviceClient`, in each).
+const ROUNDS: usize = 3;
+/// C2D messages per client in the latency measurement.
+const LATENCY_MESSAGES: usize = 5_000;
+/// One enqueue per period: 1,000 msg/s.
+const LATENCY_PERIOD: Duration = Duration::from_millis(1);
+/// Body bytes: sequence number and enqueue timestamp, both `u64` little-endian.
+const BODY_LEN: usize = 16;
+/// Longest wait of the feeder for a sign of progress before trying to enqueue again.
+const FEEDER_POLL: Duration = Duration::from_millis(1);
+
+/// Connected `DeviceClient`s in the memory measurement.
+const RSS_CLIENTS: usize = 1_000;
+/// TLS handshakes + CONNECTs in progress at once.
+const CONNECT_CONCURRENCY: usize = 100;
+/// Open files a process needs beyond one per connection.
+const FD_MARGIN: u64 = 200;
+/// Keep-alive of the raw clients.
+const RAW_KEEP_ALIVE: u16 = 600;
+
+/// The longest any single read, write, receive, connect or handshake may take.
+const WAIT: Duration = Duration::from_secs(30);
+/// The longest one timed phase may take.
+const PHASE_LIMIT: Duration = Duration::from_secs(120);
+/// How long the hub process may take to print `ready`.
+const HUB_START_LIMIT: Duration = Duration::from_secs(60);
+/// Pause before reading RSS.
+const SETTLE: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    // `cargo bench` passes `--bench`; there are no options to parse.
+    let hub_exe = match hub_binary() {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("device bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("device bench: cannot start the Tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&hub_exe)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("device bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `target/<profile>/iothub-local`, next to `target/<profile>/deps/device-<hash>`.
+fn hub_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot locate the target directory from the bench executable")?;
+    let path = dir.join(format!("iothub-local{}", std::env::consts::EXE_SUFFIX));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing; build it first with \
+             `cargo build --release --features local-hub --bin iothub-local`",
+            path.display()
+        )
+        .into())
+    }
+}
+
+async fn run(hub_exe: &Path) -> Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "iothub device client bench: {cpus} CPU(s), hub binary {}",
+        hub_exe.display()
+    );
+    println!();
+
+    // Memory first: nothing allocated and freed yet that the clients could reuse.
+    let memory = client_memory(hub_exe).await?;
+    let (throughput, latency) = c2d_receive().await?;
+
+    println!();
+    println!("== summary ==");
+    println!(
+        "{:<40}  {:>12}  {:>10}  {:>16}",
+        "", "DeviceClient", "raw MQTT", "DeviceClient/raw"
+    );
+    println!(
+        "{:<40}  {:>12.0}  {:>10.0}  {:>16.2}",
+        "1. C2D receive, msgs/s (one client)",
+        throughput.device,
+        throughput.raw,
+        throughput.device / throughput.raw
+    );
+    for (label, device, raw) in [
+        (
+            "2. latency p50 at 1,000 msg/s, ms",
+            latency.device.p50,
+            latency.raw.p50,
+        ),
+        ("   latency p99, ms", latency.device.p99, latency.raw.p99),
+        ("   latency max, ms", latency.device.max, latency.raw.max),
+    ] {
+        println!(
+            "{label:<40}  {:>12.3}  {:>10.3}  {:>16.2}",
+            ms(device),
+            ms(raw),
+            ms(device) / ms(raw)
+        );
+    }
+    match &memory {
+        MemoryOutcome::Measured(m) => println!(
+            "{:<40}  {:>12.1}  {:>10}  {:>16}",
+            format!(
+                "3. RSS per connected client, KiB ({})",
+                thousands(m.clients)
+            ),
+            m.per_client_kib(),
+            "-",
+            "-"
+        ),
+        MemoryOutcome::Skipped(why) => println!("3. RSS per connected client: skipped ({why})"),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two receivers.
+
+fn tls_connector(ca_pem: &str) -> Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+async fn within<T, E>(what: &str, future: impl Future<Output = Result<T, E>>) -> Result<T>
+where
+    E: Into<BoxError>,
+{
+    match timeout(WAIT, future).await {
+        Ok(result) => result.map_err(|e| format!("{what}: {}", e.into()).into()),
+        Err(_) => Err(format!("{what}: no progress in {} s", WAIT.as_secs()).into()),
+    }
+}
+
+/// A raw MQTT 3.1.1 client over TLS: rumqttc's codec, no event loop.
+struct RawClient {
+    stream: TlsStream,
+    read: BytesMut,
+    write: BytesMut,
+}
+
+impl RawClient {
+    /// Connects as the device of `cs` (clean session false) and subscribes to its C2D topic.
+    async fn connect(
+        connector: &tokio_rustls::TlsConnector,
+        port: u16,
+        cs: &DeviceConnectionString,
+    ) -> Result<Self> {
+        let tcp = within("TCP connect", TcpStream::connect(("127.0.0.1", port))).await?;
+        tcp.set_nodelay(true)?;
+        let server = ServerName::try_from("localhost")?;
+        let stream = within("TLS handshake", connector.connect(server, tcp)).await?;
+        let mut client = RawClient {
+            stream,
+            read: BytesMut::with_capacity(16 * 1024),
+            write: BytesMut::with_capacity(1024),
+        };
+        let mut connect = Connect::new(cs.device_id());
+        connect.keep_alive = RAW_KEEP_ALIVE;
+        connect.clean_session = false;
+        let username = format!(
+            "{}/{}/?api-version=2021-04-12&DeviceClientType=iothub-bench%2F0.1",
+            cs.host_name(),
+            cs.device_id()
+        );
+        let password = TokenSource::for_device(cs)?.token()?.token.to_string();
+        connect.login = Some(Login::new(username, password));
+        client.queue(Packet::Connect(connect))?;
+        client.flush().await?;
+        match client.recv().await? {
+            Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {}
+            other => return Err(format!("expected CONNACK 0, got {other:?}").into()),
+        }
+        let mut subscribe = Subscribe::new(
+            format!("devices/{}/messages/devicebound/#", cs.device_id()),
+            QoS::AtLeastOnce,
+        );
+        subscribe.pkid = 1;
+        client.queue(Packet::Subscribe(subscribe))?;
+        client.flush().await?;
+        match client.recv().await? {
+            Packet::SubAck(ack)
+                if ack.return_codes == [SubscribeReasonCode::Success(QoS::AtLeastOnce)] => {}
+            other => return Err(format!("expected SUBACK QoS 1, got {other:?}").into()),
+        }
+        Ok(client)
+    }
+
+    fn queue(&mut self, packet: Packet) -> Result<()> {
+        packet
+            .write(&mut self.write, usize::MAX)
+            .map_err(|e| format!("cannot encode a packet: {e}"))?;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.write.is_empty() {
+            return Ok(());
+        }
+        within("write", async {
+            self.stream.write_all(&self.write).await?;
+            self.stream.flush().await
+        })
+        .await?;
+        self.write.clear();
+        Ok(())
+    }
+
+    /// A complete packet already read, if any.
+    fn buffered(&mut self) -> Result<Option<Packet>> {
+        match Packet::read(&mut self.read, 1 << 20) {
+            Ok(packet) => Ok(Some(packet)),
+            Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+            Err(e) => Err(format!("malformed packet from the hub: {e}").into()),
+        }
+    }
+
+    /// Reads more bytes; an error at end of stream.
+    async fn fill(&mut self) -> Result<()> {
+        match within("read", self.stream.read_buf(&mut self.read)).await? {
+            0 => Err("the hub closed the connection".into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn recv(&mut self) -> Result<Packet> {
+        for _ in 0..1_000_000 {
+            if let Some(packet) = self.buffered()? {
+                return Ok(packet);
+            }
+            self.fill().await?;
+        }
+        Err("no complete packet after a million reads".into())
+    }
+
+    /// Waits for at least one PUBLISH; appends the payloads of all PUBLISHes read so far to
+    /// `out` and PUBACKs them in one write.
+    async fn receive_publishes(&mut self, out: &mut Vec<Bytes>) -> Result<()> {
+        for _ in 0..1_000_000 {
+            while let Some(packet) = self.buffered()? {
+                match packet {
+                    Packet::Publish(publish) => {
+                        self.queue(Packet::PubAck(PubAck::new(publish.pkid)))?;
+                        out.push(publish.payload);
+                    }
+                    other => return Err(format!("expected PUBLISH, got {other:?}").into()),
+                }
+            }
+            if !out.is_empty() {
+                return self.flush().await;
+            }
+            self.fill().await?;
+        }
+        Err("no PUBLISH after a million reads".into())
+    }
+}
+
+/// What receives the C2D messages of one device.
+enum Receiver {
+    Device(DeviceClient),
+    Raw(Box<RawClient>),
+}
+
+impl Receiver {
+    /// Waits for at least one message; appends the bodies of those available to `out`.
+    async fn next_batch(&mut self, out: &mut Vec<Bytes>) -> Result<()> {
+        match self {
+            Receiver::Device(client) => {
+                let message = within("receive_message", client.receive_message()).await?;
+                out.push(message.body().clone());
+                Ok(())
+            }
+            Receiver::Raw(client) => client.receive_publishes(out).await,
+        }
+    }
+}
+
+/// Sees every received message, in order: `seq` and `stamp_ns` from the body, `at` the
+/// receipt.
+trait OnMessage: Send + 'static {
+    fn on_message(&mut self, seq: u64, stamp_ns: u64, at: Instant) -> Result<()>;
+}
+
+/// Checks that sequence numbers run 0, 1, 2, … with no gap or duplicate.
+struct Sequence(u64);
+
+impl Sequence {
+    fn check(&mut self, seq: u64) -> Result<()> {
+        if seq != self.0 {
+            return Err(format!("received message {seq} where {} was next", self.0).into());
+        }
+        self.0 += 1;
+        Ok(())
+    }
+}
+
+fn body(seq: u64, stamp_ns: u64) -> Bytes {
+    let mut body = [0u8; BODY_LEN];
+    body[..8].copy_from_slice(&seq.to_le_bytes());
+    body[8..].copy_from_slice(&stamp_ns.to_le_bytes());
+    Bytes::copy_from_slice(&body)
+}
+
+fn parse_body(body: &[u8]) -> Result<(u64, u64)> {
+    let (seq, stamp) = body
+        .split_first_chunk::<8>()
+        .ok_or("a C2D body shorter than 16 bytes")?;
+    let stamp: &[u8; 8] = stamp
+        .try_into()
+        .map_err(|_| format!("a C2D body of {} bytes, not {BODY_LEN}", body.len()))?;
+    Ok((u64::from_le_bytes(*seq), u64::from_le_bytes(*stamp)))
+}
+
+/// Receives `count` messages, handing each to `handler`; returns the receiver, the handler and
+/// the instant the last message arrived.
+async fn receive<H: OnMessage>(
+    mut receiver: Receiver,
+    count: usize,
+    mut handler: H,
+) -> Result<(Receiver, H, Instant)> {
+    let mut got = 0;
+    let mut last = Instant::now();
+    let mut batch = Vec::with_capacity(64);
+    // Each pass takes at least one message.
+    while got < count {
+        batch.clear();
+        receiver.next_batch(&mut batch).await?;
+        let at = Instant::now();
+        for body in &batch {
+            let (seq, stamp) = parse_body(body)?;
+            handler.on_message(seq, stamp, at)?;
+        }
+        got += batch.len();
+        last = at;
+    }
+    if got > count {
+        return Err(format!("{got} messages received where {count} were enqueued").into());
+    }
+    Ok((receiver, handler, last))
+}
+
+/// Waits for a receiving task, at most until `deadline`.
+async fn join_receiver<H>(
+    task: JoinHandle<Result<(Receiver, H, Instant)>>,
+    deadline: Instant,
+) -> Result<(Receiver, H, Instant)> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    timeout(left, task)
+        .await
+        .map_err(|_| format!("a phase took over {} s", PHASE_LIMIT.as_secs()))??
+}
+
+fn enqueue(hub: &LocalHub, device: &str, tag: &str, seq: u64, stamp_ns: u64) -> iothub::Result<()> {
+    let message = Message::new(body(seq, stamp_ns)).with_message_id(format!("{tag}-{seq}"));
+    hub.enqueue_c2d(device, message)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1 and 2. C2D throughput and latency, `DeviceClient` against the raw client.
+
+struct Rates {
+    device: f64,
+    raw: f64,
+}
+
+struct Percentiles {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+struct Latencies {
+    device: Percentiles,
+    raw: Percentiles,
+}
+
+async fn c2d_receive() -> Result<(Rates, Latencies)> {
+    println!();
+    println!("== 1. C2D receive throughput: in-process LocalHub, one client, queue kept full ==");
+    let hub = LocalHub::builder().start().await?;
+    let device_cs = hub.create_device("dc")?;
+    let raw_cs = hub.create_device("raw")?;
+    let connector = tls_connector(hub.ca_pem())?;
+    let raw = RawClient::connect(&connector, hub.mqtt_addr().port(), &raw_cs).await?;
+    let mut raw = Receiver::Raw(Box::new(raw));
+    let client = within(
+        "DeviceClient connect",
+        DeviceClient::builder(device_cs)
+            .trust_ca_pem(hub.ca_pem())
+            .ack_mode(AckMode::Auto)
+            .connect(),
+    )
+    .await?;
+    let mut device = Receiver::Device(client.clone());
+
+    (raw, _) = throughput_round(&hub, "raw", "warm", raw, WARMUP_MESSAGES).await?;
+    (device, _) = throughput_round(&hub, "dc", "warm", device, WARMUP_MESSAGES).await?;
+    println!(
+        "{} messages per round, {BODY_LEN}-byte bodies, after a {}-message warm-up",
+        thousands(THROUGHPUT_MESSAGES),
+        thousands(WARMUP_MESSAGES)
+    );
+    println!(
+        "{:>7}  {:>14}  {:>14}  {:>17}",
+        "round", "raw msgs/s", "DeviceClient", "DeviceClient/raw"
+    );
+    let mut raw_rates = Vec::with_capacity(ROUNDS);
+    let mut device_rates = Vec::with_capacity(ROUNDS);
+    for round in 1..=ROUNDS {
+        let tag = format!("t{round}");
+        let raw_time;
+        let device_time;
+        (raw, raw_time) = throughput_round(&hub, "raw", &tag, raw, THROUGHPUT_MESSAGES).await?;
+        (device, device_time) =
+            throughput_round(&hub, "dc", &tag, device, THROUGHPUT_MESSAGES).await?;
+        let raw_rate = THROUGHPUT_MESSAGES as f64 / raw_time.as_secs_f64();
+        let device_rate = THROUGHPUT_MESSAGES as f64 / device_time.as_secs_f64();
+        println!(
+            "{round:>7}  {raw_rate:>14.0}  {device_rate:>14.0}  {:>17.2}",
+            device_rate / raw_rate
+        );
+        raw_rates.push(raw_rate);
+        device_rates.push(device_rate);
+    }
+    let rates = Rates {
+        device: median(&mut device_rates),
+        raw: median(&mut raw_rates),
+    };
+    println!(
+        "{:>7}  {:>14.0}  {:>14.0}  {:>17.2}",
+        "median",
+        rates.raw,
+        rates.device,
+        rates.device / rates.raw
+    );
+
+    println!();
+    println!(
+        "== 2. C2D latency, enqueue → receipt, one message per {} ms, {} messages per client ==",
+        LATENCY_PERIOD.as_millis(),
+        thousands(LATENCY_MESSAGES)
+    );
+    println!(
+        "{:>14}  {:>9}  {:>9}  {:>9}  {:>9}  {:>10}",
+        "client", "p50 ms", "p99 ms", "max ms", "rate/s", "queue full"
+    );
+    let raw_latency;
+    let device_latency;
+    (raw, raw_latency) = latency_round(&hub, "raw", "raw", raw).await?;
+    (device, device_latency) = latency_round(&hub, "dc", "DeviceClient", device).await?;
+    drop(raw);
+    drop(device);
+    within("DeviceClient close", client.close()).await?;
+    hub.shutdown().await;
+    Ok((
+        rates,
+        Latencies {
+            device: device_latency,
+            raw: raw_latency,
+        },
+    ))
+}
+
+/// Wakes the feeder on every received message.
+struct Progress {
+    sequence: Sequence,
+    notify: Arc<Notify>,
+}
+
+impl OnMessage for Progress {
+    fn on_message(&mut self, seq: u64, _stamp_ns: u64, _at: Instant) -> Result<()> {
+        self.sequence.check(seq)?;
+        self.notify.notify_one();
+        Ok(())
+    }
+}
+
+/// Feeds `count` messages to `device`, keeping its queue full, and waits until `receiver` has
+/// them all; returns the receiver and the time from the first enqueue to the last receipt.
+async fn throughput_round(
+    hub: &LocalHub,
+    device: &str,
+    tag: &str,
+    receiver: Receiver,
+    count: usize,
+) -> Result<(Receiver, Duration)> {
+    let notify = Arc::new(Notify::new());
+    let progress = Progress {
+        sequence: Sequence(0),
+        notify: notify.clone(),
+    };
+    let task = tokio::spawn(receive(receiver, count, progress));
+    let start = Instant::now();
+    let deadline = start + PHASE_LIMIT;
+    let mut next = 0u64;
+    let count = count as u64;
+    // Each pass either enqueues or waits at most `FEEDER_POLL`; the deadline bounds the passes.
+    while next < count {
+        loop {
+            match enqueue(hub, device, tag, next, 0) {
+                Ok(()) => next += 1,
+                Err(e) if e.kind() == ErrorKind::QueueFull => break,
+                Err(e) => return Err(e.into()),
+            }
+            if next == count {
+                break;
+            }
+        }
+        if next == count || task.is_finished() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("feeding took over {} s", PHASE_LIMIT.as_secs()).into());
+        }
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(FEEDER_POLL) => {}
+        }
+    }
+    let (receiver, _, last) = join_receiver(task, deadline).await?;
+    Ok((receiver, last.saturating_duration_since(start)))
+}
+
+/// Records enqueue → receipt latencies.
+struct LatencyLog {
+    sequence: Sequence,
+    origin: Instant,
+    nanos: Vec<u64>,
+}
+
+impl OnMessage for LatencyLog {
+    fn on_message(&mut self, seq: u64, stamp_ns: u64, at: Instant) -> Result<()> {
+        self.sequence.check(seq)?;
+        let received = nanos(at.saturating_duration_since(self.origin));
+        self.nanos.push(received.saturating_sub(stamp_ns));
+        Ok(())
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Enqueues `LATENCY_MESSAGES` messages, one per `LATENCY_PERIOD`, and measures how long
+/// each takes to reach `receiver`.
+async fn latency_round(
+    hub: &LocalHub,
+    device: &str,
+    label: &str,
+    receiver: Receiver,
+) -> Result<(Receiver, Percentiles)> {
+    let origin = Instant::now();
+    let log = LatencyLog {
+        sequence: Sequence(0),
+        origin,
+        nanos: Vec::with_capacity(LATENCY_MESSAGES),
+    };
+    let task = tokio::spawn(receive(receiver, LATENCY_MESSAGES, log));
+    let deadline = origin + PHASE_LIMIT;
+    let mut interval = tokio::time::interval(LATENCY_PERIOD);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut sent = 0u64;
+    let mut queue_full = 0usize;
+    let tag = format!("l-{device}");
+    // A refused enqueue is retried on the next tick; at most twice as many ticks as messages.
+    for _ in 0..LATENCY_MESSAGES * 2 {
+        if sent == LATENCY_MESSAGES as u64 || task.is_finished() || Instant::now() > deadline {
+            break;
+        }
+        interval.tick().await;
+        let stamp = nanos(origin.elapsed());
+        match enqueue(hub, device, &tag, sent, stamp) {
+            Ok(()) => sent += 1,
+            Err(e) if e.kind() == ErrorKind::QueueFull => queue_full += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let elapsed = origin.elapsed();
+    if sent < LATENCY_MESSAGES as u64 && !task.is_finished() {
+        return Err(format!(
+            "only {sent} of {LATENCY_MESSAGES} messages enqueued ({queue_full} refused as full)"
+        )
+        .into());
+    }
+    let (receiver, mut log, _) = join_receiver(task, deadline).await?;
+    log.nanos.sort_unstable();
+    let at = |p: usize| {
+        let rank = (log.nanos.len() * p).div_ceil(100).max(1);
+        Duration::from_nanos(log.nanos[rank - 1])
+    };
+    let result = Percentiles {
+        p50: at(50),
+        p99: at(99),
+        max: at(100),
+    };
+    println!(
+        "{label:>14}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.0}  {queue_full:>10}",
+        ms(result.p50),
+        ms(result.p99),
+        ms(result.max),
+        sent as f64 / elapsed.as_secs_f64()
+    );
+    if queue_full > 0 {
+        println!(
+            "{label:>14}  saturated: the hub refused {queue_full} enqueues (queue of 50 full), so \
+             these latencies are mostly queueing"
+        );
+    }
+    Ok((receiver, result))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. RSS per connected `DeviceClient`, hub in its own process.
+
+struct MemoryMeasure {
+    clients: usize,
+    baseline_kib: u64,
+    after_kib: u64,
+}
+
+impl MemoryMeasure {
+    fn per_client_kib(&self) -> f64 {
+        (self.after_kib as f64 - self.baseline_kib as f64) / self.clients as f64
+    }
+}
+
+enum MemoryOutcome {
+    Measured(MemoryMeasure),
+    Skipped(String),
+}
+
+/// A deterministic 32-byte key for device `i`.
+fn device_key(i: usize) -> SasKey {
+    let mut bytes = [0u8; 32];
+    for (j, byte) in bytes.iter_mut().enumerate() {
+        *byte = (i.wrapping_mul(31).wrapping_add(j * 7919) % 251) as u8 ^ (j as u8);
+    }
+    bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    SasKey::from_bytes(&bytes)
+}
+
+/// The running hub process; killed when dropped (`kill_on_drop`), and its CA file removed.
+struct HubProcess {
+    child: Child,
+    ca_file: Option<PathBuf>,
+}
+
+impl HubProcess {
+    async fn stop(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if let Some(path) = &self.ca_file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Starts `iothub-local` with `devices` devices; returns it, their connection strings (in
+/// order) and the CA.
+async fn start_hub(
+    hub_exe: &Path,
+    devices: usize,
+) -> Result<(HubProcess, Vec<DeviceConnectionString>, String)> {
+    let mut command = Command::new(hub_exe);
+    command
+        .args(["--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for i in 0..devices {
+        command.arg(format!("--device=d{i}:{}", device_key(i).to_base64()));
+    }
+    let mut hub = HubProcess {
+        child: command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", hub_exe.display()))?,
+        ca_file: None,
+    };
+    let stdout = hub.child.stdout.take().ok_or("no stdout pipe")?;
+    let mut lines = BufReader::new(stdout).lines();
+
+    // The hub's stdout: CA file, connection strings, then `ready`.
+    let mut connection_strings = Vec::with_capacity(devices);
+    let mut ready = false;
+    let started = timeout(HUB_START_LIMIT, async {
+        for _ in 0..devices + 100 {
+            let Some(line) = lines.next_line().await? else {
+                break;
+            };
+            if line == "ready" {
+                ready = true;
+                break;
+            } else if let Some(path) = line.strip_prefix("IOTHUB_CA_FILE=") {
+                hub.ca_file = Some(PathBuf::from(path));
+            } else if let Some((_, cs)) = line
+                .strip_prefix("IOTHUB_DEVICE_CONNECTION_STRING_")
+                .and_then(|rest| rest.split_once('='))
+            {
+                connection_strings.push(cs.parse::<DeviceConnectionString>()?);
+            }
+        }
+        Ok::<_, BoxError>(())
+    })
+    .await;
+    match started {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(format!("the hub did not start in {} s", HUB_START_LIMIT.as_secs()).into());
+        }
+    }
+    if !ready {
+        return Err("the hub exited before printing `ready`".into());
+    }
+    if connection_strings.len() != devices {
+        return Err(format!(
+            "the hub printed {} device connection strings for {devices} devices",
+            connection_strings.len()
+        )
+        .into());
+    }
+    let ca_file = hub
+        .ca_file
+        .clone()
+        .ok_or("the hub printed no IOTHUB_CA_FILE")?;
+    let ca_pem = std::fs::read_to_string(&ca_file)?;
+    Ok((hub, connection_strings, ca_pem))
+}
+
+async fn connect_device(cs: DeviceConnectionString, ca_pem: String) -> Result<DeviceClient> {
+    let id = cs.device_id().to_owned();
+    within(
+        &format!("DeviceClient connect {id}"),
+        DeviceClient::builder(cs)
+            .trust_ca_pem(ca_pem)
+            .ack_mode(AckMode::Auto)
+            .connect(),
+    )
+    .await
+}
+
+/// Connects one `DeviceClient` per connection string, `CONNECT_CONCURRENCY` at a time.
+async fn connect_all(
+    devices: &[DeviceConnectionString],
+    ca_pem: &str,
+) -> Result<Vec<DeviceClient>> {
+    let mut clients = Vec::with_capacity(devices.len());
+    let mut tasks = JoinSet::new();
+    let mut collect = |joined: Result<Result<DeviceClient>, tokio::task::JoinError>| -> Result<()> {
+        clients.push(joined??);
+        Ok(())
+    };
+    for cs in devices {
+        while tasks.len() >= CONNECT_CONCURRENCY {
+            if let Some(joined) = tasks.join_next().await {
+                collect(joined)?;
+            }
+        }
+        tasks.spawn(connect_device(cs.clone(), ca_pem.to_owned()));
+    }
+    while let Some(joined) = tasks.join_next().await {
+        collect(joined)?;
+    }
+    Ok(clients)
+}
+
+/// Closes every client, `CONNECT_CONCURRENCY` at a time; returns how many did not close in
+/// time.
+async fn close_all(clients: Vec<DeviceClient>) -> usize {
+    let mut failed = 0;
+    let mut tasks = JoinSet::new();
+    for client in clients {
+        while tasks.len() >= CONNECT_CONCURRENCY {
+            if let Some(joined) = tasks.join_next().await {
+                failed += usize::from(!matches!(joined, Ok(Ok(Ok(())))));
+            }
+        }
+        tasks.spawn(async move { timeout(WAIT, client.close()).await });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        failed += usize::from(!matches!(joined, Ok(Ok(Ok(())))));
+    }
+    failed
+}
+
+async fn client_memory(hub_exe: &Path) -> Result<MemoryOutcome> {
+    println!(
+        "== 3. RSS per connected DeviceClient: {} clients in this process, hub in an \
+         iothub-local process ==",
+        thousands(RSS_CLIENTS)
+    );
+    let limit = open_files_soft_limit()?;
+    let needed = RSS_CLIENTS as u64 + FD_MARGIN;
+    println!(
+        "open-file soft limit: {} (each process needs {needed})",
+        limit.map_or_else(|| "unlimited".to_owned(), |l| l.to_string())
+    );
+    if let Some(limit) = limit.filter(|&l| l < needed) {
+        let why = format!("open-file limit {limit} < {needed}; run `ulimit -n {needed}` first");
+        println!("skipped: {why}");
+        return Ok(MemoryOutcome::Skipped(why));
+    }
+
+    // Device 0 is the warm-up client; 1..=RSS_CLIENTS are measured.
+    let (hub, connection_strings, ca_pem) = start_hub(hub_exe, RSS_CLIENTS + 1).await?;
+    let warm = connect_device(connection_strings[0].clone(), ca_pem.clone()).await?;
+    tokio::time::sleep(SETTLE).await;
+    let baseline_kib = vm_rss_kib()?;
+
+    let connect_start = Instant::now();
+    let clients = timeout(PHASE_LIMIT, connect_all(&connection_strings[1..], &ca_pem))
+        .await
+        .map_err(|_| {
+            format!(
+                "connecting {RSS_CLIENTS} clients took over {} s",
+                PHASE_LIMIT.as_secs()
+            )
+        })??;
+    let connect_time = connect_start.elapsed();
+    tokio::time::sleep(SETTLE).await;
+    let after_kib = vm_rss_kib()?;
+    let mut hub = hub;
+    if let Some(status) = hub.child.try_wait()? {
+        return Err(format!("the hub process exited: {status}").into());
+    }
+    let measure = MemoryMeasure {
+        clients: clients.len(),
+        baseline_kib,
+        after_kib,
+    };
+    println!(
+        "{:>8}  {:>13}  {:>13}  {:>10}  {:>10}  {:>10}",
+        "clients", "baseline MiB", "connected MiB", "delta MiB", "KiB/client", "connect s"
+    );
+    println!(
+        "{:>8}  {:>13.1}  {:>13.1}  {:>10.1}  {:>10.1}  {:>10.1}",
+        thousands(measure.clients),
+        mib(baseline_kib),
+        mib(after_kib),
+        mib(after_kib.saturating_sub(baseline_kib)),
+        measure.per_client_kib(),
+        connect_time.as_secs_f64()
+    );
+
+    let close_start = Instant::now();
+    let mut all = clients;
+    all.push(warm);
+    let total = all.len();
+    let failed = timeout(PHASE_LIMIT, close_all(all))
+        .await
+        .map_err(|_| format!("closing took over {} s", PHASE_LIMIT.as_secs()))?;
+    println!(
+        "closed {} of {total} clients in {:.1} s",
+        total - failed,
+        close_start.elapsed().as_secs_f64()
+    );
+    hub.stop().await?;
+    Ok(MemoryOutcome::Measured(measure))
+}
+
+/// This process's `VmRSS`, in KiB.
+fn vm_rss_kib() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .ok_or("no VmRSS in /proc/self/status")?;
+    let kib = line
+        .split_whitespace()
+        .nth(1)
+        .ok_or("an empty VmRSS line")?
+        .parse()?;
+    Ok(kib)
+}
+
+/// This process's soft limit on open files; `None` when unlimited.
+fn open_files_soft_limit() -> Result<Option<u64>> {
+    let limits = std::fs::read_to_string("/proc/self/limits")?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .ok_or("no `Max open files` in /proc/self/limits")?;
+    let soft = line["Max open files".len()..]
+        .split_whitespace()
+        .next()
+        .ok_or("an empty `Max open files` line")?;
+    if soft == "unlimited" {
+        Ok(None)
+    } else {
+        Ok(Some(soft.parse()?))
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// `10000` → `10,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

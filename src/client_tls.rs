@@ -1,7 +1,8 @@
 //! TLS for the clients: the system's roots, as rustls-native-certs finds them (it honours
 //! `SSL_CERT_FILE` and `SSL_CERT_DIR`), plus an optional extra CA such as the local hub's.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -9,7 +10,27 @@ use rustls::pki_types::pem::PemObject;
 use crate::error::{Error, ErrorKind, Result};
 
 /// A rustls client configuration trusting the system roots and `extra_ca_pem`.
+///
+/// Configurations are made once per process and extra CA, and shared: the system's roots are
+/// a few hundred certificates, and a copy per client was most of a `DeviceClient`'s memory
+/// (measured in `benches/device.rs`).
 pub(crate) fn client_config(extra_ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>> {
+    static CONFIGS: OnceLock<Mutex<HashMap<Option<String>, Arc<rustls::ClientConfig>>>> =
+        OnceLock::new();
+    let configs = CONFIGS.get_or_init(Default::default);
+    let key = extra_ca_pem.map(str::to_owned);
+    if let Some(config) = configs.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(config.clone());
+    }
+    let config = build_config(extra_ca_pem)?;
+    configs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, config.clone());
+    Ok(config)
+}
+
+fn build_config(extra_ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
