@@ -54,23 +54,27 @@
 //! Only loopback (127.0.0.1) traffic; every wait is bounded by a timeout and every loop by a
 //! count.
 
-use std::error::Error as StdError;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{
+    BoxError, Result, WAIT, device_key, hub_binary, median, mib, open_files_soft_limit, thousands,
+    tls_connector, within,
+};
 
 use bytes::{Bytes, BytesMut};
 use iothub::auth::{DeviceConnectionString, TokenSource};
 use iothub::device::{AckMode, DeviceClient};
 use iothub::local_hub::LocalHub;
-use iothub::{ErrorKind, Message, SasKey};
+use iothub::{ErrorKind, Message};
 use rumqttc::mqttbytes::v4::{
     Connect, ConnectReturnCode, Login, Packet, PubAck, Subscribe, SubscribeReasonCode,
 };
 use rumqttc::mqttbytes::{self, QoS};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -78,8 +82,6 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{MissedTickBehavior, timeout};
 
-type BoxError = Box<dyn StdError + Send + Sync>;
-type Result<T, E = BoxError> = std::result::Result<T, E>;
 type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// C2D messages per timed throughput round.
@@ -106,8 +108,6 @@ const FD_MARGIN: u64 = 200;
 /// Keep-alive of the raw clients.
 const RAW_KEEP_ALIVE: u16 = 600;
 
-/// The longest any single read, write, receive, connect or handshake may take.
-const WAIT: Duration = Duration::from_secs(30);
 /// The longest one timed phase may take.
 const PHASE_LIMIT: Duration = Duration::from_secs(120);
 /// How long the hub process may take to print `ready`.
@@ -140,26 +140,6 @@ fn main() -> ExitCode {
             eprintln!("device bench failed: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `target/<profile>/iothub-local`, next to `target/<profile>/deps/device-<hash>`.
-fn hub_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target directory from the bench executable")?;
-    let path = dir.join(format!("iothub-local{}", std::env::consts::EXE_SUFFIX));
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} is missing; build it first with \
-             `cargo build --release --features local-hub --bin iothub-local`",
-            path.display()
-        )
-        .into())
     }
 }
 
@@ -222,29 +202,6 @@ async fn run(hub_exe: &Path) -> Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // The two receivers.
-
-fn tls_connector(ca_pem: &str) -> Result<tokio_rustls::TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
-}
-
-async fn within<T, E>(what: &str, future: impl Future<Output = Result<T, E>>) -> Result<T>
-where
-    E: Into<BoxError>,
-{
-    match timeout(WAIT, future).await {
-        Ok(result) => result.map_err(|e| format!("{what}: {}", e.into()).into()),
-        Err(_) => Err(format!("{what}: no progress in {} s", WAIT.as_secs()).into()),
-    }
-}
 
 /// A raw MQTT 3.1.1 client over TLS: rumqttc's codec, no event loop.
 struct RawClient {
@@ -723,11 +680,6 @@ async fn latency_round(
     Ok((receiver, result))
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
@@ -750,16 +702,6 @@ impl MemoryMeasure {
 enum MemoryOutcome {
     Measured(MemoryMeasure),
     Skipped(String),
-}
-
-/// A deterministic 32-byte key for device `i`.
-fn device_key(i: usize) -> SasKey {
-    let mut bytes = [0u8; 32];
-    for (j, byte) in bytes.iter_mut().enumerate() {
-        *byte = (i.wrapping_mul(31).wrapping_add(j * 7919) % 251) as u8 ^ (j as u8);
-    }
-    bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    SasKey::from_bytes(&bytes)
 }
 
 /// The running hub process; killed when dropped (`kill_on_drop`), and its CA file removed.
@@ -1001,39 +943,4 @@ fn vm_rss_kib() -> Result<u64> {
         .ok_or("an empty VmRSS line")?
         .parse()?;
     Ok(kib)
-}
-
-/// This process's soft limit on open files; `None` when unlimited.
-fn open_files_soft_limit() -> Result<Option<u64>> {
-    let limits = std::fs::read_to_string("/proc/self/limits")?;
-    let line = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .ok_or("no `Max open files` in /proc/self/limits")?;
-    let soft = line["Max open files".len()..]
-        .split_whitespace()
-        .next()
-        .ok_or("an empty `Max open files` line")?;
-    if soft == "unlimited" {
-        Ok(None)
-    } else {
-        Ok(Some(soft.parse()?))
-    }
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-/// `10000` → `10,000`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

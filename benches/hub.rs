@@ -50,30 +50,31 @@
 //! Only loopback (127.0.0.1) traffic; every wait is bounded by a timeout and every loop by a
 //! count.
 
-use std::error::Error as StdError;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{
+    BoxError, Result, device_key, hub_binary, median, mib, open_files_soft_limit, thousands,
+    tls_connector, within,
+};
 
 use bytes::{Bytes, BytesMut};
 use iothub::auth::{DeviceConnectionString, TokenSource};
 use iothub::local_hub::LocalHub;
-use iothub::{ErrorKind, Message, SasKey};
+use iothub::{ErrorKind, Message};
 use rumqttc::mqttbytes::v4::{
     Connect, ConnectReturnCode, Login, Packet, PubAck, Subscribe, SubscribeReasonCode,
 };
 use rumqttc::mqttbytes::{self, QoS};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-type BoxError = Box<dyn StdError + Send + Sync>;
-type Result<T, E = BoxError> = std::result::Result<T, E>;
 type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// Devices (and connections) of the throughput measurement.
@@ -100,8 +101,6 @@ const FD_MARGIN: u64 = 200;
 /// Keep-alive of the idle devices: the hub closes after 1.5 × this without traffic.
 const IDLE_KEEP_ALIVE: u16 = 600;
 
-/// The longest any single read, write or handshake may take.
-const WAIT: Duration = Duration::from_secs(30);
 /// The longest one timed phase may take.
 const PHASE_LIMIT: Duration = Duration::from_secs(120);
 /// How long the hub process may take to print `ready`.
@@ -134,26 +133,6 @@ fn main() -> ExitCode {
             eprintln!("hub bench failed: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `target/<profile>/iothub-local`, next to `target/<profile>/deps/hub-<hash>`.
-fn hub_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target directory from the bench executable")?;
-    let path = dir.join(format!("iothub-local{}", std::env::consts::EXE_SUFFIX));
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} is missing; build it first with \
-             `cargo build --release --features local-hub --bin iothub-local`",
-            path.display()
-        )
-        .into())
     }
 }
 
@@ -203,19 +182,6 @@ async fn run(hub_exe: &Path) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // A raw MQTT client over TLS.
 
-fn tls_connector(ca_pem: &str) -> Result<tokio_rustls::TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
-}
-
 /// The user name the official SDKs send (protocol.md §3.2).
 fn username(cs: &DeviceConnectionString) -> String {
     format!(
@@ -227,16 +193,6 @@ fn username(cs: &DeviceConnectionString) -> String {
 
 fn password(cs: &DeviceConnectionString) -> Result<String> {
     Ok(TokenSource::for_device(cs)?.token()?.token.to_string())
-}
-
-async fn within<T, E>(what: &str, future: impl Future<Output = Result<T, E>>) -> Result<T>
-where
-    E: Into<BoxError>,
-{
-    match timeout(WAIT, future).await {
-        Ok(result) => result.map_err(|e| format!("{what}: {}", e.into()).into()),
-        Err(_) => Err(format!("{what}: no progress in {} s", WAIT.as_secs()).into()),
-    }
 }
 
 struct Client {
@@ -567,11 +523,6 @@ async fn join_all(
     Ok((clients, last.unwrap_or_else(Instant::now)))
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 // ---------------------------------------------------------------------------------------------
 // 2. RSS per idle connected device, hub in its own process.
 
@@ -632,16 +583,6 @@ async fn idle_memory(hub_exe: &Path) -> Result<Vec<IdleOutcome>> {
         outcomes.push(IdleOutcome::Measured(measure));
     }
     Ok(outcomes)
-}
-
-/// A deterministic 32-byte key for device `i`.
-fn device_key(i: usize) -> SasKey {
-    let mut bytes = [0u8; 32];
-    for (j, byte) in bytes.iter_mut().enumerate() {
-        *byte = (i.wrapping_mul(31).wrapping_add(j * 7919) % 251) as u8 ^ (j as u8);
-    }
-    bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    SasKey::from_bytes(&bytes)
 }
 
 /// The running hub process; killed when dropped (`kill_on_drop`), and its CA file removed.
@@ -786,39 +727,4 @@ fn vm_rss_kib(pid: u32) -> Result<u64> {
         .ok_or("an empty VmRSS line")?
         .parse()?;
     Ok(kib)
-}
-
-/// This process's soft limit on open files; `None` when unlimited.
-fn open_files_soft_limit() -> Result<Option<u64>> {
-    let limits = std::fs::read_to_string("/proc/self/limits")?;
-    let line = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .ok_or("no `Max open files` in /proc/self/limits")?;
-    let soft = line["Max open files".len()..]
-        .split_whitespace()
-        .next()
-        .ok_or("an empty `Max open files` line")?;
-    if soft == "unlimited" {
-        Ok(None)
-    } else {
-        Ok(Some(soft.parse()?))
-    }
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-/// `10000` → `10,000`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

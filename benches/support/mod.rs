@@ -1,0 +1,115 @@
+//! Helpers shared by the bench binaries `hub` and `device`.
+
+#![allow(dead_code)] // each bench uses a different part
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use iothub::SasKey;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio::time::timeout;
+
+/// Any error, for a bench's `main` to print.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+/// `Result` with [`BoxError`].
+pub type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+/// The longest any single read, write or handshake may take.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A deterministic 32-byte key for device `i`.
+pub fn device_key(i: usize) -> SasKey {
+    let mut bytes = [0u8; 32];
+    for (j, byte) in bytes.iter_mut().enumerate() {
+        *byte = (i.wrapping_mul(31).wrapping_add(j * 7919) % 251) as u8 ^ (j as u8);
+    }
+    bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    SasKey::from_bytes(&bytes)
+}
+
+/// `target/<profile>/iothub-local`, next to `target/<profile>/deps/hub-<hash>`.
+pub fn hub_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot locate the target directory from the bench executable")?;
+    let path = dir.join(format!("iothub-local{}", std::env::consts::EXE_SUFFIX));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing; build it first with \
+             `cargo build --release --features local-hub --bin iothub-local`",
+            path.display()
+        )
+        .into())
+    }
+}
+
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// This process's soft limit on open files; `None` when unlimited.
+pub fn open_files_soft_limit() -> Result<Option<u64>> {
+    let limits = std::fs::read_to_string("/proc/self/limits")?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .ok_or("no `Max open files` in /proc/self/limits")?;
+    let soft = line["Max open files".len()..]
+        .split_whitespace()
+        .next()
+        .ok_or("an empty `Max open files` line")?;
+    if soft == "unlimited" {
+        Ok(None)
+    } else {
+        Ok(Some(soft.parse()?))
+    }
+}
+
+/// `10000` → `10,000`.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn tls_connector(ca_pem: &str) -> Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+pub async fn within<T, E>(what: &str, future: impl Future<Output = Result<T, E>>) -> Result<T>
+where
+    E: Into<BoxError>,
+{
+    match timeout(WAIT, future).await {
+        Ok(result) => result.map_err(|e| format!("{what}: {}", e.into()).into()),
+        Err(_) => Err(format!("{what}: no progress in {} s", WAIT.as_secs()).into()),
+    }
+}
