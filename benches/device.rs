@@ -61,7 +61,7 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    BoxError, Result, WAIT, device_key, hub_binary, median, mib, open_files_soft_limit, thousands,
+    BoxError, Result, WAIT, device_key, median, mib, open_files_soft_limit, thousands,
     tls_connector, within,
 };
 
@@ -117,30 +117,7 @@ const SETTLE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench`; there are no options to parse.
-    let hub_exe = match hub_binary() {
-        Ok(path) => path,
-        Err(e) => {
-            eprintln!("device bench: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("device bench: cannot start the Tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&hub_exe)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("device bench failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    support::run_bench("device bench", |hub_exe| async move { run(&hub_exe).await })
 }
 
 async fn run(hub_exe: &Path) -> Result<()> {

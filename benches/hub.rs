@@ -56,8 +56,8 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use support::{
-    BoxError, Result, device_key, hub_binary, median, mib, open_files_soft_limit, thousands,
-    tls_connector, within,
+    BoxError, Result, device_key, median, mib, open_files_soft_limit, thousands, tls_connector,
+    within,
 };
 
 use bytes::{Bytes, BytesMut};
@@ -110,30 +110,7 @@ const SETTLE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench`; there are no options to parse.
-    let hub_exe = match hub_binary() {
-        Ok(path) => path,
-        Err(e) => {
-            eprintln!("hub bench: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("hub bench: cannot start the Tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&hub_exe)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hub bench failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    support::run_bench("hub bench", |hub_exe| async move { run(&hub_exe).await })
 }
 
 async fn run(hub_exe: &Path) -> Result<()> {

@@ -6,6 +6,10 @@
 pub mod auth;
 #[cfg(any(feature = "device", feature = "service"))]
 mod client_tls;
+#[cfg(any(feature = "device", feature = "service"))]
+mod retry;
+#[cfg(any(feature = "device", feature = "service"))]
+pub use retry::RetryPolicy;
 #[cfg(feature = "device")]
 #[cfg_attr(docsrs, doc(cfg(feature = "device")))]
 pub mod device;

@@ -5,6 +5,7 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,5 +112,38 @@ where
     match timeout(WAIT, future).await {
         Ok(result) => result.map_err(|e| format!("{what}: {}", e.into()).into()),
         Err(_) => Err(format!("{what}: no progress in {} s", WAIT.as_secs()).into()),
+    }
+}
+
+/// A bench's `main`: finds the `iothub-local` binary, runs `bench` with it on a multi-thread
+/// Tokio runtime, and turns any error into a message and a failing exit code.
+pub fn run_bench<F, Fut>(name: &str, bench: F) -> ExitCode
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let hub_exe = match hub_binary() {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: cannot start the Tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(hub_exe)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name} failed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

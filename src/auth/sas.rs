@@ -349,9 +349,7 @@ impl SasToken {
         let skn_range = key_name.map(|name| {
             text.extend_from_slice(b"&skn=");
             let start = text.len();
-            let mut encoded = String::new();
-            percent::encode_into(name, &mut encoded);
-            text.extend_from_slice(encoded.as_bytes());
+            text.extend_from_slice(percent::encode(name).as_bytes());
             start..text.len()
         });
         SasToken {

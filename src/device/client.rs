@@ -13,11 +13,12 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use crate::auth::{DeviceConnectionString, TokenSource};
 use crate::device::connection::{Command, Delivered, Task};
-use crate::device::options::{AckMode, RetryPolicy, Transport};
+use crate::device::options::{AckMode, Transport};
 use crate::device::state::ConnectionState;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Completer, Completion, Message};
 use crate::protocol::{percent, telemetry_topic};
+use crate::retry::RetryPolicy;
 
 /// The largest telemetry message IoT Hub accepts: 256 KB (MicrosoftDocs
 /// `iot-hub-devguide-quotas-throttling.md`; py-device `constant.py`
@@ -128,8 +129,7 @@ impl DeviceClientBuilder {
         };
         // The user name names the hub (HostName) even when a gateway is dialled (py-device
         // `pipeline_stages_mqtt.py`; protocol.md §2.3, §3.2).
-        let mut client_type = String::new();
-        percent::encode_into(CLIENT_TYPE, &mut client_type);
+        let client_type = percent::encode(CLIENT_TYPE);
         let username = format!(
             "{}/{client_id}/?api-version={API_VERSION}&DeviceClientType={client_type}",
             cs.host_name()

@@ -21,11 +21,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 
 use crate::auth::{IssuedToken, TokenSource};
-use crate::device::options::RetryPolicy;
 use crate::device::state::{CloseReason, ConnectionState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 use crate::protocol::{c2d_subscription, parse_c2d_topic};
+use crate::retry::RetryPolicy;
 
 /// A received message with the connection it came on.
 pub(crate) struct Delivered {

@@ -12,6 +12,7 @@ mod connection;
 mod options;
 mod state;
 
+pub use crate::retry::RetryPolicy;
 pub use client::{DeviceClient, DeviceClientBuilder, MAX_TELEMETRY_SIZE, MessageStream};
-pub use options::{AckMode, RetryPolicy, Transport};
+pub use options::{AckMode, Transport};
 pub use state::{CloseReason, ConnectionState};

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::SasToken;
+use crate::auth::{HostAndPort, SasToken};
 use crate::local_hub::c2d_queue::LockToken;
 use crate::local_hub::state::HubState;
 use crate::protocol::{c2d_subscription, c2d_topic, parse_telemetry_topic};
@@ -129,8 +129,9 @@ fn authorize(
     if parts.next().is_some() {
         return Err("the user name has too many segments");
     }
-    let host_only = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    if !host_only.eq_ignore_ascii_case(&state.settings.host_name) {
+    let same_hub = HostAndPort::parse(host)
+        .is_ok_and(|h| h.host().eq_ignore_ascii_case(&state.settings.host_name));
+    if !same_hub {
         return Err("the user name names another hub");
     }
     let expected_client = match &module_id {

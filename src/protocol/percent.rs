@@ -25,6 +25,13 @@ pub(crate) fn encode_into(text: &str, out: &mut String) {
     }
 }
 
+/// The percent-encoded form of `text`.
+pub(crate) fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    encode_into(text, &mut out);
+    out
+}
+
 /// Why a percent-encoded text could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DecodeError {

@@ -27,6 +27,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::auth::TokenSource;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{FeedbackRecord, decode_feedback_batch};
+use crate::retry::RetryPolicy;
 
 /// The C2D link's target (MicrosoftDocs `iot-hub-amqp-support.md`; node-hub `amqp.ts`).
 const C2D_TARGET: &str = "/messages/devicebound";
@@ -270,8 +271,9 @@ pub(crate) fn spawn_sender(config: AmqpConfig) -> mpsc::Sender<SendRequest> {
     tx
 }
 
+/// The delay before reconnection attempt `failures` (the clients' shared policy).
 fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << failures.min(8))).min(Duration::from_secs(30))
+    RetryPolicy::default().delay(failures)
 }
 
 async fn sender_task(config: AmqpConfig, mut requests: mpsc::Receiver<SendRequest>) {

@@ -138,13 +138,13 @@ impl HttpRegistry {
     }
 
     pub async fn put_device(&self, device: &Device, if_match: Option<&str>) -> Result<Device> {
-        let path = format!("/devices/{}", percent_path(&device.device_id));
+        let path = format!("/devices/{}", percent::encode(&device.device_id));
         self.call_json(Method::PUT, &path, if_match, Some(device), "device write")
             .await
     }
 
     pub async fn get_device(&self, device_id: &str) -> Result<Device> {
-        let path = format!("/devices/{}", percent_path(device_id));
+        let path = format!("/devices/{}", percent::encode(device_id));
         self.call_json(Method::GET, &path, None, None, "device read")
             .await
     }
@@ -155,14 +155,14 @@ impl HttpRegistry {
     }
 
     pub async fn delete_device(&self, device_id: &str, if_match: &str) -> Result<()> {
-        let path = format!("/devices/{}", percent_path(device_id));
+        let path = format!("/devices/{}", percent::encode(device_id));
         self.call(Method::DELETE, &path, Some(if_match), None, "device delete")
             .await
             .map(|_| ())
     }
 
     pub async fn purge(&self, device_id: &str) -> Result<PurgeResult> {
-        let path = format!("/devices/{}/commands", percent_path(device_id));
+        let path = format!("/devices/{}/commands", percent::encode(device_id));
         self.call_json(Method::DELETE, &path, None, None, "queue purge")
             .await
     }
@@ -171,13 +171,6 @@ impl HttpRegistry {
         self.call_json(Method::GET, "/statistics/devices", None, None, "statistics")
             .await
     }
-}
-
-/// A device id in a URL path, percent-encoded (ids may hold `# ? %` and more).
-fn percent_path(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    percent::encode_into(id, &mut out);
-    out
 }
 
 /// Etags go quoted, as both SDKs send them (node-hub `_ensureQuoted`, py-hub `_ensure_quoted`;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
-use crate::auth::{ServiceConnectionString, TokenSource};
+use crate::auth::{HostAndPort, ServiceConnectionString, TokenSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 use crate::protocol::amqp_message::message_to_amqp;
@@ -83,25 +83,16 @@ impl RegistryManagerBuilder {
         }
     }
 
-    /// The host to dial: `HostName` without any `:port`.
-    pub(crate) fn host(&self) -> &str {
-        let host = self.connection_string.host_name();
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
-        }
-    }
-
-    /// The port in `HostName=host:PORT`, which Node's azure-iothub dials for AMQP
-    /// (protocol.md §2.3; interop.md §5.3).
-    fn host_port(&self) -> Option<u16> {
-        let (_, port) = self.connection_string.host_name().rsplit_once(':')?;
-        port.parse().ok()
+    /// Where to connect: `HostName`, whose `:PORT`, if any, is the AMQP port as Node's
+    /// azure-iothub takes it (protocol.md §2.3; interop.md §5.3).
+    fn dial(&self) -> Result<HostAndPort> {
+        HostAndPort::parse(self.connection_string.host_name())
     }
 
     /// Builds the manager. Nothing connects yet: HTTPS requests and the AMQP connection are
     /// made when first needed.
     pub fn build(self) -> Result<RegistryManager> {
+        let dial = self.dial()?;
         let tls = crate::client_tls::client_config(self.extra_ca_pem.as_deref())?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
@@ -112,17 +103,17 @@ impl RegistryManagerBuilder {
             })?;
         let base = format!(
             "https://{}:{}",
-            self.host(),
+            dial.host(),
             self.https_port.unwrap_or(DEFAULT_HTTPS_PORT)
         );
         let registry = HttpRegistry::new(http, base, self.tokens());
         let default_port = if self.amqp_over_websockets {
             self.https_port.unwrap_or(DEFAULT_HTTPS_PORT)
         } else {
-            self.host_port().unwrap_or(DEFAULT_AMQP_PORT)
+            dial.port().unwrap_or(DEFAULT_AMQP_PORT)
         };
         let amqp = AmqpConfig {
-            host: self.host().to_owned(),
+            host: dial.host().to_owned(),
             port: self.amqp_port.unwrap_or(default_port),
             websockets: self.amqp_over_websockets,
             tls,
@@ -173,7 +164,7 @@ pub struct RegistryManager {
 impl std::fmt::Debug for RegistryManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryManager")
-            .field("host", &self.shared.builder.host())
+            .field("host", &self.shared.builder.connection_string.host_name())
             .finish_non_exhaustive()
     }
 }
@@ -208,9 +199,11 @@ impl RegistryManager {
     /// [`ErrorKind::Unauthorized`], and [`ErrorKind::Transport`] when the hub is unreachable
     /// (the next send reconnects, with backoff).
     pub async fn send_c2d_message(&self, device_id: &str, message: Message) -> Result<()> {
-        let mut to = String::from("/devices/");
-        percent::encode_into(device_id, &mut to);
-        to.push_str("/messages/devicebound");
+        // The id is percent-encoded, as Node's azure-iothub does (node-hub `amqp.ts::send`).
+        let to = format!(
+            "/devices/{}/messages/devicebound",
+            percent::encode(device_id)
+        );
         let message = match message.message_id() {
             Some(_) => message,
             None => message.with_message_id(uuid::Uuid::new_v4().to_string()),
