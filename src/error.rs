@@ -31,6 +31,10 @@ pub enum ErrorKind {
     DeviceNotFound,
     /// A device with this id is already registered.
     DeviceAlreadyExists,
+    /// The module is not registered on the device.
+    ModuleNotFound,
+    /// A module with this id is already registered on the device.
+    ModuleAlreadyExists,
     /// The etag given (`If-Match`) is not the current one: someone else changed the item.
     PreconditionFailed,
     /// The hub is throttling requests (HTTP 429).
@@ -45,6 +49,9 @@ pub enum ErrorKind {
     Transport,
     /// The client was closed.
     Closed,
+    /// The operation is not available for this identity or configuration (for example
+    /// cloud-to-device messages on a module identity, which IoT Hub does not have).
+    NotSupported,
 }
 
 impl ErrorKind {
@@ -59,6 +66,8 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::DeviceNotFound => "device not found",
             ErrorKind::DeviceAlreadyExists => "device already exists",
+            ErrorKind::ModuleNotFound => "module not found",
+            ErrorKind::ModuleAlreadyExists => "module already exists",
             ErrorKind::PreconditionFailed => "precondition failed",
             ErrorKind::Throttled => "throttled",
             ErrorKind::QueueFull => "device queue full",
@@ -66,6 +75,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timed out",
             ErrorKind::Transport => "transport error",
             ErrorKind::Closed => "closed",
+            ErrorKind::NotSupported => "not supported",
         }
     }
 }

@@ -26,7 +26,7 @@ use fe2o3_amqp::acceptor::{
 };
 use fe2o3_amqp::{Receiver, Sender};
 use fe2o3_amqp_types::definitions::{
-    AmqpError, Error as AmqpErrorInfo, ErrorCondition, LinkError, ReceiverSettleMode, Role,
+    AmqpError, Error as AmqpErrorInfo, ErrorCondition, ReceiverSettleMode, Role,
 };
 use fe2o3_amqp_types::messaging::annotations::OwnedKey;
 use fe2o3_amqp_types::messaging::{
@@ -45,9 +45,10 @@ use crate::auth::{Permission, SasToken};
 use crate::local_hub::amqp_sasl::{HubSasl, SaslGrant};
 use crate::local_hub::feedback_queue::FeedbackDelivery;
 use crate::local_hub::rewind::Rewind;
-use crate::local_hub::state::{C2dRefusal, HubState, random_bytes};
+use crate::local_hub::state::{HubState, random_bytes};
+use crate::protocol::amqp_error;
 use crate::protocol::amqp_message::{AmqpBodyMessage, id_text, message_from_amqp};
-use crate::protocol::{FEEDBACK_CONTENT_TYPE, encode_feedback_batch, percent};
+use crate::protocol::{FEEDBACK_CONTENT_TYPE, encode_feedback_batch, parse_c2d_address};
 
 /// The SASL protocol header (OASIS AMQP 1.0 §5.3.1; protocol.md §4.9).
 const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
@@ -506,46 +507,21 @@ impl Rejection {
 /// `com.microsoft:argument-error`, which azure-iothub maps to `ArgumentError`
 /// (node-hub `src/amqp_service_errors.ts`).
 fn argument_error() -> ErrorCondition {
-    ErrorCondition::Custom(Symbol::from("com.microsoft:argument-error"))
+    amqp_error::condition_from_symbol(amqp_error::ARGUMENT_ERROR)
 }
 
-/// The device id of a C2D `to`: `/devices/{id}/messages/devicebound`, the id percent-decoded
-/// (Node encodes it with `encodeURIComponent`), the fixed segments in any case (c-sdk writes
-/// `deviceBound`). Module addresses are recognized but the registry has no modules.
+/// The device id of a C2D `to` (`protocol::parse_c2d_address`). Module addresses are
+/// recognized but modules have no cloud-to-device queue.
 fn device_of(to: &str) -> Result<String, Rejection> {
-    let bad = || {
-        Rejection::new(
-            argument_error(),
-            "'to' must be /devices/{deviceId}/messages/devicebound",
-        )
-    };
-    let segments: Vec<&str> = to.trim_start_matches('/').split('/').collect();
-    let id = match segments.as_slice() {
-        [devices, id, messages, bound]
-            if devices.eq_ignore_ascii_case("devices")
-                && messages.eq_ignore_ascii_case("messages")
-                && bound.eq_ignore_ascii_case("devicebound") =>
-        {
-            *id
-        }
-        [devices, _, modules, _, messages, bound]
-            if devices.eq_ignore_ascii_case("devices")
-                && modules.eq_ignore_ascii_case("modules")
-                && messages.eq_ignore_ascii_case("messages")
-                && bound.eq_ignore_ascii_case("devicebound") =>
-        {
-            return Err(Rejection::new(
-                AmqpError::NotFound,
-                "module identities are not supported by the local hub",
-            ));
-        }
-        _ => return Err(bad()),
-    };
-    let id = percent::decode(id).map_err(|_| bad())?.into_owned();
-    if id.is_empty() {
-        return Err(bad());
+    let address = parse_c2d_address(to)
+        .map_err(|e| Rejection::new(argument_error(), e.detail().to_owned()))?;
+    if address.module_id.is_some() {
+        return Err(Rejection::new(
+            AmqpError::NotFound,
+            "modules have no cloud-to-device queue",
+        ));
     }
-    Ok(id)
+    Ok(address.device_id)
 }
 
 fn enqueue(state: &HubState, amqp: &AmqpBodyMessage) -> Result<String, Rejection> {
@@ -557,32 +533,13 @@ fn enqueue(state: &HubState, amqp: &AmqpBodyMessage) -> Result<String, Rejection
     let device_id = device_of(to)?;
     let message = message_from_amqp(amqp)
         .map_err(|e| Rejection::new(argument_error(), e.detail().to_owned()))?;
-    state
-        .enqueue_c2d(&device_id, message)
-        .map_err(|refusal| match refusal {
-            C2dRefusal::DeviceNotFound => Rejection::new(
-                AmqpError::NotFound,
-                format!("device '{device_id}' is not registered"),
-            ),
-            C2dRefusal::QueueFull => Rejection::new(
-                AmqpError::ResourceLimitExceeded,
-                format!("the queue of device '{device_id}' already holds the maximum of messages"),
-            ),
-            C2dRefusal::TooLarge => Rejection::new(
-                LinkError::MessageSizeExceeded,
-                "the message is larger than the cloud-to-device limit",
-            ),
-        })?;
+    state.enqueue_c2d(&device_id, message).map_err(|e| {
+        Rejection::new(
+            amqp_error::error_condition_for(e.kind()),
+            e.detail().to_owned(),
+        )
+    })?;
     Ok(device_id)
-}
-
-fn condition_text(condition: &ErrorCondition) -> String {
-    match condition {
-        ErrorCondition::AmqpError(e) => Symbol::from(e).0,
-        ErrorCondition::LinkError(e) => Symbol::from(e).0,
-        ErrorCondition::Custom(s) => s.0.clone(),
-        other => format!("{other:?}"),
-    }
 }
 
 async fn cloud_to_device(mut receiver: Receiver, conn: Arc<Conn>) {
@@ -612,7 +569,7 @@ async fn cloud_to_device(mut receiver: Receiver, conn: Arc<Conn>) {
                 tracing::info!(
                     peer = %conn.peer,
                     message_id = ?message_id,
-                    condition = %condition_text(&rejection.condition),
+                    condition = %amqp_error::condition_symbol(&rejection.condition),
                     description = %rejection.description,
                     "AMQP C2D send rejected"
                 );

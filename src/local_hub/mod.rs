@@ -23,6 +23,7 @@
 mod amqp;
 mod amqp_sasl;
 mod c2d_queue;
+mod clock;
 mod feedback_queue;
 mod https;
 mod mqtt;
@@ -35,7 +36,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures_core::Stream as _;
 use tokio::net::TcpListener;
@@ -51,7 +52,7 @@ use crate::message::Message;
 use crate::protocol::FeedbackRecord;
 
 pub use c2d_queue::C2dLimits;
-use state::{C2dRefusal, DeviceSpec, DeviceStatus, HubSettings, HubState, RegistryError};
+use state::{DeviceSpec, DeviceStatus, HubSettings, HubState, RegistryError};
 
 /// IoT Hub's MQTT over TLS port.
 pub const DEFAULT_MQTT_PORT: u16 = 8883;
@@ -232,7 +233,7 @@ async fn sweep(state: Arc<HubState>) {
     loop {
         let next = state.sweep();
         let wait = next
-            .and_then(|at| at.duration_since(SystemTime::now()).ok())
+            .and_then(|at| at.duration_since(state.clock.now()).ok())
             .unwrap_or(Duration::from_secs(1))
             .clamp(Duration::from_millis(5), Duration::from_secs(1));
         tokio::select! {
@@ -273,11 +274,11 @@ fn registry_error(e: RegistryError, device_id: &str) -> Error {
             format!("device '{device_id}' is not registered"),
         ),
         RegistryError::DeviceAlreadyExists => Error::new(
-            ErrorKind::InvalidMessage,
+            ErrorKind::DeviceAlreadyExists,
             format!("device '{device_id}' already exists"),
         ),
         RegistryError::PreconditionFailed => {
-            Error::new(ErrorKind::InvalidMessage, "the etag does not match")
+            Error::new(ErrorKind::PreconditionFailed, "the etag does not match")
         }
     }
 }
@@ -406,24 +407,7 @@ impl LocalHub {
     /// Errors: [`ErrorKind::DeviceNotFound`], [`ErrorKind::QueueFull`] (50 pending) and
     /// [`ErrorKind::MessageTooLarge`] (over 64 KB).
     pub fn enqueue_c2d(&self, device_id: &str, message: Message) -> Result<()> {
-        self.state
-            .enqueue_c2d(device_id, message)
-            .map_err(|refusal| match refusal {
-                C2dRefusal::DeviceNotFound => Error::new(
-                    ErrorKind::DeviceNotFound,
-                    format!("device '{device_id}' is not registered"),
-                ),
-                C2dRefusal::QueueFull => Error::new(
-                    ErrorKind::QueueFull,
-                    format!(
-                        "the queue of device '{device_id}' already holds the maximum of messages"
-                    ),
-                ),
-                C2dRefusal::TooLarge => Error::new(
-                    ErrorKind::MessageTooLarge,
-                    "the message is larger than the cloud-to-device limit",
-                ),
-            })
+        self.state.enqueue_c2d(device_id, message)
     }
 
     /// Empties a device's cloud-to-device queue; returns how many messages it held.

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
@@ -157,11 +157,6 @@ fn authorize(
     ))
 }
 
-fn to_instant(at: SystemTime) -> Instant {
-    let now = SystemTime::now();
-    Instant::now() + at.duration_since(now).unwrap_or(Duration::ZERO)
-}
-
 /// Serves one connection from CONNECT to close.
 pub(crate) async fn run_session<S>(state: Arc<HubState>, stream: S, peer: String)
 where
@@ -229,7 +224,7 @@ where
     };
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-    let token_expiry = to_instant(token.expiry());
+    let token_expiry = state.clock.instant_at(token.expiry());
     let end = session
         .run(
             &mut wire,

@@ -15,7 +15,9 @@ use tokio::sync::{Notify, broadcast, watch};
 use crate::auth::{
     AccessDenied, AccessPolicy, Permission, SasKey, SasToken, authorize_device, authorize_service,
 };
+use crate::error::{Error, ErrorKind};
 use crate::local_hub::c2d_queue::{C2dLimits, C2dQueue, EnqueueRefusal, LockToken, Settled};
+use crate::local_hub::clock::Clock;
 use crate::local_hub::feedback_queue::{
     FeedbackDelivery, FeedbackLimits, FeedbackLock, FeedbackQueue,
 };
@@ -67,14 +69,6 @@ pub(crate) enum RegistryError {
     PreconditionFailed,
 }
 
-/// Why a C2D message was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum C2dRefusal {
-    DeviceNotFound,
-    QueueFull,
-    TooLarge,
-}
-
 struct Session {
     id: u64,
     kick: Arc<Notify>,
@@ -118,6 +112,8 @@ pub(crate) struct SessionTicket {
 /// The hub.
 pub(crate) struct HubState {
     pub settings: HubSettings,
+    /// The hub's time: every TTL, lock and flush deadline reads it.
+    pub clock: Clock,
     inner: Mutex<Inner>,
     /// Woken when a feedback batch is ready.
     pub feedback_ready: Notify,
@@ -146,6 +142,7 @@ impl HubState {
         let (telemetry, _) = broadcast::channel(1024);
         HubState {
             settings,
+            clock: Clock::new(),
             inner: Mutex::new(Inner {
                 devices: BTreeMap::new(),
                 policies,
@@ -200,7 +197,7 @@ impl HubState {
             &self.settings.host_name,
             &inner.policies,
             needed,
-            SystemTime::now(),
+            self.clock.now(),
         )
     }
 
@@ -226,7 +223,7 @@ impl HubState {
             module_id,
             &keys,
             &inner.policies,
-            SystemTime::now(),
+            self.clock.now(),
         )
     }
 
@@ -238,7 +235,7 @@ impl HubState {
         spec: DeviceSpec,
         if_match: Option<&str>,
     ) -> Result<DeviceRecord, RegistryError> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut inner = self.lock();
         let etag = encode_etag(self.fresh_id());
         match (inner.devices.get_mut(&spec.device_id), if_match) {
@@ -348,16 +345,21 @@ impl HubState {
     // ---- cloud to device -----------------------------------------------------------------
 
     /// Queues a message for a device; `to` is set to the device's path when absent.
-    pub fn enqueue_c2d(&self, device_id: &str, message: Message) -> Result<(), C2dRefusal> {
-        let now = SystemTime::now();
+    ///
+    /// Refusals: [`ErrorKind::DeviceNotFound`], [`ErrorKind::QueueFull`] and
+    /// [`ErrorKind::MessageTooLarge`], with a description fit for the sender.
+    pub fn enqueue_c2d(&self, device_id: &str, message: Message) -> Result<(), Error> {
+        let now = self.clock.now();
         let mut settled = Vec::new();
         let mut inner = self.lock();
-        let device = inner
-            .devices
-            .get_mut(device_id)
-            .ok_or(C2dRefusal::DeviceNotFound)?;
+        let device = inner.devices.get_mut(device_id).ok_or_else(|| {
+            Error::new(
+                ErrorKind::DeviceNotFound,
+                format!("device '{device_id}' is not registered"),
+            )
+        })?;
         let message = if message.to().is_none() {
-            message.with_to(format!("/devices/{device_id}/messages/devicebound"))
+            message.with_to(crate::protocol::c2d_address(device_id))
         } else {
             message
         };
@@ -366,8 +368,16 @@ impl HubState {
             .queue
             .enqueue(message, &self.settings.c2d, now, &mut settled)
             .map_err(|refusal| match refusal {
-                EnqueueRefusal::QueueFull => C2dRefusal::QueueFull,
-                EnqueueRefusal::TooLarge => C2dRefusal::TooLarge,
+                EnqueueRefusal::QueueFull => Error::new(
+                    ErrorKind::QueueFull,
+                    format!(
+                        "the queue of device '{device_id}' already holds the maximum of messages"
+                    ),
+                ),
+                EnqueueRefusal::TooLarge => Error::new(
+                    ErrorKind::MessageTooLarge,
+                    "the message is larger than the cloud-to-device limit",
+                ),
             });
         if result.is_ok() {
             device.record.c2d_count = device.queue.len();
@@ -382,7 +392,7 @@ impl HubState {
 
     /// Purges a device's queue; returns how many messages it held.
     pub fn purge_c2d(&self, device_id: &str) -> Result<usize, RegistryError> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut settled = Vec::new();
         let mut inner = self.lock();
         let device = inner
@@ -398,7 +408,7 @@ impl HubState {
 
     /// The next message for a subscribed device's session, locked for it.
     pub fn next_c2d(&self, device_id: &str, session_id: u64) -> Option<(LockToken, Message)> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut settled = Vec::new();
         let mut inner = self.lock();
         let device = inner.devices.get_mut(device_id)?;
@@ -418,7 +428,7 @@ impl HubState {
 
     /// The device acknowledged a delivery.
     pub fn complete_c2d(&self, device_id: &str, token: LockToken) {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut inner = self.lock();
         let Some(device) = inner.devices.get_mut(device_id) else {
             return;
@@ -477,7 +487,7 @@ impl HubState {
     /// Expires messages, releases lapsed locks, cuts due feedback batches; returns when the
     /// next sweep is needed.
     pub fn sweep(&self) -> Option<SystemTime> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut inner = self.lock();
         let ids: Vec<String> = inner.devices.keys().cloned().collect();
         let mut next = None::<SystemTime>;
@@ -509,7 +519,7 @@ impl HubState {
 
     /// Puts a feedback batch back, for a receiver that could not deliver it.
     pub fn return_feedback(&self, batch: Vec<FeedbackRecord>) {
-        self.lock().feedback.put_back(batch, SystemTime::now());
+        self.lock().feedback.put_back(batch, self.clock.now());
         self.feedback_ready.notify_one();
     }
 
@@ -518,7 +528,7 @@ impl HubState {
         let delivery = self
             .lock()
             .feedback
-            .lock_next(&self.settings.feedback, SystemTime::now());
+            .lock_next(&self.settings.feedback, self.clock.now());
         if delivery.is_some() {
             // The sweep must see the lock's deadline.
             self.sweep_wake.notify_one();
@@ -550,7 +560,7 @@ impl HubState {
     /// Registers a new connection for a device, closing the one it replaces (IoT Hub keeps
     /// one connection per device). `clean_session` drops the earlier session's subscription.
     pub fn open_session(&self, device_id: &str, clean_session: bool) -> Option<SessionTicket> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let id = self.fresh_id();
         let mut inner = self.lock();
         let device = inner.devices.get_mut(device_id)?;
@@ -598,7 +608,7 @@ impl HubState {
         session_id: u64,
         in_flight: impl IntoIterator<Item = LockToken>,
     ) {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut inner = self.lock();
         let Some(device) = inner.devices.get_mut(device_id) else {
             return;
@@ -667,7 +677,7 @@ impl HubState {
         {
             let mut inner = self.lock();
             if let Some(device) = inner.devices.get_mut(device_id) {
-                device.record.last_activity = SystemTime::now();
+                device.record.last_activity = self.clock.now();
             }
         }
         let _ = self.telemetry.send((device_id.to_owned(), message));
@@ -709,6 +719,67 @@ pub(crate) fn etag_matches(if_match: &str, etag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Ack;
+    use crate::protocol::FeedbackStatus;
+
+    fn hub() -> HubState {
+        HubState::new(
+            HubSettings {
+                host_name: "localhost".to_owned(),
+                c2d: C2dLimits::default(),
+                feedback_flush_interval: Duration::from_secs(15),
+                feedback: FeedbackLimits::default(),
+            },
+            Vec::new(),
+        )
+    }
+
+    fn register(hub: &HubState, device_id: &str) {
+        let spec = DeviceSpec {
+            device_id: device_id.to_owned(),
+            status: DeviceStatus::Enabled,
+            status_reason: None,
+            primary_key: None,
+            secondary_key: None,
+            iot_edge: false,
+        };
+        hub.put_device(spec, None).unwrap();
+    }
+
+    /// On paused Tokio time: a message whose expiry passes gives `Expired` feedback once the
+    /// flush interval has passed, with no real wait.
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_message_gives_expired_feedback_on_paused_time() {
+        let hub = hub();
+        register(&hub, "dev1");
+        let expiry = hub.clock.now() + Duration::from_secs(30);
+        let message = Message::new("late")
+            .with_message_id("m1")
+            .with_ack(Ack::Full)
+            .with_expiry(expiry);
+        hub.enqueue_c2d("dev1", message).unwrap();
+        hub.sweep();
+        assert_eq!(hub.c2d_queue_len("dev1"), Some(1));
+        assert!(hub.take_feedback().is_none());
+
+        tokio::time::advance(Duration::from_secs(31)).await;
+        hub.sweep();
+        assert_eq!(hub.c2d_queue_len("dev1"), Some(0), "the message expired");
+        assert!(
+            hub.take_feedback().is_none(),
+            "not before the flush interval"
+        );
+
+        tokio::time::advance(Duration::from_secs(15)).await;
+        hub.sweep();
+        let batch = hub
+            .take_feedback()
+            .expect("a batch after the flush interval");
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].original_message_id, "m1");
+        assert_eq!(batch[0].status_code, FeedbackStatus::Expired);
+        assert_eq!(batch[0].device_id, "dev1");
+    }
 
     #[test]
     fn if_match_accepts_quoted_weak_and_wildcard() {

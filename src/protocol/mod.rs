@@ -5,14 +5,19 @@
 //! client.
 
 #[cfg(any(feature = "local-hub", feature = "service"))]
+pub(crate) mod amqp_error;
+#[cfg(any(feature = "local-hub", feature = "service"))]
 pub(crate) mod amqp_message;
+mod c2d_address;
 pub(crate) mod expiry_time;
 mod feedback;
 pub(crate) mod percent;
+pub mod ports;
 mod property_bag;
 mod registry_json;
 mod topic;
 
+pub use c2d_address::{c2d_address, parse_c2d_address};
 pub use feedback::{
     FEEDBACK_CONTENT_TYPE, FeedbackRecord, FeedbackStatus, decode_feedback_batch,
     encode_feedback_batch,

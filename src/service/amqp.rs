@@ -26,6 +26,7 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::auth::TokenSource;
 use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::amqp_error;
 use crate::protocol::{FeedbackRecord, decode_feedback_batch};
 use crate::retry::RetryPolicy;
 
@@ -209,24 +210,15 @@ fn outcome_result(outcome: Outcome) -> Result<()> {
     match outcome {
         Outcome::Accepted(_) => Ok(()),
         Outcome::Rejected(rejected) => {
-            let (condition, description) = match rejected.error {
+            let (symbol, description) = match rejected.error {
                 Some(e) => (
-                    format!("{:?}", e.condition),
+                    amqp_error::condition_symbol(&e.condition),
                     e.description.unwrap_or_default(),
                 ),
                 None => (String::new(), String::new()),
             };
-            let symbol = condition_symbol(&condition);
-            let kind = match symbol.as_str() {
-                "amqp:not-found" => ErrorKind::DeviceNotFound,
-                "amqp:resource-limit-exceeded" => ErrorKind::QueueFull,
-                "amqp:link:message-size-exceeded" => ErrorKind::MessageTooLarge,
-                "amqp:unauthorized-access" => ErrorKind::Unauthorized,
-                "com.microsoft:device-container-throttled" => ErrorKind::Throttled,
-                _ => ErrorKind::Transport,
-            };
             Err(Error::new(
-                kind,
+                amqp_error::kind_for(&symbol),
                 format!("the hub rejected the message ({symbol}): {description}"),
             ))
         }
@@ -234,28 +226,6 @@ fn outcome_result(outcome: Outcome) -> Result<()> {
             "the hub did not accept the message: {other:?}"
         ))),
     }
-}
-
-/// The AMQP symbol of a condition as fe2o3 prints it (`AmqpError(NotFound)` and so on).
-fn condition_symbol(debug: &str) -> String {
-    let known = [
-        ("NotFound", "amqp:not-found"),
-        ("ResourceLimitExceeded", "amqp:resource-limit-exceeded"),
-        ("MessageSizeExceeded", "amqp:link:message-size-exceeded"),
-        ("UnauthorizedAccess", "amqp:unauthorized-access"),
-        ("InternalError", "amqp:internal-error"),
-    ];
-    for (variant, symbol) in known {
-        if debug.contains(variant) {
-            return symbol.to_owned();
-        }
-    }
-    // Custom conditions print their symbol text.
-    debug
-        .split('"')
-        .nth(1)
-        .map(str::to_owned)
-        .unwrap_or_else(|| debug.to_owned())
 }
 
 /// A message to send and who waits for its disposition.

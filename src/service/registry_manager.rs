@@ -9,7 +9,7 @@ use crate::auth::{HostAndPort, ServiceConnectionString, TokenSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 use crate::protocol::amqp_message::message_to_amqp;
-use crate::protocol::{Authentication, Device, RegistryStatistics, SymmetricKey, percent};
+use crate::protocol::{Authentication, Device, RegistryStatistics, SymmetricKey, c2d_address};
 use crate::service::amqp::{self, AmqpConfig, SendRequest};
 use crate::service::feedback::FeedbackReceiver;
 use crate::service::http_registry::HttpRegistry;
@@ -199,11 +199,7 @@ impl RegistryManager {
     /// [`ErrorKind::Unauthorized`], and [`ErrorKind::Transport`] when the hub is unreachable
     /// (the next send reconnects, with backoff).
     pub async fn send_c2d_message(&self, device_id: &str, message: Message) -> Result<()> {
-        // The id is percent-encoded, as Node's azure-iothub does (node-hub `amqp.ts::send`).
-        let to = format!(
-            "/devices/{}/messages/devicebound",
-            percent::encode(device_id)
-        );
+        let to = c2d_address(device_id);
         let message = match message.message_id() {
             Some(_) => message,
             None => message.with_message_id(uuid::Uuid::new_v4().to_string()),
