@@ -154,3 +154,6 @@ where
     state.close_session(&identity, ticket.id, session.in_flight_c2d());
     tracing::info!(%peer, %identity, reason = %end, "MQTT disconnected");
 }
+
+#[cfg(test)]
+mod tests;
