@@ -217,9 +217,10 @@ async fn telemetry_reaches_the_hub_with_every_property() {
         .await
         .unwrap()
         .unwrap();
-    let (device, received) = timeout(WAIT, telemetry.recv()).await.unwrap().unwrap();
-    assert_eq!(device, "dev1");
-    assert_eq!(received, sent);
+    let received = timeout(WAIT, telemetry.recv()).await.unwrap().unwrap();
+    assert_eq!(received.device_id, "dev1");
+    assert_eq!(received.module_id, None);
+    assert_eq!(received.message, sent);
 
     let too_big = Message::new(vec![0u8; 256 * 1024]);
     let err = client.send_message(too_big).await.unwrap_err();

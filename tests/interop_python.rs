@@ -152,11 +152,13 @@ async fn python_device_telemetry_reaches_the_hub() {
     peer.expect_line("sent").await;
     peer.expect_success().await;
 
-    let (from, message) = timeout(HUB_WAIT, telemetry.recv())
+    let received = timeout(HUB_WAIT, telemetry.recv())
         .await
         .unwrap_or_else(|_| panic!("no telemetry within {HUB_WAIT:?}"))
         .expect("the hub is running");
-    assert_eq!(from, device_id);
+    assert_eq!(received.device_id, device_id);
+    assert_eq!(received.module_id, None);
+    let message = received.message;
     assert_eq!(message.body_str(), Some(body));
     assert_eq!(message.message_id(), Some("d2c-1"));
     assert_eq!(message.content_type(), Some("application/json"));

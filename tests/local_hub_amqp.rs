@@ -588,11 +588,7 @@ async fn a_dropped_feedback_link_puts_the_batch_back() {
 
 #[tokio::test]
 async fn refusals_carry_amqp_conditions() {
-    let hub = hub_with(C2dLimits {
-        max_pending: 3,
-        ..C2dLimits::default()
-    })
-    .await;
+    let hub = hub_with(C2dLimits::new().with_max_pending(3)).await;
     hub.create_device("dev1").unwrap();
     let (_connection, mut session) = authorized_session(&hub).await;
     let mut c2d = c2d_sender(&mut session, "/messages/devicebound").await;

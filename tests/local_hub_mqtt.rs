@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{RawClient, WAIT, connect_packet, password, username};
-use iothub::auth::{ResourceUri, SasKey};
+use iothub::auth::{DeviceConnectionString, ResourceUri, SasKey};
 use iothub::local_hub::{C2dLimits, LocalHub};
 use iothub::protocol::FeedbackStatus;
 use iothub::{Ack, ErrorKind, Message};
@@ -15,7 +15,9 @@ use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
     ConnectReturnCode, Packet, PubAck, Publish, Subscribe, SubscribeFilter, SubscribeReasonCode,
 };
+use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_rustls::client::TlsStream;
 
 async fn hub() -> LocalHub {
     hub_with(C2dLimits::default()).await
@@ -174,7 +176,8 @@ async fn any_api_version_and_a_policy_token_with_device_connect_are_accepted() {
     let hub = hub().await;
     let cs = hub.create_device("dev1").unwrap();
     let mut client = RawClient::open(&hub).await;
-    // The C SDK's user name form (protocol.md §3.2) and an old api-version.
+    // The C SDK's user name form (azure-iot-sdk-c `iothubtransport_mqtt_common.c`
+    // `buildConfigForUsernameStep2`: `DeviceClientType=iothubclient%2f...`) and an old api-version.
     let user = "localhost/dev1/?api-version=2016-11-14&DeviceClientType=iothubclient%2f1.9.0";
     client
         .send(connect_packet("dev1", user, &password(&cs), 60))
@@ -242,8 +245,10 @@ async fn a_c2d_message_arrives_with_the_exact_topic_and_its_puback_gives_success
     let publish = next_publish(&mut client).await;
     assert_eq!(publish.qos, QoS::AtLeastOnce);
     assert_eq!(&publish.payload[..], b"{\"wind\": 12.5}");
-    // The hub's order: $.mid, $.exp, $.to, $.cid, $.uid, $.ct, $.ce, iothub-ack, app properties
-    // (protocol.md §3.6 captures); uppercase percent-encoding (§3.7).
+    // IoT Hub's order: $.mid, $.exp, $.to, $.cid, $.uid, $.ct, $.ce, iothub-ack, app properties
+    // (as in the topic captured in Azure-Samples/IoTMQTTSample `mosquitto_pub/readme.md`), with
+    // uppercase percent-encoding of `/` and `=`, which azure-iot-device
+    // `iothub/pipeline/mqtt_topic_iothub.py` splits on.
     assert_eq!(
         publish.topic,
         "devices/dev1/messages/devicebound/%24.mid=message_0\
@@ -303,11 +308,7 @@ async fn messages_sent_while_offline_wait_and_the_51st_is_refused() {
 
 #[tokio::test]
 async fn an_expired_message_gives_expired_feedback_and_is_not_delivered() {
-    let hub = hub_with(C2dLimits {
-        default_ttl: Duration::from_millis(200),
-        ..C2dLimits::default()
-    })
-    .await;
+    let hub = hub_with(C2dLimits::new().with_default_ttl(Duration::from_millis(200))).await;
     let mut feedback = hub.feedback();
     let cs = hub.create_device("dev1").unwrap();
     hub.enqueue_c2d(
@@ -376,11 +377,7 @@ async fn a_message_not_acknowledged_is_delivered_again_after_reconnect() {
 
 #[tokio::test]
 async fn a_lock_that_runs_out_redelivers_on_the_same_connection() {
-    let hub = hub_with(C2dLimits {
-        lock_duration: Duration::from_millis(200),
-        ..C2dLimits::default()
-    })
-    .await;
+    let hub = hub_with(C2dLimits::new().with_lock_duration(Duration::from_millis(200))).await;
     let cs = hub.create_device("dev1").unwrap();
     let (mut client, _) = RawClient::connect(&hub, &cs).await;
     subscribe_c2d(&mut client, "dev1").await;
@@ -437,8 +434,10 @@ async fn telemetry_is_acknowledged_and_observable() {
     publish.pkid = 7;
     client.send(Packet::Publish(publish)).await;
     assert_eq!(client.recv().await, Packet::PubAck(PubAck::new(7)));
-    let (device, message) = timeout(WAIT, telemetry.recv()).await.unwrap().unwrap();
-    assert_eq!(device, "dev1");
+    let received = timeout(WAIT, telemetry.recv()).await.unwrap().unwrap();
+    assert_eq!(received.device_id, "dev1");
+    assert_eq!(received.module_id, None);
+    let message = received.message;
     assert_eq!(message.message_id(), Some("d2c-1"));
     assert_eq!(message.content_type(), Some("application/json"));
     assert_eq!(message.property("k"), Some("v v"));
@@ -568,4 +567,243 @@ async fn a_qos_0_subscription_gets_qos_0_deliveries_that_complete_when_sent() {
     let batch = timeout(WAIT, feedback.recv()).await.unwrap().unwrap();
     assert_eq!(batch[0].original_message_id, "q0");
     assert_eq!(batch[0].status_code, FeedbackStatus::Success);
+}
+
+// ---- modules ---------------------------------------------------------------------------------
+
+/// The MQTT client id of a device or module connection string: `device[/module]`.
+fn client_id(cs: &DeviceConnectionString) -> String {
+    match cs.module_id() {
+        Some(module) => format!("{}/{module}", cs.device_id()),
+        None => cs.device_id().to_owned(),
+    }
+}
+
+/// Connects as the identity of `cs` (device or module) with a valid token.
+async fn connect_as(
+    hub: &LocalHub,
+    cs: &DeviceConnectionString,
+) -> (RawClient<TlsStream<TcpStream>>, ConnectReturnCode) {
+    connect_with(hub, &client_id(cs), &username(cs), &password(cs)).await
+}
+
+async fn connect_with(
+    hub: &LocalHub,
+    client_id: &str,
+    user: &str,
+    pass: &str,
+) -> (RawClient<TlsStream<TcpStream>>, ConnectReturnCode) {
+    let mut client = RawClient::open(hub).await;
+    client.send(connect_packet(client_id, user, pass, 60)).await;
+    let code = connack_code(&client.recv().await);
+    (client, code)
+}
+
+#[tokio::test]
+async fn create_module_returns_a_module_connection_string_and_checks_ids() {
+    let hub = hub().await;
+    hub.create_device("devA").unwrap();
+    let cs = hub.create_module("devA", "m1").unwrap();
+    assert_eq!(cs.device_id(), "devA");
+    assert_eq!(cs.module_id(), Some("m1"));
+    assert!(cs.to_string().contains(";ModuleId=m1"));
+    assert_eq!(
+        hub.module_connection_string("devA", "m1")
+            .unwrap()
+            .to_string(),
+        cs.to_string()
+    );
+    assert!(hub.module_connection_string("devA", "m2").is_none());
+    assert_eq!(
+        hub.create_module("devA", "m1").unwrap_err().kind(),
+        ErrorKind::ModuleAlreadyExists
+    );
+    assert_eq!(
+        hub.create_module("ghost", "m1").unwrap_err().kind(),
+        ErrorKind::DeviceNotFound
+    );
+    let err = hub.create_module("devA", "no/slash").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidMessage);
+    assert!(err.to_string().contains("128"), "names the rule: {err}");
+}
+
+#[tokio::test]
+async fn an_unregistered_module_is_refused_even_with_its_devices_token() {
+    let hub = hub().await;
+    let device = hub.create_device("devA").unwrap();
+    let user = "localhost/devA/ghost/?api-version=2021-04-12";
+    let (mut client, code) = connect_with(&hub, "devA/ghost", user, &password(&device)).await;
+    assert_eq!(code, ConnectReturnCode::NotAuthorized);
+    client.expect_closed().await;
+    assert!(!hub.is_module_connected("devA", "ghost"));
+}
+
+#[tokio::test]
+async fn a_module_token_cannot_connect_its_device_and_a_device_token_cannot_connect_a_module() {
+    let hub = hub().await;
+    let device = hub.create_device("devA").unwrap();
+    let module = hub.create_module("devA", "m1").unwrap();
+
+    let (mut client, code) =
+        connect_with(&hub, "devA", &username(&device), &password(&module)).await;
+    assert_eq!(
+        code,
+        ConnectReturnCode::NotAuthorized,
+        "module token for the device"
+    );
+    client.expect_closed().await;
+
+    let (mut client, code) =
+        connect_with(&hub, "devA/m1", &username(&module), &password(&device)).await;
+    assert_eq!(
+        code,
+        ConnectReturnCode::NotAuthorized,
+        "device token for the module"
+    );
+    client.expect_closed().await;
+
+    // A device token signed for the module's resource still has the wrong key.
+    let device_key = match device.credential() {
+        iothub::auth::DeviceCredential::SharedAccessKey { key, .. } => key.clone(),
+        _ => unreachable!(),
+    };
+    let forged = device_key
+        .token(
+            &ResourceUri::module("localhost", "devA", "m1"),
+            None,
+            now_secs() + 3600,
+        )
+        .to_string();
+    let (mut client, code) = connect_with(&hub, "devA/m1", &username(&module), &forged).await;
+    assert_eq!(
+        code,
+        ConnectReturnCode::NotAuthorized,
+        "device key, module resource"
+    );
+    client.expect_closed().await;
+
+    assert!(!hub.is_connected("devA"));
+    assert!(!hub.is_module_connected("devA", "m1"));
+}
+
+#[tokio::test]
+async fn a_device_and_its_module_stay_connected_together_and_c2d_goes_to_the_device_only() {
+    let hub = hub().await;
+    let device_cs = hub.create_device("devA").unwrap();
+    let module_cs = hub.create_module("devA", "m1").unwrap();
+    let (mut device, code) = connect_as(&hub, &device_cs).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    let (mut module, code) = connect_as(&hub, &module_cs).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    assert!(hub.is_connected("devA"));
+    assert!(hub.is_module_connected("devA", "m1"));
+
+    subscribe_c2d(&mut device, "devA").await;
+    module
+        .send(Packet::Subscribe(Subscribe::new(
+            "devices/devA/modules/m1/inputs/#",
+            QoS::AtLeastOnce,
+        )))
+        .await;
+    match module.recv().await {
+        Packet::SubAck(ack) => assert_eq!(
+            ack.return_codes,
+            vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+        ),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+
+    hub.enqueue_c2d("devA", Message::new("for the device"))
+        .unwrap();
+    let publish = next_publish(&mut device).await;
+    assert_eq!(&publish.payload[..], b"for the device");
+    device.send(Packet::PubAck(PubAck::new(publish.pkid))).await;
+
+    // Both connections are still up, and the module got nothing but its PINGRESP.
+    module.send(Packet::PingReq).await;
+    assert_eq!(module.recv().await, Packet::PingResp);
+    device.send(Packet::PingReq).await;
+    assert_eq!(device.recv().await, Packet::PingResp);
+    assert!(hub.is_connected("devA"));
+    assert!(hub.is_module_connected("devA", "m1"));
+
+    // A newer module connection replaces the older one, not the device's.
+    let (mut newer, code) = connect_as(&hub, &module_cs).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    module.expect_closed().await;
+    newer.send(Packet::PingReq).await;
+    assert_eq!(newer.recv().await, Packet::PingResp);
+    device.send(Packet::PingReq).await;
+    assert_eq!(device.recv().await, Packet::PingResp);
+
+    // Disconnecting the module leaves the device.
+    assert!(hub.disconnect_module("devA", "m1"));
+    newer.expect_closed().await;
+    assert!(hub.is_connected("devA"));
+}
+
+#[tokio::test]
+async fn a_module_subscribing_to_its_devices_c2d_is_refused() {
+    let hub = hub().await;
+    hub.create_device("devA").unwrap();
+    let module_cs = hub.create_module("devA", "m1").unwrap();
+    let (mut module, code) = connect_as(&hub, &module_cs).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    hub.enqueue_c2d("devA", Message::new("for the device"))
+        .unwrap();
+    assert_eq!(
+        subscribe_c2d(&mut module, "devA").await,
+        vec![SubscribeReasonCode::Failure]
+    );
+    module.send(Packet::PingReq).await;
+    assert_eq!(module.recv().await, Packet::PingResp, "no C2D delivered");
+    assert_eq!(hub.c2d_queue_len("devA"), Some(1));
+}
+
+#[tokio::test]
+async fn deleting_the_device_closes_its_modules_connection_and_deletes_the_module() {
+    let hub = hub().await;
+    hub.create_device("devA").unwrap();
+    let module_cs = hub.create_module("devA", "m1").unwrap();
+    let (mut module, code) = connect_as(&hub, &module_cs).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    hub.delete_device("devA").unwrap();
+    module.expect_closed().await;
+    assert!(!hub.is_module_connected("devA", "m1"));
+    assert!(hub.module_connection_string("devA", "m1").is_none());
+    let (mut again, code) = connect_as(&hub, &module_cs).await;
+    assert_eq!(code, ConnectReturnCode::NotAuthorized);
+    again.expect_closed().await;
+}
+
+#[tokio::test]
+async fn module_telemetry_arrives_with_its_module_id() {
+    let hub = hub().await;
+    let mut telemetry = hub.telemetry();
+    hub.create_device("devA").unwrap();
+    let module_cs = hub.create_module("devA", "m1").unwrap();
+    let (mut module, _) = connect_as(&hub, &module_cs).await;
+    let mut publish = Publish::new(
+        "devices/devA/modules/m1/messages/events/%24.mid=mod-1",
+        QoS::AtLeastOnce,
+        b"from the module".to_vec(),
+    );
+    publish.pkid = 3;
+    module.send(Packet::Publish(publish)).await;
+    assert_eq!(module.recv().await, Packet::PubAck(PubAck::new(3)));
+    let received = timeout(WAIT, telemetry.recv()).await.unwrap().unwrap();
+    assert_eq!(received.device_id, "devA");
+    assert_eq!(received.module_id.as_deref(), Some("m1"));
+    assert_eq!(received.message.message_id(), Some("mod-1"));
+    assert_eq!(&received.message.body()[..], b"from the module");
+
+    // The device's telemetry topic is not the module's.
+    let mut foreign = Publish::new(
+        "devices/devA/messages/events/",
+        QoS::AtLeastOnce,
+        b"x".to_vec(),
+    );
+    foreign.pkid = 4;
+    module.send(Packet::Publish(foreign)).await;
+    module.expect_closed().await;
 }

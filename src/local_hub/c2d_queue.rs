@@ -1,7 +1,8 @@
 //! One device's cloud-to-device queue, with IoT Hub's rules and no I/O.
 //!
-//! States and limits follow MicrosoftDocs `iot-hub-devguide-messages-c2d.md` and
-//! `iot-hub-devguide-quotas-throttling.md` (protocol.md §6): at most 50 pending messages, 64 KB
+//! States and limits follow Microsoft Learn, "Understand cloud-to-device messaging from an IoT
+//! hub" (`iot-hub-devguide-messages-c2d.md`) and "IoT Hub quotas and throttling"
+//! (`iot-hub-devguide-quotas-throttling.md`): at most 50 pending messages, 64 KB
 //! each; a message is Enqueued, then Invisible (locked) while a device holds it, then Completed
 //! or dead-lettered. Lock expiry returns it to Enqueued without counting a delivery; an abandon
 //! (here: the connection that held it closed) counts one; reaching the maximum delivery count
@@ -14,7 +15,19 @@ use crate::message::{Ack, Message};
 use crate::protocol::FeedbackStatus;
 
 /// IoT Hub's cloud-to-device limits, configurable for tests.
+///
+/// ```
+/// use std::time::Duration;
+/// use iothub::local_hub::C2dLimits;
+///
+/// let limits = C2dLimits::new()
+///     .with_max_pending(3)
+///     .with_lock_duration(Duration::from_millis(200));
+/// assert_eq!(limits.max_pending, 3);
+/// assert_eq!(limits.max_delivery_count, 10);
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct C2dLimits {
     /// Messages a device's queue may hold (50 on IoT Hub).
     pub max_pending: usize,
@@ -37,6 +50,43 @@ impl Default for C2dLimits {
             max_delivery_count: 10,
             lock_duration: Duration::from_secs(60),
         }
+    }
+}
+
+impl C2dLimits {
+    /// IoT Hub's limits (the same as [`C2dLimits::default`]).
+    pub fn new() -> Self {
+        C2dLimits::default()
+    }
+
+    /// Sets how many messages a device's queue may hold.
+    pub fn with_max_pending(mut self, max_pending: usize) -> Self {
+        self.max_pending = max_pending;
+        self
+    }
+
+    /// Sets the largest message size, body and properties, in bytes.
+    pub fn with_max_message_size(mut self, max_message_size: usize) -> Self {
+        self.max_message_size = max_message_size;
+        self
+    }
+
+    /// Sets the time to live of messages sent without an expiry.
+    pub fn with_default_ttl(mut self, default_ttl: Duration) -> Self {
+        self.default_ttl = default_ttl;
+        self
+    }
+
+    /// Sets how many deliveries a message gets before it is dead-lettered.
+    pub fn with_max_delivery_count(mut self, max_delivery_count: u32) -> Self {
+        self.max_delivery_count = max_delivery_count;
+        self
+    }
+
+    /// Sets how long a delivered message stays locked waiting for its completion.
+    pub fn with_lock_duration(mut self, lock_duration: Duration) -> Self {
+        self.lock_duration = lock_duration;
+        self
     }
 }
 
@@ -302,10 +352,7 @@ mod tests {
 
     #[test]
     fn expiry_and_delivery_count_dead_letter() {
-        let limits = C2dLimits {
-            max_delivery_count: 2,
-            ..C2dLimits::default()
-        };
+        let limits = C2dLimits::new().with_max_delivery_count(2);
         let mut q = C2dQueue::default();
         let mut settled = Vec::new();
         q.enqueue(msg("ttl").with_expiry(t(10)), &limits, t(0), &mut settled)
@@ -327,10 +374,7 @@ mod tests {
 
     #[test]
     fn default_ttl_applies_without_expiry_and_purge_reports_everything() {
-        let limits = C2dLimits {
-            default_ttl: Duration::from_secs(5),
-            ..C2dLimits::default()
-        };
+        let limits = C2dLimits::new().with_default_ttl(Duration::from_secs(5));
         let mut q = C2dQueue::default();
         let mut settled = Vec::new();
         q.enqueue(msg("a"), &limits, t(0), &mut settled).unwrap();

@@ -14,7 +14,7 @@ pub(crate) const MAX_BATCH: usize = 64;
 
 /// The feedback queue's limits: IoT Hub's defaults `feedback.ttlAsIso8601` 1 hour,
 /// `feedback.maxDeliveryCount` 10 and `feedback.lockDurationAsIso8601` 60 s (MicrosoftDocs
-/// `iot-hub-devguide-messages-c2d.md`; csharp `CommonConstants.Feedback`; protocol.md §6).
+/// `iot-hub-devguide-messages-c2d.md`; csharp `CommonConstants.Feedback`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct FeedbackLimits {
     /// How long a ready batch waits for a receiver before it is dropped.

@@ -4,8 +4,8 @@
 //! WebSockets for devices, AMQP 1.0 over TLS and over WebSockets for back ends (CBS, C2D sends,
 //! feedback), HTTPS for the identity registry — with a CA and a server certificate
 //! it generates at start, and keeps IoT Hub's rules: SAS tokens checked against device keys and
-//! policies, one connection per device, 50-message C2D queues with TTL, locks and delivery
-//! counts, and batched delivery feedback. The official Python and Node SDKs connect to it
+//! policies, device and module identities with their own keys, one connection per identity,
+//! 50-message C2D queues with TTL, locks and delivery counts, and batched delivery feedback. The official Python and Node SDKs connect to it
 //! unmodified; see `docs/local-hub.md`.
 //!
 //! ```no_run
@@ -30,36 +30,27 @@ mod mqtt;
 mod registry;
 mod rewind;
 mod state;
+mod streams;
 mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_core::Stream as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 
 use crate::auth::{
     AccessPolicy, DeviceConnectionString, HostAndPort, SasKey, ServiceConnectionString,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
-use crate::protocol::FeedbackRecord;
+use crate::protocol::ports::{AMQP_TLS_PORT, MQTT_TLS_PORT};
 
 pub use c2d_queue::C2dLimits;
-use state::{DeviceSpec, DeviceStatus, HubSettings, HubState, RegistryError};
-
-/// IoT Hub's MQTT over TLS port.
-pub const DEFAULT_MQTT_PORT: u16 = 8883;
-/// IoT Hub's HTTPS (and WebSocket) port.
-pub const DEFAULT_HTTPS_PORT: u16 = 443;
-/// IoT Hub's AMQP over TLS port.
-pub const DEFAULT_AMQP_PORT: u16 = 5671;
+use state::{DeviceSpec, DeviceStatus, HubSettings, HubState, Identity, ModuleSpec, RegistryError};
+pub use streams::{FeedbackStream, Telemetry, TelemetryStream};
 
 /// Configures and starts a [`LocalHub`].
 #[derive(Clone, Debug)]
@@ -320,14 +311,14 @@ impl LocalHub {
     }
 
     /// The `iothubowner` connection string for AMQP clients that take the port from
-    /// `HostName`, as azure-iothub for Node does (`'amqps://' + host`, port `5671` unless the
-    /// URL has one; protocol.md §4.1, interop.md §5.3): `HostName=localhost:PORT` when the
-    /// AMQP port is not 5671. Tokens for it carry `sr=localhost:PORT`, which the hub accepts
+    /// `HostName`, as azure-iothub for Node does (`amqp.ts` connects to `'amqps://' + host`,
+    /// port 5671 unless the URL has one): `HostName=localhost:PORT` when the AMQP port is not
+    /// 5671. Tokens for it carry `sr=localhost:PORT`, which the hub accepts
     /// (the port is ignored when comparing scopes). Use [`LocalHub::service_connection_string`]
     /// for HTTPS clients, which do not parse a port there.
     pub fn amqp_connection_string(&self) -> ServiceConnectionString {
         let port = self.amqp_addr.port();
-        if port == DEFAULT_AMQP_PORT {
+        if port == AMQP_TLS_PORT {
             return self.service_connection_string();
         }
         ServiceConnectionString::with_key(
@@ -389,11 +380,14 @@ impl LocalHub {
 
     /// Connection strings carry `GatewayHostName=localhost:PORT` when the hub is not on
     /// `localhost:8883`, so that the user name and SAS resource keep the plain `HostName`
-    /// (protocol.md §2.3; interop.md §4.2).
+    /// (the device SDKs dial `GatewayHostName` when present but name `HostName` in the user
+    /// name and the token's `sr`: azure-iot-device `iothub/abstract_clients.py` and
+    /// `common/pipeline/pipeline_stages_mqtt.py`; azure-iot-device-mqtt for Node connects to
+    /// `'mqtts://' + (gatewayHostName || host)`).
     fn connection_string_for(&self, device_id: &str, key: SasKey) -> DeviceConnectionString {
         let cs = DeviceConnectionString::with_key(self.host_name(), device_id, key);
         let port = self.mqtt_addr.port();
-        if self.host_name() == "localhost" && port == DEFAULT_MQTT_PORT {
+        if self.host_name() == "localhost" && port == MQTT_TLS_PORT {
             cs
         } else {
             let gateway = HostAndPort::parse(&format!("localhost:{port}"))
@@ -423,21 +417,90 @@ impl LocalHub {
     }
 
     /// Closes the device's connection, as a hub failover or a network fault would. Returns
-    /// whether it had one.
+    /// whether it had one. Its modules' connections stay.
     pub fn disconnect_device(&self, device_id: &str) -> bool {
         self.state.disconnect_device(device_id)
     }
 
-    /// Whether the device is connected now.
+    /// Whether the device is connected now (its own connection, not its modules').
     pub fn is_connected(&self, device_id: &str) -> bool {
         self.state.is_connected(device_id)
     }
 
-    /// Every telemetry message received from now on, as `(device_id, message)`.
+    /// Deletes a device with its modules, closing their connections and dropping its C2D
+    /// queue. Error: [`ErrorKind::DeviceNotFound`].
+    pub fn delete_device(&self, device_id: &str) -> Result<()> {
+        self.state
+            .delete_device(device_id, None)
+            .map_err(|e| registry_error(e, device_id))?;
+        tracing::info!(device = device_id, "device deleted");
+        Ok(())
+    }
+
+    /// Registers a module of a registered device, with generated keys, and returns its
+    /// connection string (`ModuleId=` included).
+    ///
+    /// Errors: [`ErrorKind::DeviceNotFound`], [`ErrorKind::ModuleAlreadyExists`], and
+    /// [`ErrorKind::InvalidMessage`] for a module id that breaks IoT Hub's rules (1 to 128
+    /// ASCII letters, digits or `- . + % _ # * ? ! ( ) , = @ $ '`).
+    pub fn create_module(
+        &self,
+        device_id: &str,
+        module_id: &str,
+    ) -> Result<DeviceConnectionString> {
+        let record = self.state.put_module(
+            ModuleSpec {
+                device_id: device_id.to_owned(),
+                module_id: module_id.to_owned(),
+                primary_key: None,
+                secondary_key: None,
+                managed_by: None,
+            },
+            None,
+        )?;
+        tracing::info!(device = device_id, module = module_id, "module registered");
+        Ok(self
+            .connection_string_for(device_id, record.primary_key)
+            .with_module_id(module_id))
+    }
+
+    /// The connection string of a registered module (primary key).
+    pub fn module_connection_string(
+        &self,
+        device_id: &str,
+        module_id: &str,
+    ) -> Option<DeviceConnectionString> {
+        let record = self.state.get_module(device_id, module_id)?;
+        Some(
+            self.connection_string_for(device_id, record.primary_key)
+                .with_module_id(module_id),
+        )
+    }
+
+    /// Deletes a module, closing its connection.
+    /// Errors: [`ErrorKind::DeviceNotFound`], [`ErrorKind::ModuleNotFound`].
+    pub fn delete_module(&self, device_id: &str, module_id: &str) -> Result<()> {
+        self.state.delete_module(device_id, module_id, None)?;
+        tracing::info!(device = device_id, module = module_id, "module deleted");
+        Ok(())
+    }
+
+    /// Whether the module is connected now.
+    pub fn is_module_connected(&self, device_id: &str, module_id: &str) -> bool {
+        self.state
+            .identity_connected(&Identity::module(device_id, module_id))
+    }
+
+    /// Closes the module's connection, as a network fault would. Returns whether it had one.
+    /// Its device's and sibling modules' connections stay.
+    pub fn disconnect_module(&self, device_id: &str, module_id: &str) -> bool {
+        self.state
+            .disconnect(&Identity::module(device_id, module_id))
+    }
+
+    /// Every telemetry message received from now on, from devices and modules.
     pub fn telemetry(&self) -> TelemetryStream {
-        TelemetryStream {
-            inner: BroadcastStream::new(self.state.subscribe_telemetry()),
-        }
+        TelemetryStream::new(self.state.subscribe_telemetry())
     }
 
     /// Feedback batches as the hub releases them (64 records, or after the flush interval).
@@ -460,9 +523,7 @@ impl LocalHub {
                 }
             }
         });
-        FeedbackStream {
-            inner: ReceiverStream::new(rx),
-        }
+        FeedbackStream::new(rx)
     }
 
     /// Closes every connection and stops the listeners.
@@ -485,56 +546,5 @@ impl LocalHub {
 impl Drop for LocalHub {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Telemetry received by a [`LocalHub`]: a [`futures_core::Stream`] of `(device_id, message)`.
-#[derive(Debug)]
-pub struct TelemetryStream {
-    inner: BroadcastStream<(String, Message)>,
-}
-
-impl TelemetryStream {
-    /// The next message; `None` once the hub has stopped.
-    pub async fn recv(&mut self) -> Option<(String, Message)> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
-    }
-}
-
-impl futures_core::Stream for TelemetryStream {
-    type Item = (String, Message);
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(item))) => return Poll::Ready(Some(item)),
-                Poll::Ready(Some(Err(lagged))) => {
-                    tracing::warn!(error = %lagged, "telemetry receiver fell behind");
-                }
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-/// Feedback batches released by a [`LocalHub`]: a [`futures_core::Stream`] of record lists.
-#[derive(Debug)]
-pub struct FeedbackStream {
-    inner: ReceiverStream<Vec<FeedbackRecord>>,
-}
-
-impl FeedbackStream {
-    /// The next batch.
-    pub async fn recv(&mut self) -> Option<Vec<FeedbackRecord>> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
-    }
-}
-
-impl futures_core::Stream for FeedbackStream {
-    type Item = Vec<FeedbackRecord>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.inner).poll_next(cx)
     }
 }

@@ -1,7 +1,8 @@
 //! A stream that replays bytes already read from it.
 //!
 //! The AMQP endpoint reads the 8-byte protocol header itself, to choose between the SASL and
-//! the bare AMQP handshake (protocol.md §4.2), then hands the stream to fe2o3-amqp's acceptor,
+//! the bare AMQP handshake (OASIS AMQP 1.0 part 5, section 5.3.1: a SASL client starts with
+//! protocol id 3; uamqp and rhea do so), then hands the stream to fe2o3-amqp's acceptor,
 //! which must see the header again. `tokio::io::AsyncReadExt::chain` only reads; the acceptor
 //! needs both halves of the stream.
 

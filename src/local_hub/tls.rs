@@ -1,7 +1,8 @@
 //! The hub's TLS: a CA and a server certificate made at start, and a rustls acceptor.
 //!
 //! The server certificate names the configured host name, `localhost` and `127.0.0.1`, as
-//! every official client checks the host name (interop.md §2.2). TLS 1.2 and 1.3 are both
+//! every official client checks the host name (paho-mqtt in azure-iot-device sets
+//! `check_hostname`; uamqp and Node's `tls.connect` verify the SAN). TLS 1.2 and 1.3 are both
 //! offered: azure-iot-device 2.14.0 pins TLS 1.2 (py-device `mqtt_transport.py`); Node and
 //! uamqp use 1.3. Keys are ECDSA P-256; the suites are rustls' ECDHE + AES-GCM/ChaCha20.
 

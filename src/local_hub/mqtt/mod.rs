@@ -1,0 +1,159 @@
+//! The MQTT 3.1.1 endpoint for devices and modules: one task per connection.
+//!
+//! The rules are IoT Hub's (Microsoft Learn, "Communicate with an IoT hub using the MQTT
+//! protocol", `iot-mqtt-connect-to-iot-hub.md`): the user name is
+//! `{host}/{device}[/{module}]/?{query}` with any api-version, the client id is `{device}` or
+//! `{device}/{module}` and must name the same identity, the password is a SAS token for that
+//! identity; CONNACK 5 (not authorized) on any failure. The connection is closed at 1.5 ×
+//! keep-alive without traffic, on a QoS 2 PUBLISH, when a newer connection for the same
+//! identity arrives, when the identity is deleted or its device disabled, and when the token
+//! expires. A device or module may subscribe only to its own topics; C2D is for devices only.
+//!
+//! Packets go out from one place, the session task, which takes them from the wire (answers)
+//! and from its outbox (what the rest of the hub pushes: see `state::sessions`).
+
+mod session;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{HostAndPort, SasToken};
+use crate::local_hub::state::{HubState, Identity};
+
+use session::Session;
+use wire::Wire;
+
+/// Time a client has to finish TLS and send CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts MQTT-over-TLS connections until the listener fails.
+pub(crate) async fn serve(state: Arc<HubState>, acceptor: TlsAcceptor, listener: TcpListener) {
+    crate::local_hub::tls::accept_loop(
+        listener,
+        acceptor,
+        "MQTT",
+        CONNECT_TIMEOUT,
+        move |tls, peer| run_session(state.clone(), tls, peer),
+    )
+    .await
+}
+
+/// The identity a user name names: `{host}/{device}[/{module}]/?{query}`, with the host
+/// checked against the hub's.
+fn parse_username(state: &HubState, username: &str) -> Result<Identity, &'static str> {
+    let (path, _query) = username.split_once('?').unwrap_or((username, ""));
+    let mut parts = path.trim_end_matches('/').split('/');
+    let host = parts.next().unwrap_or_default();
+    let device_id = parts
+        .next()
+        .filter(|d| !d.is_empty())
+        .ok_or("the user name names no device")?;
+    let module_id = parts.next().filter(|m| !m.is_empty()).map(str::to_owned);
+    if parts.next().is_some() {
+        return Err("the user name has too many segments");
+    }
+    let same_hub = HostAndPort::parse(host)
+        .is_ok_and(|h| h.host().eq_ignore_ascii_case(&state.settings.host_name));
+    if !same_hub {
+        return Err("the user name names another hub");
+    }
+    Ok(Identity {
+        device_id: device_id.to_owned(),
+        module_id,
+    })
+}
+
+/// Checks a CONNECT against the registry; `Err` says why it is refused with CONNACK 5.
+fn authorize(state: &HubState, connect: &Connect) -> Result<(Identity, SasToken), &'static str> {
+    let login = connect
+        .login
+        .as_ref()
+        .ok_or("no user name and password (X.509 is not supported)")?;
+    let identity = parse_username(state, &login.username)?;
+    if connect.client_id != identity.to_string() {
+        return Err("the client id does not match the user name");
+    }
+    let token: SasToken = login
+        .password
+        .parse()
+        .map_err(|_| "the password is not a SAS token")?;
+    state
+        .authorize_device(&token, &identity.device_id, identity.module_id.as_deref())
+        .map_err(|_| "the token does not grant this identity")?;
+    Ok((identity, token))
+}
+
+/// Refuses a connection with CONNACK 5 (not authorized).
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(wire: &mut Wire<S>) {
+    let refuse = ConnAck::new(ConnectReturnCode::NotAuthorized, false);
+    let _ = wire.send(Packet::ConnAck(refuse)).await;
+}
+
+/// Serves one connection from CONNECT to close.
+pub(crate) async fn run_session<S>(state: Arc<HubState>, stream: S, peer: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut wire = Wire::new(stream);
+    let connect = match timeout(CONNECT_TIMEOUT, wire.next_packet()).await {
+        Ok(Ok(Packet::Connect(connect))) => connect,
+        Ok(Ok(_)) => {
+            tracing::debug!(%peer, "the first packet was not CONNECT");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, reason = %e, "connection ended before CONNECT");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no CONNECT in time");
+            return;
+        }
+    };
+    let (identity, token) = match authorize(&state, &connect) {
+        Ok(ok) => ok,
+        Err(reason) => {
+            tracing::info!(%peer, client_id = %connect.client_id, reason, "MQTT connect refused");
+            refuse(&mut wire).await;
+            return;
+        }
+    };
+    let Some(ticket) = state.open_session(&identity, connect.clean_session) else {
+        // Deleted between the check and now.
+        refuse(&mut wire).await;
+        return;
+    };
+    let accepted = ConnAck::new(ConnectReturnCode::Success, ticket.session_present);
+    if wire.send(Packet::ConnAck(accepted)).await.is_err() {
+        state.close_session(&identity, ticket.id, []);
+        return;
+    }
+    tracing::info!(%peer, %identity, keep_alive = connect.keep_alive, "MQTT connected");
+
+    let keep_alive = (connect.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let token_expiry = state.clock.instant_at(token.expiry());
+    let mut session = Session::new(state.clone(), identity.clone(), ticket.id);
+    let mut outbox = ticket.outbox;
+    let end = session
+        .run(
+            &mut wire,
+            &ticket.kick,
+            &mut outbox,
+            keep_alive,
+            token_expiry,
+        )
+        .await;
+    state.close_session(&identity, ticket.id, session.in_flight_c2d());
+    tracing::info!(%peer, %identity, reason = %end, "MQTT disconnected");
+}
+
+#[cfg(test)]
+mod tests;

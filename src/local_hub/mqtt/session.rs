@@ -1,0 +1,376 @@
+//! One connected MQTT session: packets from the client, items from the outbox, deliveries of
+//! the device's C2D queue.
+//!
+//! Cloud-to-device messages go out as QoS 1 PUBLISH (or QoS 0 when the subscription asked for
+//! it) and the PUBACK completes them; at most [`MAX_IN_FLIGHT`] wait for their PUBACK at once.
+//! A PUBLISH pushed into the outbox by another part of the hub goes out as it is.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep_until};
+
+use crate::local_hub::c2d_queue::LockToken;
+use crate::local_hub::state::{HubState, Identity, Outbound, Outbox};
+use crate::protocol::{c2d_subscription, c2d_topic, parse_telemetry_topic};
+
+use super::wire::{End, Wire};
+
+/// C2D deliveries awaiting PUBACK on one connection at most.
+const MAX_IN_FLIGHT: usize = 16;
+
+/// What a packet id sent by the hub waits for.
+#[derive(Clone, Copy, Debug)]
+enum InFlight {
+    /// A C2D delivery, completed by its PUBACK.
+    C2d(LockToken),
+    /// A pushed QoS 1 PUBLISH; its PUBACK only frees the packet id.
+    Pushed,
+}
+
+pub(super) struct Session {
+    state: Arc<HubState>,
+    identity: Identity,
+    session_id: u64,
+    in_flight: HashMap<u16, InFlight>,
+    next_pkid: u16,
+    /// The QoS granted to the C2D subscription: with 0, deliveries are not acknowledged
+    /// (MQTT 3.1.1 section 4.3.1) and so count as completed once sent (inferred: the IoT Hub
+    /// docs do not say what a QoS 0 C2D subscription does to the queue).
+    c2d_qos: QoS,
+}
+
+/// How a session ended, for the log.
+pub(super) enum Outcome {
+    Disconnect,
+    Ended(End),
+    TakenOver,
+    KeepAliveTimeout,
+    TokenExpired,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Disconnect => f.write_str("DISCONNECT"),
+            Outcome::Ended(end) => end.fmt(f),
+            Outcome::TakenOver => f.write_str(
+                "replaced by a newer connection, too slow for its outbox, or the identity was \
+                 disabled or deleted",
+            ),
+            Outcome::KeepAliveTimeout => f.write_str("keep-alive timeout"),
+            Outcome::TokenExpired => f.write_str("SAS token expired"),
+        }
+    }
+}
+
+impl Session {
+    pub fn new(state: Arc<HubState>, identity: Identity, session_id: u64) -> Self {
+        Session {
+            state,
+            identity,
+            session_id,
+            in_flight: HashMap::new(),
+            next_pkid: 0,
+            c2d_qos: QoS::AtLeastOnce,
+        }
+    }
+
+    /// The C2D deliveries still waiting for their PUBACK.
+    pub fn in_flight_c2d(&self) -> Vec<LockToken> {
+        self.in_flight
+            .values()
+            .filter_map(|f| match f {
+                InFlight::C2d(token) => Some(*token),
+                InFlight::Pushed => None,
+            })
+            .collect()
+    }
+
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        wire: &mut Wire<S>,
+        kick: &Notify,
+        outbox: &mut Outbox,
+        keep_alive: Option<Duration>,
+        token_expiry: Instant,
+    ) -> Outcome {
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut alive_until = keep_alive.map_or(far, |k| Instant::now() + k);
+        if let Err(e) = self.deliver(wire).await {
+            return Outcome::Ended(e);
+        }
+        loop {
+            // Handle every complete packet already read.
+            loop {
+                match wire.buffered_packet() {
+                    Ok(Some(packet)) => {
+                        if let Some(k) = keep_alive {
+                            alive_until = Instant::now() + k;
+                        }
+                        match self.handle(wire, packet).await {
+                            Ok(true) => {}
+                            Ok(false) => return Outcome::Disconnect,
+                            Err(e) => return Outcome::Ended(e),
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Outcome::Ended(e),
+                }
+            }
+            tokio::select! {
+                filled = wire.fill() => {
+                    if let Err(e) = filled {
+                        return Outcome::Ended(e);
+                    }
+                }
+                item = outbox.recv() => {
+                    let Some(item) = item else {
+                        return Outcome::TakenOver;
+                    };
+                    if let Err(e) = self.send_outbound(wire, item).await {
+                        return Outcome::Ended(e);
+                    }
+                }
+                _ = kick.notified() => return Outcome::TakenOver,
+                _ = sleep_until(alive_until) => return Outcome::KeepAliveTimeout,
+                _ = sleep_until(token_expiry) => return Outcome::TokenExpired,
+            }
+        }
+    }
+
+    /// Sends what was pushed, then pulls the C2D queue: after any item, so that a wake-up
+    /// dropped because the outbox was full is never missed.
+    async fn send_outbound<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        wire: &mut Wire<S>,
+        item: Outbound,
+    ) -> Result<(), End> {
+        if let Outbound::Publish {
+            topic,
+            payload,
+            qos,
+        } = item
+        {
+            self.publish(wire, topic, payload, qos, InFlight::Pushed)
+                .await?;
+        }
+        self.deliver(wire).await
+    }
+
+    /// Sends a PUBLISH; a QoS 1 one is remembered until its PUBACK.
+    async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        wire: &mut Wire<S>,
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        waits_for: InFlight,
+    ) -> Result<(), End> {
+        let qos = if qos == QoS::AtMostOnce {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        let pkid = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            let pkid = self.fresh_pkid();
+            self.in_flight.insert(pkid, waits_for);
+            pkid
+        };
+        let publish = Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic,
+            pkid,
+            payload,
+        };
+        wire.send(Packet::Publish(publish)).await
+    }
+
+    /// Sends queued C2D messages while there is room in flight. Modules have no C2D.
+    async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        wire: &mut Wire<S>,
+    ) -> Result<(), End> {
+        if self.identity.module_id.is_some() {
+            return Ok(());
+        }
+        let device_id = self.identity.device_id.clone();
+        while self.in_flight_c2d_count() < MAX_IN_FLIGHT {
+            let Some((token, message)) = self.state.next_c2d(&device_id, self.session_id) else {
+                break;
+            };
+            let topic = match c2d_topic(&device_id, &message) {
+                Ok(topic) => topic,
+                Err(e) => {
+                    // The service side refuses such messages; complete rather than loop.
+                    tracing::warn!(device = %device_id, error = %e, "dropping a C2D message that has no topic form");
+                    self.state.complete_c2d(&device_id, token);
+                    continue;
+                }
+            };
+            let qos = self.c2d_qos;
+            self.publish(
+                wire,
+                topic,
+                message.body().clone(),
+                qos,
+                InFlight::C2d(token),
+            )
+            .await?;
+            if qos == QoS::AtMostOnce {
+                self.state.complete_c2d(&device_id, token);
+            }
+        }
+        Ok(())
+    }
+
+    fn in_flight_c2d_count(&self) -> usize {
+        self.in_flight
+            .values()
+            .filter(|f| matches!(f, InFlight::C2d(_)))
+            .count()
+    }
+
+    fn fresh_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            if !self.in_flight.contains_key(&self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
+    }
+
+    /// Handles one packet; `Ok(false)` ends the session cleanly.
+    async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        wire: &mut Wire<S>,
+        packet: Packet,
+    ) -> Result<bool, End> {
+        match packet {
+            Packet::Publish(publish) => {
+                if publish.qos == QoS::ExactlyOnce {
+                    return Err(End::Protocol("QoS 2 is not supported".into()));
+                }
+                self.on_publish(&publish)?;
+                if publish.qos == QoS::AtLeastOnce {
+                    wire.send(Packet::PubAck(PubAck::new(publish.pkid))).await?;
+                }
+            }
+            Packet::PubAck(ack) => {
+                if let Some(InFlight::C2d(token)) = self.in_flight.remove(&ack.pkid) {
+                    self.state.complete_c2d(&self.identity.device_id, token);
+                }
+                self.deliver(wire).await?;
+            }
+            Packet::Subscribe(subscribe) => {
+                let mut codes = Vec::with_capacity(subscribe.filters.len());
+                for filter in &subscribe.filters {
+                    codes.push(self.on_subscribe(&filter.path, filter.qos));
+                }
+                wire.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
+                    .await?;
+                self.deliver(wire).await?;
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                let device_id = &self.identity.device_id;
+                if self.identity.module_id.is_none()
+                    && unsubscribe
+                        .topics
+                        .iter()
+                        .any(|t| *t == c2d_subscription(device_id))
+                {
+                    self.state
+                        .set_c2d_subscribed(device_id, self.session_id, false);
+                }
+                wire.send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
+                    .await?;
+            }
+            Packet::PingReq => wire.send(Packet::PingResp).await?,
+            Packet::Disconnect => return Ok(false),
+            other => {
+                return Err(End::Protocol(format!(
+                    "unexpected packet {:?}",
+                    packet_name(&other)
+                )));
+            }
+        }
+        Ok(true)
+    }
+
+    fn on_publish(&self, publish: &Publish) -> Result<(), End> {
+        if publish.topic.starts_with("$iothub/") {
+            // Twin and method topics are not emulated yet; acknowledge and ignore.
+            tracing::debug!(identity = %self.identity, topic = %publish.topic, "ignored $iothub publish");
+            return Ok(());
+        }
+        let (from, message) = parse_telemetry_topic(&publish.topic, publish.payload.clone())
+            .map_err(|e| End::Protocol(format!("bad telemetry topic: {e}")))?;
+        if from.device_id != self.identity.device_id || from.module_id != self.identity.module_id {
+            return Err(End::Protocol("telemetry for another identity".into()));
+        }
+        tracing::debug!(identity = %self.identity, message_id = ?message.message_id(), "telemetry");
+        self.state.publish_telemetry(&self.identity, message);
+        Ok(())
+    }
+
+    /// Grants the filters an identity may use (Microsoft Learn, "Communicate with an IoT hub
+    /// using the MQTT protocol"): twin and method topics; a device's own C2D topic; a module's
+    /// own `inputs/#` (azure-iot-device, azure-iot-device-mqtt for Node) or `#` (azure-iot-sdk-c
+    /// `iothubtransport_mqtt_common.c`). QoS 2 is granted as 1.
+    fn on_subscribe(&mut self, filter: &str, qos: QoS) -> SubscribeReasonCode {
+        let device = self.identity.device_id.clone();
+        let granted = if qos == QoS::AtMostOnce {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        let allowed = match (&self.identity.module_id, filter) {
+            (
+                _,
+                "$iothub/twin/res/#"
+                | "$iothub/methods/POST/#"
+                | "$iothub/twin/PATCH/properties/desired/#",
+            ) => true,
+            (None, f) if f == c2d_subscription(&device) => {
+                self.c2d_qos = granted;
+                self.state
+                    .set_c2d_subscribed(&device, self.session_id, true);
+                true
+            }
+            (None, _) => false,
+            (Some(module), f) => f
+                .strip_prefix(&format!("devices/{device}/modules/{module}/"))
+                .is_some_and(|rest| rest == "#" || rest == "inputs/#"),
+        };
+        if allowed {
+            SubscribeReasonCode::Success(granted)
+        } else {
+            tracing::info!(identity = %self.identity, filter, "subscription refused");
+            SubscribeReasonCode::Failure
+        }
+    }
+}
+
+fn packet_name(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingResp => "PINGRESP",
+        _ => "packet",
+    }
+}

@@ -1,0 +1,215 @@
+//! All of the hub's mutable state behind one type: the identity registry (devices and their
+//! modules), the policies, each device's C2D queue, each identity's MQTT session slot, and the
+//! feedback queue.
+//!
+//! Listeners hold an `Arc<HubState>` and call its methods; every method takes the lock for a
+//! short, non-blocking step, so no `.await` ever happens while it is held, and nothing sent to
+//! a session while it is held can block (see [`HubState::push`]). Keeping state in one place
+//! leaves room for persistence later.
+//!
+//! The methods are grouped by concern:
+//! - `identities`: the registry of devices and modules, their keys and authorization;
+//! - `sessions`: one MQTT session slot per identity, and the push path into a session;
+//! - `c2d`: each device's cloud-to-device queue;
+//! - `feedback`: the hub-wide feedback queue.
+
+mod c2d;
+mod feedback;
+mod identities;
+mod sessions;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, broadcast, watch};
+
+use crate::auth::{AccessDenied, AccessPolicy, Permission, SasKey, SasToken, authorize_service};
+use crate::local_hub::Telemetry;
+use crate::local_hub::c2d_queue::C2dLimits;
+use crate::local_hub::clock::Clock;
+use crate::local_hub::feedback_queue::{FeedbackLimits, FeedbackQueue};
+use crate::message::Message;
+
+#[allow(
+    unused_imports,
+    reason = "read by the HTTPS module API and device twins and methods (the next issues)"
+)]
+pub(crate) use identities::{
+    DeviceRecord, DeviceSpec, DeviceStatus, Identity, ModuleRecord, ModuleSpec, RegistryError,
+    check_module_id, etag_matches,
+};
+#[allow(
+    unused_imports,
+    reason = "read by the HTTPS module API and device twins and methods (the next issues)"
+)]
+pub(crate) use sessions::{OUTBOX_CAPACITY, Outbound, Outbox, SessionTicket};
+
+use identities::Device;
+
+struct Inner {
+    devices: BTreeMap<String, Device>,
+    policies: Vec<AccessPolicy>,
+    feedback: FeedbackQueue,
+}
+
+/// Hub-wide settings.
+#[derive(Clone, Debug)]
+pub(crate) struct HubSettings {
+    pub host_name: String,
+    pub c2d: C2dLimits,
+    pub feedback_flush_interval: Duration,
+    pub feedback: FeedbackLimits,
+}
+
+/// The hub.
+pub(crate) struct HubState {
+    pub settings: HubSettings,
+    /// The hub's time: every TTL, lock and flush deadline reads it.
+    pub clock: Clock,
+    inner: Mutex<Inner>,
+    /// Woken when a feedback batch is ready.
+    pub feedback_ready: Notify,
+    /// Woken when a sweep may be needed sooner than planned.
+    pub sweep_wake: Notify,
+    telemetry: broadcast::Sender<Telemetry>,
+    next_id: AtomicU64,
+    /// Set once the hub stops, for connections that have no session slot (AMQP).
+    stopping: watch::Sender<bool>,
+}
+
+/// Random bytes for keys and ids.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    bytes
+}
+
+/// A new 32-byte key, as IoT Hub generates (44 base64 characters).
+pub(crate) fn generate_key() -> SasKey {
+    SasKey::from_bytes(&random_bytes::<32>())
+}
+
+impl HubState {
+    pub fn new(settings: HubSettings, policies: Vec<AccessPolicy>) -> Self {
+        let (telemetry, _) = broadcast::channel(1024);
+        HubState {
+            settings,
+            clock: Clock::new(),
+            inner: Mutex::new(Inner {
+                devices: BTreeMap::new(),
+                policies,
+                feedback: FeedbackQueue::default(),
+            }),
+            feedback_ready: Notify::new(),
+            sweep_wake: Notify::new(),
+            telemetry,
+            next_id: AtomicU64::new(1),
+            stopping: watch::channel(false).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-written in a way that
+        // matters more than stopping the hub would, so keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fresh_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The policy called `name`, if any.
+    #[cfg(test)]
+    pub fn policy(&self, name: &str) -> Option<AccessPolicy> {
+        self.lock()
+            .policies
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+    }
+
+    /// The primary key of the policy called `name`.
+    pub fn policy_key(&self, name: &str) -> Option<SasKey> {
+        self.lock()
+            .policies
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.primary_key.clone())
+    }
+
+    /// Checks a back-end token for `needed`.
+    pub fn authorize_service(
+        &self,
+        token: &SasToken,
+        needed: Permission,
+    ) -> Result<(), AccessDenied> {
+        let inner = self.lock();
+        authorize_service(
+            token,
+            &self.settings.host_name,
+            &inner.policies,
+            needed,
+            self.clock.now(),
+        )
+    }
+
+    /// Expires messages, releases lapsed locks (waking the session that may deliver them
+    /// again), cuts due feedback batches; returns when the next sweep is needed.
+    pub fn sweep(&self) -> Option<SystemTime> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let ids: Vec<String> = inner.devices.keys().cloned().collect();
+        let mut next = None::<SystemTime>;
+        for id in ids {
+            let mut settled = Vec::new();
+            let device = inner.devices.get_mut(&id).expect("id taken from the map");
+            if device.queue.sweep(&self.settings.c2d, now, &mut settled) {
+                device.wake_c2d();
+            }
+            device.record.c2d_count = device.queue.len();
+            next = earliest(next, device.queue.next_deadline());
+            self.record_feedback(&mut inner, &id, settled, now);
+        }
+        let flush = self.settings.feedback_flush_interval;
+        inner.feedback.flush_due(flush, now);
+        next = earliest(next, inner.feedback.next_deadline(flush));
+        next = earliest(next, inner.feedback.expire(&self.settings.feedback, now));
+        if inner.feedback.has_ready() {
+            self.feedback_ready.notify_waiters();
+            self.feedback_ready.notify_one();
+        }
+        next
+    }
+
+    /// A receiver that turns `true` when the hub stops.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Publishes telemetry from `from` to the handle's subscribers.
+    pub fn publish_telemetry(&self, from: &Identity, message: Message) {
+        let now = self.clock.now();
+        self.lock().touch(from, now);
+        let _ = self.telemetry.send(Telemetry {
+            device_id: from.device_id.clone(),
+            module_id: from.module_id.clone(),
+            message,
+        });
+    }
+
+    /// A receiver of every telemetry message from now on.
+    pub fn subscribe_telemetry(&self) -> broadcast::Receiver<Telemetry> {
+        self.telemetry.subscribe()
+    }
+}
+
+fn earliest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
