@@ -401,6 +401,53 @@ async fn cbs_put_token_answers_200_or_401_and_gates_the_links() {
     connection.close().await.unwrap();
 }
 
+/// A put-token whose audience (`name`) names another hub is refused with 401, even with a
+/// token this hub would accept, and the connection stays unauthorized.
+#[tokio::test]
+async fn a_token_for_another_hubs_audience_is_refused() {
+    let hub = hub().await;
+    hub.create_device("dev1").unwrap();
+    let mut connection = open_plain_amqp(amqp_tls(&hub).await).await;
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut cbs = cbs(&mut session).await;
+    let audiences = [
+        "otherhub.azure-devices.net",
+        "https://otherhub.azure-devices.net",
+        "otherhub:5671",
+    ];
+    for (i, audience) in audiences.iter().enumerate() {
+        let (correlation, status, description) = put_token(
+            &mut cbs,
+            MessageId::Ulong(i as u64),
+            audience,
+            &good_token(),
+        )
+        .await;
+        assert_eq!(correlation, Some(MessageId::Ulong(i as u64)));
+        assert_eq!(status, SimpleValue::Int(401), "{audience}");
+        let SimpleValue::String(description) = description else {
+            panic!("{audience}: a string description")
+        };
+        assert!(description.contains("audience"), "{description}");
+    }
+    // No C2D send succeeds on this connection.
+    let mut c2d = c2d_sender(&mut session, "/messages/devicebound").await;
+    let sent = timeout(
+        WAIT,
+        c2d.send(c2d_message(
+            "dev1",
+            MessageId::String("m1".into()),
+            b"x".to_vec(),
+        )),
+    )
+    .await;
+    assert!(
+        !matches!(sent, Ok(Ok(Outcome::Accepted(_)))),
+        "the send was accepted: {sent:?}"
+    );
+    assert_eq!(hub.c2d_queue_len("dev1"), Some(0));
+}
+
 #[tokio::test]
 async fn an_expiring_token_ends_the_authorization() {
     let hub = hub().await;
