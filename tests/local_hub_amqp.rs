@@ -116,7 +116,7 @@ async fn read_frame_body<S: AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
     rest[data_offset - 4..].to_vec()
 }
 
-/// uamqp's handshake (protocol.md §4.2): SASL header, `MSSBCBS` with an empty initial
+/// uamqp's handshake (`azure-uamqp-c`, `src/sasl_mssbcbs.c`): SASL header, `MSSBCBS` with an empty initial
 /// response; returns the mechanisms the hub offered.
 async fn sasl_mssbcbs<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Vec<String> {
     with_timeout("the SASL exchange", async {
@@ -238,7 +238,7 @@ async fn c2d_sender(session: &mut SessionHandle<()>, target: &str) -> Sender {
         .name(format!("c2d-{target}"))
         .source("tests")
         .target(target)
-        .receiver_settle_mode(ReceiverSettleMode::Second) // as uamqp asks (protocol.md §4.3)
+        .receiver_settle_mode(ReceiverSettleMode::Second) // as uamqp's C2D sender asks
         .attach(session)
         .await
         .unwrap()
