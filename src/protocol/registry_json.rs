@@ -201,11 +201,13 @@ enum Form {
     HubReply,
 }
 
+#[cfg(feature = "local-hub")]
 struct Written<'a> {
     device: &'a Device,
     form: Form,
 }
 
+#[cfg(feature = "local-hub")]
 impl Serialize for Written<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.device.write(self.form, serializer)
