@@ -116,7 +116,7 @@ async fn read_frame_body<S: AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
     rest[data_offset - 4..].to_vec()
 }
 
-/// uamqp's handshake (protocol.md §4.2): SASL header, `MSSBCBS` with an empty initial
+/// uamqp's handshake (`azure-uamqp-c`, `src/sasl_mssbcbs.c`): SASL header, `MSSBCBS` with an empty initial
 /// response; returns the mechanisms the hub offered.
 async fn sasl_mssbcbs<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Vec<String> {
     with_timeout("the SASL exchange", async {
@@ -238,7 +238,7 @@ async fn c2d_sender(session: &mut SessionHandle<()>, target: &str) -> Sender {
         .name(format!("c2d-{target}"))
         .source("tests")
         .target(target)
-        .receiver_settle_mode(ReceiverSettleMode::Second) // as uamqp asks (protocol.md §4.3)
+        .receiver_settle_mode(ReceiverSettleMode::Second) // as uamqp's C2D sender asks
         .attach(session)
         .await
         .unwrap()
@@ -399,6 +399,53 @@ async fn cbs_put_token_answers_200_or_401_and_gates_the_links() {
     c2d.close().await.unwrap();
     session.end().await.unwrap();
     connection.close().await.unwrap();
+}
+
+/// A put-token whose audience (`name`) names another hub is refused with 401, even with a
+/// token this hub would accept, and the connection stays unauthorized.
+#[tokio::test]
+async fn a_token_for_another_hubs_audience_is_refused() {
+    let hub = hub().await;
+    hub.create_device("dev1").unwrap();
+    let mut connection = open_plain_amqp(amqp_tls(&hub).await).await;
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut cbs = cbs(&mut session).await;
+    let audiences = [
+        "otherhub.azure-devices.net",
+        "https://otherhub.azure-devices.net",
+        "otherhub:5671",
+    ];
+    for (i, audience) in audiences.iter().enumerate() {
+        let (correlation, status, description) = put_token(
+            &mut cbs,
+            MessageId::Ulong(i as u64),
+            audience,
+            &good_token(),
+        )
+        .await;
+        assert_eq!(correlation, Some(MessageId::Ulong(i as u64)));
+        assert_eq!(status, SimpleValue::Int(401), "{audience}");
+        let SimpleValue::String(description) = description else {
+            panic!("{audience}: a string description")
+        };
+        assert!(description.contains("audience"), "{description}");
+    }
+    // No C2D send succeeds on this connection.
+    let mut c2d = c2d_sender(&mut session, "/messages/devicebound").await;
+    let sent = timeout(
+        WAIT,
+        c2d.send(c2d_message(
+            "dev1",
+            MessageId::String("m1".into()),
+            b"x".to_vec(),
+        )),
+    )
+    .await;
+    assert!(
+        !matches!(sent, Ok(Ok(Outcome::Accepted(_)))),
+        "the send was accepted: {sent:?}"
+    );
+    assert_eq!(hub.c2d_queue_len("dev1"), Some(0));
 }
 
 #[tokio::test]

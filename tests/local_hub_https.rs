@@ -77,7 +77,7 @@ impl Registry {
 }
 
 /// Node's parse of the legacy error body: `Message` split on `;`, code after `ErrorCode:`
-/// (node-hub `src/common-http/http.ts::parseErrorBody`, protocol.md §5.8).
+/// (`azure-iot-sdk-node`, `common/transport/http/src/http.ts`, `Http.parseErrorBody`).
 fn node_error_code(body: &Value) -> String {
     let message = body["Message"].as_str().expect("a legacy error body");
     let (code, text) = message.split_once(';').expect("code;text");
@@ -93,7 +93,8 @@ async fn registry_create_get_list_update_delete_over_tls() {
     let registry = Registry::new(&hub, &hub.service_connection_string());
     use reqwest::Method;
 
-    // Node's create body: empty keys, which the hub fills in (protocol.md §5.4).
+    // Node's create body: empty keys, which the hub fills in (`azure-iot-sdk-node`,
+    // `service/src/registry.ts`, `_normalizeAuthentication`).
     let node_body = json!({"deviceId":"dev2","status":"enabled","authentication":{"type":"sas","symmetricKey":{"primaryKey":"","secondaryKey":""}}});
     let (status, headers, device) = registry
         .send(Method::PUT, "/devices/dev2", None, Some(node_body.clone()))
@@ -262,8 +263,8 @@ async fn a_read_only_policy_cannot_write_and_a_bad_token_is_unauthorized() {
 
 #[tokio::test]
 async fn many_concurrent_https_connections_are_served() {
-    // msrest opens several connections at once; a hub serving one at a time deadlocks
-    // (protocol.md §5.1).
+    // msrest (azure-iot-hub for Python) opens several connections at once; a hub serving one
+    // at a time deadlocks.
     let hub = LocalHub::builder().start().await.unwrap();
     hub.create_device("dev1").unwrap();
     let mut tasks = Vec::new();

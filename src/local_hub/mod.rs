@@ -21,13 +21,11 @@
 //! ```
 
 mod amqp;
-mod amqp_sasl;
 mod c2d_queue;
 mod clock;
 mod feedback_queue;
 mod https;
 mod mqtt;
-mod registry;
 mod rewind;
 mod state;
 mod streams;

@@ -23,6 +23,7 @@ pub(crate) const THROTTLED: &str = "com.microsoft:device-container-throttled";
 pub(crate) const TIMEOUT: &str = "com.microsoft:timeout";
 
 /// The condition a hub sends for a refusal of this kind.
+#[cfg_attr(not(feature = "local-hub"), allow(dead_code))]
 pub(crate) fn condition_for(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::DeviceNotFound | ErrorKind::ModuleNotFound => "amqp:not-found",
@@ -43,6 +44,7 @@ pub(crate) fn condition_for(kind: ErrorKind) -> &'static str {
 }
 
 /// The kind a client reports for a condition the hub sent.
+#[cfg_attr(not(feature = "service"), allow(dead_code))]
 pub(crate) fn kind_for(condition: &str) -> ErrorKind {
     match condition {
         "amqp:not-found" => ErrorKind::DeviceNotFound,
@@ -71,6 +73,7 @@ pub(crate) fn condition_symbol(condition: &ErrorCondition) -> String {
 }
 
 /// The condition for a symbol: a standard one where AMQP defines it, else a custom one.
+#[cfg_attr(not(feature = "local-hub"), allow(dead_code))]
 pub(crate) fn condition_from_symbol(symbol: &str) -> ErrorCondition {
     if let Ok(e) = AmqpError::try_from(symbol) {
         return ErrorCondition::AmqpError(e);
@@ -88,6 +91,7 @@ pub(crate) fn condition_from_symbol(symbol: &str) -> ErrorCondition {
 }
 
 /// The condition a hub sends for a refusal of this kind, as fe2o3 writes it.
+#[cfg_attr(not(feature = "local-hub"), allow(dead_code))]
 pub(crate) fn error_condition_for(kind: ErrorKind) -> ErrorCondition {
     condition_from_symbol(condition_for(kind))
 }

@@ -28,7 +28,7 @@ pub use property_bag::{
 };
 pub use registry_json::{
     Authentication, Capabilities, Device, DeviceConnectionState, DeviceStatus, PurgeResult,
-    RegistryStatistics, SymmetricKey, error_code,
+    RegistryStatistics, SymmetricKey, X509Thumbprint, error_code,
 };
 pub use topic::{
     TopicIdentity, c2d_subscription, c2d_topic, parse_c2d_topic, parse_telemetry_topic,

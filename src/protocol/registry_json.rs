@@ -1,48 +1,257 @@
-//! The identity registry's JSON, as IoT Hub's REST API carries it (swagger `Device`;
-//! protocol.md §5.4, node-hub `src/service.json`, py-hub `protocol/models/device_py3.py`), and
-//! its error bodies (protocol.md §5.8).
+//! The identity registry's JSON, as IoT Hub's REST API carries it, and its error bodies.
+//!
+//! [`Device`] is the one model for both ends: the service client writes it in requests and
+//! reads IoT Hub's answers with it, and the local hub reads requests with it and writes its
+//! answers from it. Field names and enums follow the swagger `Device` model of the service API
+//! (`azure-iot-sdk-node`, `service/src/pl/models/mappers.ts`, `Device`; `azure-iot-hub-python`,
+//! `src/azure/iot/hub/protocol/models/device_py3.py`).
+//!
+//! The read-only fields (set by the hub, never by a client) are handled here, in one place:
+//! - Reading is lenient, as IoT Hub's is: a `null` anywhere reads as the field's default, every
+//!   field is optional, unknown fields are ignored, and a read-only field whose value cannot be
+//!   read is ignored too (it is the hub's to set), so a body copied from a `GET` is a valid
+//!   request.
+//! - Writing a request ([`Device`]'s `Serialize`) leaves the read-only fields out, and writes
+//!   `generationId`, `etag` and `statusReason` only when set: the body Python's azure-iot-hub
+//!   sends for a new device (`IoTHubRegistryManager.create_device_with_sas`).
+//! - The hub's answer carries every field, read-only ones included (`Device::hub_reply`).
 
 use std::fmt;
 
+use serde::de::{self, DeserializeOwned, Deserializer};
+use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
 /// A device identity in the registry.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+///
+/// Build one with [`Device::new`] and the `with_*` setters; the fields marked read-only are
+/// set by the hub and ignored when the device is written back.
+///
+/// ```
+/// use iothub::protocol::{Device, DeviceStatus};
+///
+/// let device = Device::new("dev1")
+///     .with_status(DeviceStatus::Disabled)
+///     .with_status_reason("maintenance");
+/// let body = serde_json::to_string(&device).unwrap();
+/// assert!(body.starts_with(r#"{"deviceId":"dev1","status":"disabled""#));
+/// ```
+#[derive(Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Device {
     /// The device id.
+    #[serde(default, deserialize_with = "nullable")]
     pub device_id: String,
-    /// Set by the hub: tells apart a device deleted and re-created with the same id.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Read-only: tells apart a device deleted and re-created with the same id.
+    #[serde(default, deserialize_with = "read_only")]
     pub generation_id: String,
     /// Set by the hub: changes with every update; give it back to update or delete only the
     /// version you read.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, deserialize_with = "nullable")]
     pub etag: String,
     /// `enabled` or `disabled`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub status: DeviceStatus,
     /// Why the status was set, free text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub status_reason: Option<String>,
-    /// Whether the device is connected now (read-only).
-    #[serde(default, skip_serializing)]
+    /// Read-only: whether the device is connected now.
+    #[serde(default, deserialize_with = "read_only")]
     pub connection_state: DeviceConnectionState,
-    /// Cloud-to-device messages waiting for the device (read-only).
-    #[serde(default, skip_serializing)]
+    /// Read-only: when the connection state last changed, ISO 8601.
+    #[serde(default, deserialize_with = "read_only")]
+    pub connection_state_updated_time: Option<String>,
+    /// Read-only: when the status last changed, ISO 8601.
+    #[serde(default, deserialize_with = "read_only")]
+    pub status_updated_time: Option<String>,
+    /// Read-only: when the device was last active, ISO 8601.
+    #[serde(default, deserialize_with = "read_only")]
+    pub last_activity_time: Option<String>,
+    /// Read-only: cloud-to-device messages waiting for the device.
+    #[serde(default, deserialize_with = "read_only")]
     pub cloud_to_device_message_count: u64,
     /// The device's credentials.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub authentication: Authentication,
     /// What the device can do.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub capabilities: Capabilities,
-    /// When the connection state last changed, ISO 8601 (read-only).
-    #[serde(default, skip_serializing)]
-    pub connection_state_updated_time: Option<String>,
-    /// When the device was last active, ISO 8601 (read-only).
-    #[serde(default, skip_serializing)]
-    pub last_activity_time: Option<String>,
+    /// Read-only here: an IoT Edge device's scope, `ms-azure-iot-edge://{id}-{generationId}`.
+    #[serde(default, deserialize_with = "read_only")]
+    pub device_scope: Option<String>,
+}
+
+impl Device {
+    /// A device with this id, enabled, whose keys the hub generates.
+    pub fn new(device_id: impl Into<String>) -> Self {
+        Device {
+            device_id: device_id.into(),
+            ..Device::default()
+        }
+    }
+
+    /// Sets the status.
+    pub fn with_status(mut self, status: DeviceStatus) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Sets the status reason.
+    pub fn with_status_reason(mut self, reason: impl Into<String>) -> Self {
+        self.status_reason = Some(reason.into());
+        self
+    }
+
+    /// Sets the two base64 symmetric keys; empty ones are generated by the hub.
+    pub fn with_symmetric_keys(
+        mut self,
+        primary_key: impl Into<String>,
+        secondary_key: impl Into<String>,
+    ) -> Self {
+        self.authentication.symmetric_key = SymmetricKey::new(primary_key, secondary_key);
+        self
+    }
+
+    /// Marks the device as an IoT Edge device (or not).
+    pub fn with_iot_edge(mut self, iot_edge: bool) -> Self {
+        self.capabilities.iot_edge = iot_edge;
+        self
+    }
+
+    /// Sets the etag an update or delete must match.
+    pub fn with_etag(mut self, etag: impl Into<String>) -> Self {
+        self.etag = etag.into();
+        self
+    }
+
+    /// The device as the hub writes it in its answers: every field, read-only ones included,
+    /// `null` for what is unset (the shape of `az iot hub device-identity show`).
+    #[cfg(feature = "local-hub")]
+    pub(crate) fn hub_reply(&self) -> impl Serialize + '_ {
+        Written {
+            device: self,
+            form: Form::HubReply,
+        }
+    }
+
+    fn write<S: Serializer>(&self, form: Form, serializer: S) -> Result<S::Ok, S::Error> {
+        let reply = form == Form::HubReply;
+        let mut s = serializer.serialize_struct("Device", 13)?;
+        s.serialize_field("deviceId", &self.device_id)?;
+        write_if(
+            &mut s,
+            "generationId",
+            &self.generation_id,
+            reply || !self.generation_id.is_empty(),
+        )?;
+        write_if(&mut s, "etag", &self.etag, reply || !self.etag.is_empty())?;
+        write_if(&mut s, "connectionState", &self.connection_state, reply)?;
+        s.serialize_field("status", &self.status)?;
+        write_if(
+            &mut s,
+            "statusReason",
+            &self.status_reason,
+            reply || self.status_reason.is_some(),
+        )?;
+        write_if(
+            &mut s,
+            "connectionStateUpdatedTime",
+            &self.connection_state_updated_time,
+            reply,
+        )?;
+        write_if(
+            &mut s,
+            "statusUpdatedTime",
+            &self.status_updated_time,
+            reply,
+        )?;
+        write_if(&mut s, "lastActivityTime", &self.last_activity_time, reply)?;
+        write_if(
+            &mut s,
+            "cloudToDeviceMessageCount",
+            &self.cloud_to_device_message_count,
+            reply,
+        )?;
+        let authentication = AuthenticationWire {
+            symmetric_key: &self.authentication.symmetric_key,
+            kind: &self.authentication.kind,
+            x509_thumbprint: (reply || self.authentication.x509_thumbprint.is_set())
+                .then_some(&self.authentication.x509_thumbprint),
+        };
+        s.serialize_field("authentication", &authentication)?;
+        s.serialize_field("capabilities", &self.capabilities)?;
+        write_if(
+            &mut s,
+            "deviceScope",
+            &self.device_scope,
+            reply || self.device_scope.is_some(),
+        )?;
+        s.end()
+    }
+}
+
+/// Which fields a written [`Device`] carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// A client's request: writable fields, and the hub-set ones only when they are known.
+    Request,
+    /// The hub's answer: every field.
+    #[cfg_attr(not(feature = "local-hub"), allow(dead_code))]
+    HubReply,
+}
+
+#[cfg(feature = "local-hub")]
+struct Written<'a> {
+    device: &'a Device,
+    form: Form,
+}
+
+#[cfg(feature = "local-hub")]
+impl Serialize for Written<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.device.write(self.form, serializer)
+    }
+}
+
+/// A device's request body: the writable fields (see the module documentation).
+impl Serialize for Device {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.write(Form::Request, serializer)
+    }
+}
+
+fn write_if<S: SerializeStruct, T: Serialize + ?Sized>(
+    s: &mut S,
+    key: &'static str,
+    value: &T,
+    present: bool,
+) -> Result<(), S::Error> {
+    if present {
+        s.serialize_field(key, value)
+    } else {
+        s.skip_field(key)
+    }
+}
+
+/// `null` reads as the default.
+fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A read-only field: whatever a client wrote there is the hub's to overwrite, so a value
+/// that does not read (or `null`) becomes the default instead of failing the request.
+fn read_only<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned + Default,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).unwrap_or_default())
 }
 
 impl fmt::Debug for Device {
@@ -62,8 +271,8 @@ impl fmt::Debug for Device {
     }
 }
 
-/// Whether a device may connect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// Whether a device may connect. Read without regard to case (`Enabled` is `enabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceStatus {
     /// The device may connect.
@@ -71,6 +280,19 @@ pub enum DeviceStatus {
     Enabled,
     /// The device may not connect.
     Disabled,
+}
+
+impl<'de> Deserialize<'de> for DeviceStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.eq_ignore_ascii_case("enabled") {
+            Ok(DeviceStatus::Enabled)
+        } else if text.eq_ignore_ascii_case("disabled") {
+            Ok(DeviceStatus::Disabled)
+        } else {
+            Err(de::Error::custom("status must be 'enabled' or 'disabled'"))
+        }
+    }
 }
 
 /// Whether a device is connected.
@@ -84,24 +306,62 @@ pub enum DeviceConnectionState {
 }
 
 /// A device's credentials (swagger `AuthenticationMechanism`).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Authentication {
-    /// `sas` for symmetric keys.
-    #[serde(rename = "type")]
+    /// `sas` for symmetric keys (the default when absent).
+    #[serde(rename = "type", default = "sas", deserialize_with = "nullable_sas")]
     pub kind: String,
     /// The symmetric keys; empty keys in a create request are generated by the hub.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub symmetric_key: SymmetricKey,
+    /// X.509 thumbprints, unset for `sas` devices.
+    #[serde(default, deserialize_with = "nullable")]
+    pub x509_thumbprint: X509Thumbprint,
+}
+
+fn sas() -> String {
+    "sas".to_owned()
+}
+
+fn nullable_sas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_else(sas))
 }
 
 impl Default for Authentication {
     fn default() -> Self {
         Authentication {
-            kind: "sas".to_owned(),
+            kind: sas(),
             symmetric_key: SymmetricKey::default(),
+            x509_thumbprint: X509Thumbprint::default(),
         }
     }
+}
+
+impl Serialize for Authentication {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        AuthenticationWire {
+            symmetric_key: &self.symmetric_key,
+            kind: &self.kind,
+            x509_thumbprint: self
+                .x509_thumbprint
+                .is_set()
+                .then_some(&self.x509_thumbprint),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// How [`Authentication`] goes on the wire, in the order Python's azure-iot-hub writes it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthenticationWire<'a> {
+    symmetric_key: &'a SymmetricKey,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x509_thumbprint: Option<&'a X509Thumbprint>,
 }
 
 impl fmt::Debug for Authentication {
@@ -109,20 +369,31 @@ impl fmt::Debug for Authentication {
         f.debug_struct("Authentication")
             .field("kind", &self.kind)
             .field("symmetric_key", &"<redacted>")
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 /// A device's two symmetric keys, base64.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct SymmetricKey {
     /// The primary key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub primary_key: String,
     /// The secondary key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub secondary_key: String,
+}
+
+impl SymmetricKey {
+    /// Two base64 keys; empty ones are generated by the hub.
+    pub fn new(primary_key: impl Into<String>, secondary_key: impl Into<String>) -> Self {
+        SymmetricKey {
+            primary_key: primary_key.into(),
+            secondary_key: secondary_key.into(),
+        }
+    }
 }
 
 impl fmt::Debug for SymmetricKey {
@@ -131,18 +402,47 @@ impl fmt::Debug for SymmetricKey {
     }
 }
 
+/// A device's X.509 thumbprints (swagger `X509Thumbprint`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct X509Thumbprint {
+    /// The primary certificate's thumbprint.
+    #[serde(default)]
+    pub primary_thumbprint: Option<String>,
+    /// The secondary certificate's thumbprint.
+    #[serde(default)]
+    pub secondary_thumbprint: Option<String>,
+}
+
+impl X509Thumbprint {
+    fn is_set(&self) -> bool {
+        self.primary_thumbprint.is_some() || self.secondary_thumbprint.is_some()
+    }
+}
+
 /// What a device can do (swagger `DeviceCapabilities`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Capabilities {
     /// Whether the device is an IoT Edge device.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub iot_edge: bool,
 }
 
-/// Device counts (`GET /statistics/devices`).
+impl Capabilities {
+    /// Sets whether the device is an IoT Edge device.
+    pub fn with_iot_edge(mut self, iot_edge: bool) -> Self {
+        self.iot_edge = iot_edge;
+        self
+    }
+}
+
+/// Device counts (`GET /statistics/devices`, swagger `RegistryStatistics`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct RegistryStatistics {
     /// All devices.
     pub total_device_count: u64,
@@ -152,20 +452,25 @@ pub struct RegistryStatistics {
     pub disabled_device_count: u64,
 }
 
-/// The answer to a queue purge (`DELETE /devices/{id}/commands`).
+/// The answer to a queue purge (`DELETE /devices/{id}/commands`, swagger `PurgeMessageQueueResult`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct PurgeResult {
     /// How many messages were removed.
     pub total_messages_purged: u64,
     /// The device.
     pub device_id: String,
+    /// The module, `null` for a device's queue.
+    #[serde(default)]
+    pub module_id: Option<String>,
 }
 
 /// The error code IoT Hub gives for a failed REST call: from the `iothub-errorcode` header or
 /// either body form, the legacy `{"Message":"ErrorCode:<Name>;<text>"}` or the newer
-/// `{"Message":"{\"errorCode\":404001,...}"}` (csharp `ExceptionHandlingHelper.cs`; protocol.md
-/// §5.8). Returns the code name (e.g. `DeviceNotFound`) or the numeric code as text.
+/// `{"Message":"{\"errorCode\":404001,...}"}` (`azure-iot-sdk-csharp`,
+/// `common/src/service/ExceptionHandlingHelper.cs`, which parses both).
+/// Returns the code name (e.g. `DeviceNotFound`) or the numeric code as text.
 pub fn error_code(header: Option<&str>, body: &[u8]) -> Option<String> {
     if let Some(name) = header.map(str::trim).filter(|h| !h.is_empty()) {
         return Some(name.to_owned());
@@ -196,24 +501,73 @@ pub fn error_code(header: Option<&str>, body: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// An edge device as `az iot hub device-identity show` prints it (schema: the swagger
+    /// `Device` of `azure-iot-sdk-node`, `service/src/service.json`).
+    const DOCUMENTED: &str = r#"{"deviceId":"sensor-th-0067","generationId":"637093398936580016","etag":"OTg0MjI1NzE1","connectionState":"Disconnected","status":"enabled","statusReason":null,"connectionStateUpdatedTime":"0001-01-01T00:00:00","statusUpdatedTime":"0001-01-01T00:00:00","lastActivityTime":"0001-01-01T00:00:00","cloudToDeviceMessageCount":0,"authentication":{"symmetricKey":{"primaryKey":"jftBfeefPsXgrd87UcotVKJ88kBl5Zjk1oWmMwwxlME=","secondaryKey":"vbegAag/mTJReQjNvuEM9HEe1zpGPnGI2j6DJ7nECxo="},"type":"sas","x509Thumbprint":{"primaryThumbprint":null,"secondaryThumbprint":null}},"capabilities":{"iotEdge":true},"deviceScope":"ms-azure-iot-edge://sensor-th-0067-637093398936580016"}"#;
+
     #[test]
     fn reads_the_documented_device() {
-        // shared/vectors.json rest.device_json_example (az CLI output quoted in protocol.md §5.4).
-        let body = r#"{"deviceId":"sensor-th-0067","generationId":"637093398936580016","etag":"OTg0MjI1NzE1","connectionState":"Disconnected","status":"enabled","statusReason":null,"connectionStateUpdatedTime":"0001-01-01T00:00:00","statusUpdatedTime":"0001-01-01T00:00:00","lastActivityTime":"0001-01-01T00:00:00","cloudToDeviceMessageCount":0,"authentication":{"symmetricKey":{"primaryKey":"jftBfeefPsXgrd87UcotVKJ88kBl5Zjk1oWmMwwxlME=","secondaryKey":"vbegAag/mTJReQjNvuEM9HEe1zpGPnGI2j6DJ7nECxo="},"type":"sas","x509Thumbprint":{"primaryThumbprint":null,"secondaryThumbprint":null}},"capabilities":{"iotEdge":true},"deviceScope":"ms-azure-iot-edge://sensor-th-0067-637093398936580016"}"#;
-        let device: Device = serde_json::from_str(body).unwrap();
+        let device: Device = serde_json::from_str(DOCUMENTED).unwrap();
         assert_eq!(device.device_id, "sensor-th-0067");
         assert_eq!(device.status, DeviceStatus::Enabled);
         assert!(device.capabilities.iot_edge);
         assert_eq!(device.authentication.symmetric_key.primary_key.len(), 44);
+        assert_eq!(
+            device.device_scope.as_deref(),
+            Some("ms-azure-iot-edge://sensor-th-0067-637093398936580016")
+        );
         assert!(!format!("{device:?}").contains("jftB"));
-        // Read-only fields are not written back.
+        // Read-only fields are not written back in a request.
         let written = serde_json::to_string(&device).unwrap();
         assert!(!written.contains("connectionState") && written.contains("\"type\":\"sas\""));
+        assert!(!written.contains("x509Thumbprint") && !written.contains("cloudToDevice"));
+    }
+
+    #[cfg(feature = "local-hub")]
+    #[test]
+    fn the_hub_reply_is_the_documented_shape_byte_for_byte() {
+        let device: Device = serde_json::from_str(DOCUMENTED).unwrap();
+        let written = serde_json::to_string(&device.hub_reply()).unwrap();
+        assert_eq!(written, DOCUMENTED);
+    }
+
+    #[test]
+    fn a_new_device_request_is_what_python_sends() {
+        // azure-iot-hub-python `IoTHubRegistryManager.create_device_with_sas`, via msrest.
+        let device = Device::new("dev1").with_symmetric_keys("", "");
+        assert_eq!(
+            serde_json::to_string(&device).unwrap(),
+            r#"{"deviceId":"dev1","status":"enabled","authentication":{"symmetricKey":{"primaryKey":"","secondaryKey":""},"type":"sas"},"capabilities":{"iotEdge":false}}"#
+        );
+    }
+
+    #[test]
+    fn requests_are_read_leniently() {
+        // Node's create: no capabilities; nulls and odd case where a GET body was edited;
+        // malformed read-only fields are the hub's to overwrite.
+        let body = r#"{"deviceId":"d","status":"Disabled","etag":null,"statusReason":null,
+            "connectionState":5,"cloudToDeviceMessageCount":"x","generationId":null,
+            "authentication":{"type":null,"symmetricKey":{"primaryKey":null}},"capabilities":null,"extra":1}"#;
+        let device: Device = serde_json::from_str(body).unwrap();
+        assert_eq!(device.status, DeviceStatus::Disabled);
+        assert_eq!(device.authentication.kind, "sas");
+        assert_eq!(device.authentication.symmetric_key.primary_key, "");
+        assert_eq!(device.connection_state, DeviceConnectionState::Disconnected);
+        let empty: Device = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, Device::default());
+        // Writable fields still have to make sense.
+        for bad in [
+            r#"{"status":"sleeping"}"#,
+            r#"{"capabilities":{"iotEdge":"yes"}}"#,
+            r#"{"deviceId":7}"#,
+        ] {
+            assert!(serde_json::from_str::<Device>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn error_codes_from_header_and_both_body_forms() {
-        // protocol.md §5.8: Azure/azure-iot-sdks#711 and the newer JSON-in-Message form.
+        // The legacy form (Azure/azure-iot-sdks#711) and the newer JSON-in-Message form.
         assert_eq!(
             error_code(Some("DeviceNotFound"), b"").as_deref(),
             Some("DeviceNotFound")

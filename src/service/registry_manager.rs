@@ -9,7 +9,7 @@ use crate::auth::{HostAndPort, ServiceConnectionString, TokenSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 use crate::protocol::amqp_message::message_to_amqp;
-use crate::protocol::{Authentication, Device, RegistryStatistics, SymmetricKey, c2d_address};
+use crate::protocol::{Device, RegistryStatistics, c2d_address};
 use crate::service::amqp::{self, AmqpConfig, SendRequest};
 use crate::service::feedback::FeedbackReceiver;
 use crate::service::http_registry::HttpRegistry;
@@ -246,17 +246,7 @@ impl RegistryManager {
         primary_key: &str,
         secondary_key: &str,
     ) -> Result<Device> {
-        let device = Device {
-            device_id: device_id.to_owned(),
-            authentication: Authentication {
-                kind: "sas".to_owned(),
-                symmetric_key: SymmetricKey {
-                    primary_key: primary_key.to_owned(),
-                    secondary_key: secondary_key.to_owned(),
-                },
-            },
-            ..Device::default()
-        };
+        let device = Device::new(device_id).with_symmetric_keys(primary_key, secondary_key);
         self.add_device(&device).await
     }
 

@@ -122,16 +122,6 @@ impl HubState {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The policy called `name`, if any.
-    #[cfg(test)]
-    pub fn policy(&self, name: &str) -> Option<AccessPolicy> {
-        self.lock()
-            .policies
-            .iter()
-            .find(|p| p.name == name)
-            .cloned()
-    }
-
     /// The primary key of the policy called `name`.
     pub fn policy_key(&self, name: &str) -> Option<SasKey> {
         self.lock()

@@ -1,11 +1,15 @@
-//! The SASL layer of the AMQP endpoint: `MSSBCBS`, `PLAIN` and `ANONYMOUS` (protocol.md §4.2).
+//! The SASL layer of the AMQP endpoint: `MSSBCBS`, `PLAIN` and `ANONYMOUS`.
 //!
 //! - `MSSBCBS` is what uamqp (azure-iot-hub for Python) picks, with an empty initial response
-//!   (uamqp-c `src/sasl_mssbcbs.c`); azure-iot-hub 2.7.0 fails at once when the server does not
-//!   offer it. It means "authenticated later through CBS", so it is treated like `ANONYMOUS`.
-//! - `PLAIN` carries `{policy}@sas.root.{hub}` and a SAS token as the password (c-sdk
-//!   `iothub_messaging_ll.c`, `AMQP_SEND_AUTHCID_FMT`; MicrosoftDocs `iot-hub-amqp-support.md`).
-//!   A token valid for a policy with ServiceConnect authorizes the connection until it expires.
+//!   (`azure-uamqp-c`, `src/sasl_mssbcbs.c`, `saslmssbcbs_get_init_bytes`); azure-iot-hub
+//!   fails at once when the server does not offer it (`src/saslclientio.c` looks for its name in
+//!   the server's list). It means "authenticated later through CBS", so it is treated like
+//!   `ANONYMOUS`.
+//! - `PLAIN` carries `{policy}@sas.root.{hub}` and a SAS token as the password
+//!   (`azure-iot-sdk-c`, `iothub_service_client/src/iothub_messaging_ll.c`,
+//!   `AMQP_SEND_AUTHCID_FMT`; Microsoft Learn, "Communicate with IoT Hub by using the AMQP
+//!   protocol"). A token valid for a policy with ServiceConnect authorizes the connection until
+//!   it expires.
 //! - `ANONYMOUS`, for clients that want SASL but authenticate through CBS.
 //!
 //! fe2o3-amqp clones the acceptor into each connection, so the outcome is handed back through a

@@ -1,0 +1,445 @@
+//! The AMQP 1.0 service endpoint: CBS, the C2D sender link, the feedback and file-notification
+//! receiver links.
+//!
+//! Each connection: TLS first (tokio-rustls, as IoT Hub on 5671: the TLS handshake, then the
+//! AMQP header inside), or a WebSocket already terminated by the HTTPS endpoint; then the
+//! 8-byte protocol header is read to pick the SASL handshake (`AMQP 3 1 0 0`, see [`sasl`]) or
+//! none at all (`AMQP 0 1 0 0`, which azure-iothub for Node sends: rhea `lib/connection.js`
+//! adds a SASL layer only when it is given mechanisms or credentials, and
+//! `azure-iot-sdk-node` `service/src/amqp.ts`, `_getConnectionUri`, gives it neither); then
+//! fe2o3-amqp's acceptor runs the connection, and every ATTACH is dispatched here by its
+//! address to [`cbs`], [`c2d`] or [`feedback`].
+//!
+//! Authorization: a connection is authorized by a SASL PLAIN policy token or by a CBS
+//! put-token of a policy with ServiceConnect, until that token expires (on the hub's clock).
+//! Links other than `$cbs` attached before are refused with `amqp:unauthorized-access`; when
+//! the token expires without a newer one, the open links are closed with the same condition.
+
+mod c2d;
+mod cbs;
+mod feedback;
+mod sasl;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use fe2o3_amqp::acceptor::{
+    ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerConnectionHandle,
+    ListenerSessionHandle, SessionAcceptor, SupportedReceiverSettleModes,
+};
+use fe2o3_amqp_types::definitions::{
+    AmqpError, Error as AmqpErrorInfo, ErrorCondition, ReceiverSettleMode, Role,
+};
+use fe2o3_amqp_types::messaging::{Body, Message as AmqpMessage, Source, Target, TargetArchetype};
+use fe2o3_amqp_types::performatives::Attach;
+use fe2o3_amqp_types::primitives::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+
+use crate::error::ErrorKind;
+use crate::local_hub::rewind::Rewind;
+use crate::local_hub::state::HubState;
+use crate::protocol::amqp_error;
+use sasl::{HubSasl, SaslGrant};
+
+/// The SASL protocol header (OASIS AMQP 1.0, part 5.3.1 "SASL negotiation").
+const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
+/// The AMQP protocol header without a security layer (OASIS AMQP 1.0, part 2.2 "Version
+/// negotiation").
+const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
+/// Time a client has to finish TLS and send its protocol header.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The container id in the hub's OPEN.
+const CONTAINER_ID: &str = "iothub-local";
+
+/// Accepts AMQP-over-TLS connections until the listener fails.
+pub(crate) async fn serve(state: Arc<HubState>, acceptor: TlsAcceptor, listener: TcpListener) {
+    crate::local_hub::tls::accept_loop(
+        listener,
+        acceptor,
+        "AMQP",
+        HANDSHAKE_TIMEOUT,
+        move |tls, peer| run_connection(state.clone(), tls, peer),
+    )
+    .await
+}
+
+/// Runs one AMQP connection over an established stream (TLS, or a WebSocket bridge) until it
+/// ends or the hub stops.
+pub(crate) async fn run_connection<S>(state: Arc<HubState>, stream: S, peer: String)
+where
+    S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+{
+    let mut stopping = state.stopping();
+    tokio::select! {
+        result = connection(state.clone(), stream, &peer) => {
+            if let Err(e) = result {
+                tracing::info!(%peer, error = %e, "AMQP connection ended");
+            } else {
+                tracing::debug!(%peer, "AMQP connection closed");
+            }
+        }
+        _ = stopping.wait_for(|stop| *stop) => {}
+    }
+}
+
+/// A reason a connection ended early, for the log.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionEnd {
+    #[error("no protocol header: {0}")]
+    Header(std::io::Error),
+    #[error("no protocol header in time")]
+    HeaderTimeout,
+    #[error("unsupported protocol header {0:02x?}")]
+    UnsupportedHeader([u8; 8]),
+    #[error("handshake failed: {0}")]
+    Open(String),
+    #[error("session failed: {0}")]
+    Session(String),
+}
+
+async fn connection<S>(state: Arc<HubState>, mut stream: S, peer: &str) -> Result<(), ConnectionEnd>
+where
+    S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+{
+    let mut header = [0u8; 8];
+    match timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut header)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(ConnectionEnd::Header(e)),
+        Err(_) => return Err(ConnectionEnd::HeaderTimeout),
+    }
+    let stream = Rewind::new(header.to_vec(), stream);
+    let (mut connection, grant) = match header {
+        SASL_HEADER => {
+            let (sasl, slot) = HubSasl::new(state.clone());
+            let acceptor = ConnectionAcceptor::builder()
+                .container_id(CONTAINER_ID)
+                .sasl_acceptor(sasl)
+                .build();
+            let connection = acceptor
+                .accept(stream)
+                .await
+                .map_err(|e| ConnectionEnd::Open(e.to_string()))?;
+            let grant = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            (connection, grant)
+        }
+        AMQP_HEADER => {
+            let connection = ConnectionAcceptor::new(CONTAINER_ID)
+                .accept(stream)
+                .await
+                .map_err(|e| ConnectionEnd::Open(e.to_string()))?;
+            (connection, None)
+        }
+        other => {
+            // OASIS AMQP 1.0 part 2.2: answer with the header we support, then close.
+            let mut stream = stream;
+            let _ = stream.write_all(&SASL_HEADER).await;
+            let _ = stream.shutdown().await;
+            return Err(ConnectionEnd::UnsupportedHeader(other));
+        }
+    };
+    let (auth, _) = watch::channel(None);
+    match &grant {
+        Some(SaslGrant::Plain { policy, until }) => {
+            tracing::info!(%peer, policy = %policy, "AMQP connection authorized by SASL PLAIN");
+            auth.send_replace(Some(*until));
+        }
+        Some(SaslGrant::NeedsCbs { mechanism }) => {
+            tracing::info!(%peer, mechanism, "AMQP connection opened (SASL), waiting for CBS")
+        }
+        None => tracing::info!(%peer, "AMQP connection opened (no SASL), waiting for CBS"),
+    }
+    let (cbs_tx, cbs_rx) = mpsc::unbounded_channel();
+    let conn = Arc::new(Conn {
+        state,
+        peer: peer.to_owned(),
+        auth,
+        cbs_replies: cbs_tx,
+        cbs_reply_rx: Mutex::new(Some(cbs_rx)),
+    });
+    let result = sessions(&mut connection, &conn).await;
+    let _ = connection.close().await;
+    result
+}
+
+async fn sessions(
+    connection: &mut ListenerConnectionHandle,
+    conn: &Arc<Conn>,
+) -> Result<(), ConnectionEnd> {
+    let acceptor = SessionAcceptor::new();
+    while let Some(incoming) = connection.next_incoming_session().await {
+        let session = acceptor
+            .accept_incoming_session(incoming, connection)
+            .await
+            .map_err(|e| ConnectionEnd::Session(e.to_string()))?;
+        tokio::spawn(run_session(session, conn.clone()));
+    }
+    Ok(())
+}
+
+/// One connection's shared state.
+struct Conn {
+    state: Arc<HubState>,
+    peer: String,
+    /// Until when the connection is authorized; `None` before any valid token.
+    auth: watch::Sender<Option<SystemTime>>,
+    /// CBS responses, sent on the client's `$cbs` receiver link.
+    cbs_replies: mpsc::UnboundedSender<AmqpMessage<Body<Value>>>,
+    cbs_reply_rx: Mutex<Option<mpsc::UnboundedReceiver<AmqpMessage<Body<Value>>>>>,
+}
+
+impl Conn {
+    fn authorized(&self) -> bool {
+        let now = self.state.clock.now();
+        self.auth.borrow().is_some_and(|until| until > now)
+    }
+
+    /// Records a valid token: authorized until the latest expiry seen.
+    fn authorize_until(&self, until: SystemTime) {
+        self.auth.send_modify(|current| {
+            if current.is_none_or(|c| c < until) {
+                *current = Some(until);
+            }
+        });
+    }
+
+    /// Resolves when the authorization has lapsed (at once if there is none).
+    async fn lapsed(&self) {
+        let mut rx = self.auth.subscribe();
+        loop {
+            let Some(until) = *rx.borrow_and_update() else {
+                return;
+            };
+            if until <= self.state.clock.now() {
+                return;
+            }
+            // Re-check at least daily: far expiries need no exact timer.
+            let wake = self
+                .state
+                .clock
+                .instant_at(until)
+                .min(tokio::time::Instant::now() + Duration::from_secs(86_400));
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What an ATTACH asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkKind {
+    /// The client's sender to `$cbs`: put-token requests.
+    CbsRequests,
+    /// The client's receiver from `$cbs`: put-token responses.
+    CbsResponses,
+    /// The client's sender to `/messages/devicebound`.
+    CloudToDevice,
+    /// The client's receiver from `/messages/serviceBound/feedback`.
+    Feedback,
+    /// The client's receiver from `/messages/serviceBound/filenotifications`.
+    FileNotifications,
+}
+
+/// An address without any `amqps://host[:port]` prefix or trailing `/`, lowercased: clients
+/// write `/messages/devicebound` (`azure-iot-sdk-node`, `service/src/amqp.ts`, `send`),
+/// `amqps://host/messages/devicebound` (`azure-iot-hub-python`,
+/// `src/azure/iot/hub/iothub_amqp_client.py`, the `SendClient` target) or `…/deviceBound`
+/// and `/messages/serviceBound/feedback` (Node's `getFeedbackReceiver`).
+fn address_path(address: &str) -> String {
+    let lower = address.to_ascii_lowercase();
+    let path = match lower
+        .strip_prefix("amqps://")
+        .or_else(|| lower.strip_prefix("amqp://"))
+    {
+        Some(rest) => rest.find('/').map_or("", |i| &rest[i..]).to_owned(),
+        None => lower,
+    };
+    path.trim_end_matches('/').to_owned()
+}
+
+fn target_address(attach: &Attach) -> Option<&str> {
+    match attach.target.as_deref()? {
+        TargetArchetype::Target(t) => t.address.as_deref(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+fn classify(attach: &Attach) -> Option<LinkKind> {
+    // `role` is the client's role on the link.
+    match attach.role {
+        Role::Sender => match address_path(target_address(attach)?).as_str() {
+            "$cbs" => Some(LinkKind::CbsRequests),
+            "/messages/devicebound" => Some(LinkKind::CloudToDevice),
+            _ => None,
+        },
+        Role::Receiver => {
+            let source = attach.source.as_ref()?.address.as_deref()?;
+            match address_path(source).as_str() {
+                "$cbs" => Some(LinkKind::CbsResponses),
+                "/messages/servicebound/feedback" => Some(LinkKind::Feedback),
+                "/messages/servicebound/filenotifications" => Some(LinkKind::FileNotifications),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// fe2o3-amqp refuses a client sender with no source and a client receiver with no target,
+/// which rhea (azure-iothub for Node) attaches for `$cbs` and the feedback link
+/// (`azure-iot-sdk-node`, `common/transport/amqp/src/amqp_cbs.ts`, the `$cbs` sender and
+/// receiver links); an empty terminus fills the gap, and the reply still echoes the client's
+/// addresses (a null terminus in the reply means "refused", OASIS AMQP 1.0 part 2.6.3, on
+/// which uamqp waits out its own timeout).
+fn fill_termini(mut attach: Attach) -> Attach {
+    match attach.role {
+        Role::Sender if attach.source.is_none() => {
+            attach.source = Some(Box::new(Source::default()));
+        }
+        Role::Receiver if attach.target.is_none() => {
+            attach.target = Some(Box::new(TargetArchetype::Target(Target::default())));
+        }
+        _ => {}
+    }
+    attach
+}
+
+/// An AMQP error with a description.
+fn link_error(condition: impl Into<ErrorCondition>, description: &str) -> AmqpErrorInfo {
+    AmqpErrorInfo::new(condition.into(), description.to_owned(), None)
+}
+
+/// `amqp:unauthorized-access`, from the one condition table.
+fn unauthorized(description: &str) -> AmqpErrorInfo {
+    link_error(
+        amqp_error::error_condition_for(ErrorKind::Unauthorized),
+        description,
+    )
+}
+
+/// Closes a just-attached link with an error. Spawned: closing waits for the client's DETACH,
+/// which must not hold up the session's next ATTACH.
+fn refuse(endpoint: LinkEndpoint, error: AmqpErrorInfo) {
+    tokio::spawn(async move {
+        let _ = match endpoint {
+            LinkEndpoint::Sender(s) => s.close_with_error(error).await.map_err(|_| ()),
+            LinkEndpoint::Receiver(r) => r.close_with_error(error).await.map_err(|_| ()),
+        };
+    });
+}
+
+/// Closes a link whose authorization lapsed.
+async fn close_expired(endpoint: LinkEndpoint, conn: &Conn) {
+    tracing::info!(peer = %conn.peer, "AMQP token expired: closing the link");
+    let error = unauthorized("the token has expired");
+    let _ = match endpoint {
+        LinkEndpoint::Sender(s) => s.close_with_error(error).await.map_err(|_| ()),
+        LinkEndpoint::Receiver(r) => r.close_with_error(error).await.map_err(|_| ()),
+    };
+}
+
+async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Conn>) {
+    // Clients send unsettled and wait for "accepted, settled"; uamqp (azure-iot-hub for
+    // Python) attaches its C2D sender with rcv-settle-mode second, which would make our
+    // dispositions unsettled, so answer first.
+    let links = LinkAcceptor::builder()
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
+        .build();
+    while let Some(attach) = session.next_incoming_attach().await {
+        let name = attach.name.clone();
+        let kind = classify(&attach);
+        let endpoint = match links
+            .accept_incoming_attach(fill_termini(attach), &mut session)
+            .await
+        {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                tracing::info!(peer = %conn.peer, link = %name, error = %e, "AMQP attach failed");
+                continue;
+            }
+        };
+        let Some(kind) = kind else {
+            tracing::info!(peer = %conn.peer, link = %name, "AMQP link to an unknown address refused");
+            refuse(
+                endpoint,
+                link_error(AmqpError::NotFound, "no such node on this hub"),
+            );
+            continue;
+        };
+        let needs_auth = !matches!(kind, LinkKind::CbsRequests | LinkKind::CbsResponses);
+        if needs_auth && !conn.authorized() {
+            tracing::info!(peer = %conn.peer, link = %name, ?kind, "AMQP link refused: no valid token yet");
+            refuse(
+                endpoint,
+                unauthorized("put a valid token on $cbs before attaching this link"),
+            );
+            continue;
+        }
+        tracing::info!(peer = %conn.peer, link = %name, ?kind, "AMQP link attached");
+        match (kind, endpoint) {
+            (LinkKind::CbsRequests, LinkEndpoint::Receiver(r)) => {
+                tokio::spawn(cbs::requests(r, conn.clone()));
+            }
+            (LinkKind::CbsResponses, LinkEndpoint::Sender(s)) => {
+                let rx = conn
+                    .cbs_reply_rx
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                match rx {
+                    Some(rx) => {
+                        tokio::spawn(cbs::responses(s, rx));
+                    }
+                    None => refuse(
+                        LinkEndpoint::Sender(s),
+                        link_error(
+                            AmqpError::ResourceLocked,
+                            "this connection already has a $cbs receiver",
+                        ),
+                    ),
+                }
+            }
+            (LinkKind::CloudToDevice, LinkEndpoint::Receiver(r)) => {
+                tokio::spawn(c2d::receive(r, conn.clone()));
+            }
+            (LinkKind::Feedback, LinkEndpoint::Sender(s)) => {
+                tokio::spawn(feedback::send(s, conn.clone()));
+            }
+            (LinkKind::FileNotifications, LinkEndpoint::Sender(s)) => {
+                tokio::spawn(feedback::file_notifications(s, conn.clone()));
+            }
+            (_, endpoint) => refuse(
+                endpoint,
+                link_error(AmqpError::NotAllowed, "unexpected link role"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_lose_scheme_host_and_case() {
+        assert_eq!(
+            address_path("amqps://localhost:5671/messages/deviceBound"),
+            "/messages/devicebound"
+        );
+        assert_eq!(
+            address_path("/messages/serviceBound/feedback/"),
+            "/messages/servicebound/feedback"
+        );
+        assert_eq!(address_path("$cbs"), "$cbs");
+    }
+}

@@ -1,0 +1,317 @@
+//! The identity registry: device create, read, update, delete and list, the C2D queue purge
+//! and device statistics.
+//!
+//! Bodies are `protocol::Device`, read leniently and written with every read-only field
+//! (`Device::hub_reply`). The statuses the official SDKs insist on:
+//! - `PUT /devices/{id}` answers **200** for create and update alike: Python azure-iot-hub
+//!   accepts nothing else (`azure-iot-hub-python`,
+//!   `src/azure/iot/hub/protocol/operations/devices_operations.py`, `create_or_update_identity`:
+//!   `if response.status_code not in [200]`).
+//! - `DELETE /devices/{id}` answers **204** (same file, `delete_identity`).
+//! - Without `If-Match` a `PUT` creates (409 if the id is taken); with `"*"` or an etag it
+//!   updates: Node's `Registry.create` sends none and `Registry.update` sends `If-Match: "*"`
+//!   (`azure-iot-sdk-node`, `service/src/registry.ts`, `_ensureQuoted`).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::errors::{ApiError, ErrorCode, registry_error};
+use super::{authorize, json_response, path_id, time_text};
+use crate::auth::{Permission, SasKey};
+use crate::local_hub::state::{DeviceRecord, DeviceSpec, DeviceStatus, HubState, RegistryError};
+use crate::protocol::{self, Device, DeviceConnectionState, PurgeResult, RegistryStatistics};
+
+/// `PUT /devices/{id}`: create (no `If-Match`) or update (`If-Match` `"*"` or the etag).
+pub(super) async fn put(
+    State(state): State<Arc<HubState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Permission::RegistryWrite)?;
+    let id = path_id(path)?;
+    check_device_id(&id)?;
+    let body = body.map_err(|rejection| {
+        ApiError::new(
+            ErrorCode::ArgumentInvalid,
+            format!("the request body could not be read: {rejection}"),
+        )
+    })?;
+    let spec = device_spec(&id, &body)?;
+    let if_match = if_match(&headers)?;
+    let record = state
+        .put_device(spec, if_match)
+        .map_err(|e| registry_error(e, &id))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &device_json(&record).hub_reply(),
+    ))
+}
+
+/// `GET /devices/{id}`.
+pub(super) async fn get(
+    State(state): State<Arc<HubState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Permission::RegistryRead)?;
+    let id = path_id(path)?;
+    let record = state
+        .get_device(&id)
+        .ok_or_else(|| registry_error(RegistryError::DeviceNotFound, &id))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &device_json(&record).hub_reply(),
+    ))
+}
+
+/// The query of `GET /devices`.
+#[derive(Deserialize)]
+pub(super) struct ListParams {
+    /// The most devices to return (optional: Node's `Registry.list` sends none).
+    top: Option<String>,
+}
+
+/// `GET /devices[?top=N]`.
+pub(super) async fn list(
+    State(state): State<Arc<HubState>>,
+    query: Result<Query<ListParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Permission::RegistryRead)?;
+    let Query(params) = query
+        .map_err(|_| ApiError::new(ErrorCode::ArgumentInvalid, "the query string is malformed"))?;
+    let top = match params.top.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(text.parse::<usize>().map_err(|_| {
+            ApiError::new(
+                ErrorCode::ArgumentInvalid,
+                "'top' must be a non-negative integer",
+            )
+        })?),
+    };
+    let devices: Vec<Device> = state
+        .list_devices()
+        .iter()
+        .take(top.unwrap_or(usize::MAX))
+        .map(device_json)
+        .collect();
+    let replies: Vec<_> = devices.iter().map(Device::hub_reply).collect();
+    Ok(json_response(StatusCode::OK, &replies))
+}
+
+/// `DELETE /devices/{id}` with `If-Match` `"*"`, the etag, or none.
+pub(super) async fn delete(
+    State(state): State<Arc<HubState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Permission::RegistryWrite)?;
+    let id = path_id(path)?;
+    let if_match = if_match(&headers)?;
+    state
+        .delete_device(&id, if_match)
+        .map_err(|e| registry_error(e, &id))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /devices/{id}/commands`: purges the device's C2D queue.
+pub(super) async fn purge(
+    State(state): State<Arc<HubState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // The C2D queue belongs to ServiceConnect, not to the registry permissions.
+    authorize(&state, &headers, Permission::ServiceConnect)?;
+    let id = path_id(path)?;
+    let purged = state.purge_c2d(&id).map_err(|e| registry_error(e, &id))?;
+    let body = PurgeResult {
+        total_messages_purged: u64::try_from(purged).unwrap_or(u64::MAX),
+        device_id: id,
+        module_id: None,
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `GET /statistics/devices`.
+pub(super) async fn statistics(
+    State(state): State<Arc<HubState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Permission::RegistryRead)?;
+    let (total, enabled, disabled) = state.device_counts();
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let body = RegistryStatistics {
+        total_device_count: count(total),
+        enabled_device_count: count(enabled),
+        disabled_device_count: count(disabled),
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// Device id rules (Microsoft Learn, "Understand the identity registry in your IoT hub",
+/// device identity properties): at most 128 ASCII 7-bit alphanumerics plus
+/// `- . + % _ # * ? ! ( ) , = @ $ '`.
+fn check_device_id(id: &str) -> Result<(), ApiError> {
+    const EXTRA: &[u8] = b"-.+%_#*?!(),=@$'";
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || EXTRA.contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::ArgumentInvalid,
+            "a device id is 1 to 128 ASCII letters, digits or - . + % _ # * ? ! ( ) , = @ $ '",
+        ))
+    }
+}
+
+/// The `If-Match` header, passed to the state as sent: it strips quotes and `W/` and treats
+/// `*` as a wildcard (both SDKs quote etags first: Node `registry.ts`, `_ensureQuoted`;
+/// Python `iothub_registry_manager.py`, `_ensure_quoted`).
+fn if_match(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get(header::IF_MATCH)
+        .map(|value| {
+            value.to_str().map_err(|_| {
+                ApiError::new(
+                    ErrorCode::ArgumentInvalid,
+                    "the If-Match header is not visible ASCII",
+                )
+            })
+        })
+        .transpose()
+}
+
+/// Reads a `PUT /devices/{id}` body into what the state needs. The body is a
+/// [`protocol::Device`], read leniently (see its module): both SDKs' bodies and a body copied
+/// from a `GET` are accepted, and the read-only fields are ignored.
+fn device_spec(path_id: &str, body: &[u8]) -> Result<DeviceSpec, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            ErrorCode::ArgumentInvalid,
+            "the request body must be a Device JSON object",
+        ));
+    }
+    // serde_json's messages can quote values from the body, keys among them: report only
+    // where the body went wrong.
+    let device: Device = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::ArgumentInvalid,
+            format!(
+                "the request body is not a valid Device JSON object (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    if !device.device_id.is_empty() && device.device_id != path_id {
+        return Err(ApiError::new(
+            ErrorCode::ArgumentInvalid,
+            "the deviceId in the body differs from the device id in the path",
+        ));
+    }
+    if !device.authentication.kind.eq_ignore_ascii_case("sas") {
+        return Err(ApiError::new(
+            ErrorCode::ArgumentInvalid,
+            "the local hub supports only 'sas' authentication",
+        ));
+    }
+    let keys = &device.authentication.symmetric_key;
+    Ok(DeviceSpec {
+        device_id: path_id.to_owned(),
+        status: match device.status {
+            protocol::DeviceStatus::Enabled => DeviceStatus::Enabled,
+            protocol::DeviceStatus::Disabled => DeviceStatus::Disabled,
+        },
+        primary_key: device_key(&keys.primary_key, "primaryKey")?,
+        secondary_key: device_key(&keys.secondary_key, "secondaryKey")?,
+        status_reason: device.status_reason,
+        iot_edge: device.capabilities.iot_edge,
+    })
+}
+
+/// A key from the body; `None` when empty, for the hub to generate. Node's create sends
+/// `"primaryKey":""` and expects the hub to fill it in (`azure-iot-sdk-node`,
+/// `service/src/registry.ts`, `_normalizeAuthentication`). An update without keys also gets
+/// new ones, as on IoT Hub (Azure/azure-iot-sdk-node#915: fields missing from an update are
+/// reset).
+fn device_key(text: &str, field: &str) -> Result<Option<SasKey>, ApiError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    // The error names the field, never the key.
+    SasKey::from_base64(text).map(Some).map_err(|_| {
+        ApiError::new(
+            ErrorCode::ArgumentInvalid,
+            format!("authentication.symmetricKey.{field} is not valid base64"),
+        )
+    })
+}
+
+/// A registry record as the one `Device` model, every read-only field filled in.
+fn device_json(record: &DeviceRecord) -> Device {
+    let mut device = Device::new(record.device_id.clone())
+        .with_status(match record.status {
+            DeviceStatus::Enabled => protocol::DeviceStatus::Enabled,
+            DeviceStatus::Disabled => protocol::DeviceStatus::Disabled,
+        })
+        .with_symmetric_keys(
+            record.primary_key.to_base64(),
+            record.secondary_key.to_base64(),
+        )
+        .with_iot_edge(record.iot_edge)
+        .with_etag(record.etag.clone());
+    device.status_reason = record.status_reason.clone();
+    device.generation_id = record.generation_id.clone();
+    device.connection_state = if record.connected {
+        DeviceConnectionState::Connected
+    } else {
+        DeviceConnectionState::Disconnected
+    };
+    device.connection_state_updated_time = Some(time_text(record.connection_state_updated));
+    device.status_updated_time = Some(time_text(record.status_updated));
+    device.last_activity_time = Some(time_text(record.last_activity));
+    device.cloud_to_device_message_count = u64::try_from(record.c2d_count).unwrap_or(u64::MAX);
+    device.device_scope = device_scope(record);
+    device
+}
+
+/// An edge device's scope, `ms-azure-iot-edge://{id}-{generationId}` (the shape IoT Hub
+/// gives edge devices); other devices have none here.
+fn device_scope(record: &DeviceRecord) -> Option<String> {
+    record.iot_edge.then(|| {
+        format!(
+            "ms-azure-iot-edge://{}-{}",
+            record.device_id, record.generation_id
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids_follow_the_registry_rules() {
+        for id in [
+            "dev1",
+            "a-b.c+d%e_f#g*h?i!j(k)l,m=n@o$p'q",
+            &"x".repeat(128),
+        ] {
+            assert!(check_device_id(id).is_ok(), "{id}");
+        }
+        for id in ["", "a/b", "a b", "ü", &"x".repeat(129)] {
+            assert!(check_device_id(id).is_err(), "{id}");
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The HTTPS endpoint: the registry REST API, MQTT over WebSockets and AMQP over WebSockets,
+//! on one TLS port.
+//!
+//! Connections are served concurrently with HTTP/1.1 keep-alive: msrest (azure-iot-hub for
+//! Python) opens several connections at once, and Node's `Registry` reuses them through an
+//! `https.Agent({ keepAlive: true })` (`azure-iot-sdk-node`, `service/src/registry.ts`,
+//! constructor). The REST routes:
+//! - [`devices`]: device create, read, update, delete and list, the C2D queue purge and device
+//!   statistics;
+//! - [`twins`]: a read-only device twin;
+//! - [`errors`]: IoT Hub's error codes and body forms, for every refusal;
+//! - [`websocket`]: MQTT and AMQP carried over WebSockets.
+//!
+//! Every JSON body is sent with `Content-Type: application/json; charset=utf-8`: Node
+//! azure-iothub parses a body only if the type contains `application/json`
+//! (`azure-iot-sdk-node`, `service/src/rest_api_client.ts`, `executeApiCall`). Requests are
+//! authenticated with policy SAS tokens (`Authorization: SharedAccessSignature sr={host}&…`);
+//! any `api-version` query parameter is accepted and ignored (Node and Python send
+//! `2021-04-12`, the C SDK `2020-09-30`).
+
+mod devices;
+mod errors;
+mod twins;
+mod websocket;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{Permission, SasToken};
+use crate::local_hub::state::HubState;
+use crate::protocol::expiry_time;
+use errors::{ApiError, ErrorCode};
+
+/// The content type of every JSON body, request or response.
+const JSON_UTF8: &str = "application/json; charset=utf-8";
+
+/// How IoT Hub writes a time that never happened (`0001-01-01T00:00:00`, .NET's
+/// `DateTime.MinValue`, in every new device's JSON).
+const NEVER: &str = "0001-01-01T00:00:00";
+
+/// Routes served on the HTTPS port: the WebSocket paths and the REST API.
+pub(crate) fn router(state: Arc<HubState>) -> Router {
+    websocket::router(state.clone()).merge(rest_router(state))
+}
+
+/// The REST API, authenticated with policy SAS tokens checked against `state`. Unknown paths
+/// answer 404, and known paths with another method 405, both with a legacy error body.
+fn rest_router(state: Arc<HubState>) -> Router {
+    Router::new()
+        .route("/devices", get(devices::list))
+        .route(
+            "/devices/{id}",
+            get(devices::get).put(devices::put).delete(devices::delete),
+        )
+        .route("/devices/{id}/commands", delete(devices::purge))
+        .route("/statistics/devices", get(devices::statistics))
+        .route("/twins/{id}", get(twins::get))
+        .method_not_allowed_fallback(errors::method_not_allowed)
+        .fallback(errors::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), finish))
+        .with_state(state)
+}
+
+/// Writes the body of every error answer with the hub's time, and logs each request's method,
+/// path and outcome at debug level. The query string and the headers (which hold the SAS
+/// token) are left out.
+async fn finish(State(state): State<Arc<HubState>>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = errors::write_body(next.run(request).await, state.clock.now());
+    let error_code = response
+        .headers()
+        .get(errors::ERROR_CODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        error_code,
+        "registry request"
+    );
+    response
+}
+
+/// Checks the `Authorization` header: a policy SAS token whose policy has `needed`. Neither
+/// the log nor the error text ever contains the token.
+fn authorize(state: &HubState, headers: &HeaderMap, needed: Permission) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::unauthorized(
+            "the request has no Authorization header",
+        ));
+    };
+    let token: SasToken = value
+        .to_str()
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header is not a SharedAccessSignature token")
+        })?;
+    state.authorize_service(&token, needed).map_err(|denied| {
+        tracing::debug!(reason = %denied, "registry request refused");
+        ApiError::unauthorized(denied.to_string())
+    })
+}
+
+/// The `{id}` path segment, percent-decoded.
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id).map_err(|_| {
+        ApiError::new(
+            ErrorCode::ArgumentInvalid,
+            "the device id in the path is not valid percent-encoded UTF-8",
+        )
+    })
+}
+
+/// ISO 8601 UTC, IoT Hub's seven fractional digits.
+fn time_text(at: SystemTime) -> String {
+    expiry_time::format(at).unwrap_or_else(|_| NEVER.to_owned())
+}
+
+/// A JSON response with the content type Node needs.
+fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8))],
+            body,
+        )
+            .into_response(),
+        Err(_) => ApiError::new(ErrorCode::ServerError, "the response could not be encoded")
+            .into_response(),
+    }
+}
+
+/// Serves HTTPS connections until `shutdown` changes.
+pub(crate) async fn serve(
+    router: Router,
+    acceptor: TlsAcceptor,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTPS accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let tls = match timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "HTTPS TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades();
+            tokio::select! {
+                result = connection => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                    }
+                }
+                _ = shutdown.changed() => {}
+            }
+        });
+    }
+}
