@@ -15,7 +15,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use iothub::SasKey;
-use iothub::local_hub::{DEFAULT_AMQP_PORT, DEFAULT_HTTPS_PORT, DEFAULT_MQTT_PORT, LocalHub};
+use iothub::local_hub::LocalHub;
+use iothub::protocol::ports::{AMQP_TLS_PORT, HTTPS_PORT, MQTT_TLS_PORT};
 
 /// An Azure IoT Hub on loopback: MQTT (TLS and WebSockets) for devices, AMQP (TLS and
 /// WebSockets) for C2D sends and feedback, HTTPS for the registry.
@@ -29,13 +30,13 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
     /// MQTT over TLS port (0: any free port).
-    #[arg(long, default_value_t = DEFAULT_MQTT_PORT)]
+    #[arg(long, default_value_t = MQTT_TLS_PORT)]
     mqtt_port: u16,
     /// HTTPS and WebSocket port (0: any free port).
-    #[arg(long, default_value_t = DEFAULT_HTTPS_PORT)]
+    #[arg(long, default_value_t = HTTPS_PORT)]
     https_port: u16,
     /// AMQP over TLS port, for the service endpoint (0: any free port).
-    #[arg(long, default_value_t = DEFAULT_AMQP_PORT)]
+    #[arg(long, default_value_t = AMQP_TLS_PORT)]
     amqp_port: u16,
     /// Where to write the CA certificate (PEM) that clients must trust.
     #[arg(long)]

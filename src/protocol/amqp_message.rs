@@ -1,9 +1,10 @@
 //! Cloud-to-device messages as AMQP 1.0 messages, both ways, without I/O.
 //!
-//! The rules are protocol.md §4.5, taken from what the official service SDKs send on the
-//! `/messages/devicebound` link (node-hub `src/common-amqp/amqp_message.ts`
-//! `AmqpMessage.fromMessage`; py-hub `iothub_amqp_client.py`; MicrosoftDocs
-//! `iot-hub-amqp-support.md`):
+//! The rules follow what the official service SDKs send on the `/messages/devicebound` link
+//! (azure-iot-hub-node `src/common-amqp/amqp_message.ts`, `AmqpMessage.fromMessage`;
+//! azure-iot-hub-python `src/azure/iot/hub/iothub_amqp_client.py`, `send_message_to_device`;
+//! Microsoft Learn, "Communicate with your IoT hub by using the AMQP Protocol", section
+//! "Invoke cloud-to-device messages (service client)"):
 //!
 //! | [`Message`] | AMQP |
 //! |---|---|
@@ -34,7 +35,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Ack, Message};
 use crate::protocol::expiry_time;
 
-/// The application property carrying the requested feedback (protocol.md §4.5).
+/// The application property carrying the requested feedback (azure-iot-hub-node
+/// `src/common-amqp/amqp_message.ts`, `AmqpMessage.fromMessage`, which writes `message.ack`
+/// there).
 pub(crate) const ACK_PROPERTY: &str = "iothub-ack";
 
 /// An AMQP message with any body, as a link receives it.
@@ -126,7 +129,7 @@ fn millis_from_time(at: SystemTime) -> i64 {
 }
 
 /// The body bytes: data sections concatenated, or an amqp-value holding binary or a string.
-fn body_bytes(body: &Body<Value>) -> Result<Vec<u8>> {
+pub(crate) fn body_bytes(body: &Body<Value>) -> Result<Vec<u8>> {
     match body {
         Body::Data(sections) => Ok(sections.iter().flat_map(|d| d.0.iter().copied()).collect()),
         Body::Value(AmqpValue(Value::Binary(b))) => Ok(b.to_vec()),
