@@ -2,7 +2,7 @@
 //! before it lets a device or a back end in. Only the local hub uses these, so they are
 //! crate-private and exist only with the `local-hub` feature.
 //!
-//! The rules are IoT Hub's (Microsoft Learn, "Control access to IoT Hub by using shared access
+//! The rules are IoT Hub's (Microsoft Learn, "Control access to IoT Hub with shared access
 //! signatures", sections "Security tokens" and "Use a shared access policy to access on behalf
 //! of a device"; azure-iot-sdk-csharp `SharedAccessSignatureParser` and the Node SDK's
 //! `azure-iot-common` `SharedAccessSignature.create`): the HMAC is computed over `sr` exactly as written; `sr` is then percent-decoded
@@ -286,7 +286,8 @@ mod tests {
     #[test]
     fn device_tokens_from_every_sdk_style_are_accepted() {
         let key = SasKey::from_base64("cGFzc3dvcmQ=").unwrap();
-        // vectors.json sas_derived: uppercase, lowercase and unencoded `sr`, all se=1578941692.
+        // tests/data/vectors.json sas_derived: uppercase, lowercase and unencoded `sr`, all
+        // se=1578941692.
         for token in [
             "SharedAccessSignature sr=myiothub.azure-devices.net%2Fdevices%2Fmy_device&sig=DTUpME%2Fc%2BX9Cvy%2B3r0ZNtHukhBGykBpAx8L30%2BISNuY%3D&se=1578941692",
             "SharedAccessSignature sr=myiothub.azure-devices.net%2fdevices%2fmy_device&sig=WBqBcDSFpPaqv35zUO32zFgXkCqNQzqqGmUXMDBXQ%2Fs%3D&se=1578941692",

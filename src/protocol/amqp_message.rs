@@ -3,7 +3,7 @@
 //! The rules follow what the official service SDKs send on the `/messages/devicebound` link
 //! (azure-iot-hub-node `src/common-amqp/amqp_message.ts`, `AmqpMessage.fromMessage`;
 //! azure-iot-hub-python `src/azure/iot/hub/iothub_amqp_client.py`, `send_message_to_device`;
-//! Microsoft Learn, "Communicate with your IoT hub by using the AMQP Protocol", section
+//! Microsoft Learn, "Communicate with your IoT hub by using the AMQP protocol", section
 //! "Invoke cloud-to-device messages (service client)"):
 //!
 //! | [`Message`] | AMQP |
@@ -35,10 +35,20 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Ack, Message};
 use crate::protocol::expiry_time;
 
-/// The application property carrying the requested feedback (azure-iot-hub-node
-/// `src/common-amqp/amqp_message.ts`, `AmqpMessage.fromMessage`, which writes `message.ack`
-/// there).
-pub(crate) const ACK_PROPERTY: &str = "iothub-ack";
+/// The application property carrying the requested feedback: the same name as in the MQTT
+/// property bag (azure-iot-hub-node `src/common-amqp/amqp_message.ts`, `AmqpMessage.fromMessage`,
+/// writes `message.ack` there).
+const ACK_PROPERTY: &str = crate::protocol::ACK;
+
+/// The target of the back end's cloud-to-device sender link (Microsoft Learn, "Communicate with
+/// your IoT hub by using the AMQP protocol"; azure-iot-hub-node `src/amqp.ts`, `_c2dEndpoint`).
+#[cfg_attr(not(feature = "service"), allow(dead_code))]
+pub(crate) const C2D_LINK_TARGET: &str = "/messages/devicebound";
+
+/// The source of the back end's feedback receiver link (azure-iot-hub-node `src/amqp.ts`,
+/// `_feedbackEndpoint`; azure-iot-sdk-csharp `iothub/service/src/Amqp/AmqpClientHelper.cs`).
+#[cfg_attr(not(feature = "service"), allow(dead_code))]
+pub(crate) const FEEDBACK_LINK_SOURCE: &str = "/messages/serviceBound/feedback";
 
 /// An AMQP message with any body, as a link receives it.
 pub(crate) type AmqpBodyMessage = AmqpMessage<Body<Value>>;

@@ -1,9 +1,9 @@
 //! Delivery feedback: the JSON records IoT Hub sends back about cloud-to-device messages.
 //!
 //! A feedback message carries a JSON array of records in a data section, with content type
-//! [`FEEDBACK_CONTENT_TYPE`] (Microsoft Learn, "Understand cloud-to-device messaging from an IoT
-//! hub", section "Message feedback"; azure-iot-sdk-csharp `iothub/service/src/Feedback/FeedbackRecord.cs`
-//! and `AmqpFeedbackReceiver.cs`). `statusCode` and `description` carry the same word, because
+//! [`FEEDBACK_CONTENT_TYPE`] (Microsoft Learn, "Understand cloud-to-device messaging", section
+//! "Message feedback"; azure-iot-sdk-csharp `iothub/service/src/Feedback/FeedbackRecord.cs` and
+//! `AmqpFeedbackReceiver.cs`). `statusCode` and `description` carry the same word, because
 //! the C service SDK reads the status from `description` (azure-iot-sdk-c
 //! `iothub_service_client/src/iothub_messaging_ll.c`, where the feedback record is parsed).
 //!
@@ -49,7 +49,7 @@ impl FeedbackStatus {
 
     /// Whether a message that asked for `ack` gets a record with this status: positive
     /// feedback for `Success`, negative for every other outcome (Microsoft Learn, "Understand
-    /// cloud-to-device messaging from an IoT hub", section "Message feedback").
+    /// cloud-to-device messaging", section "Message feedback").
     pub fn is_requested_by(self, ack: Option<crate::Ack>) -> bool {
         use crate::Ack;
         match (self, ack) {
@@ -155,8 +155,7 @@ mod tests {
 
     #[test]
     fn reads_the_documented_record() {
-        // The example record of Microsoft Learn, "Understand cloud-to-device messaging from an
-        // IoT hub" (also `amqp.feedback_message` in tests/data/vectors.json).
+        // The example record of Microsoft Learn, "Understand cloud-to-device messaging" (also `amqp.feedback_message` in tests/data/vectors.json).
         let body = br#"[{"originalMessageId":"0987654321","enqueuedTimeUtc":"2015-07-28T16:24:48.789Z","statusCode":"Success","description":"Success","deviceId":"123","deviceGenerationId":"abcdefghijklmnopqrstuvwxyz"}]"#;
         let records = decode_feedback_batch(body).unwrap();
         assert_eq!(records.len(), 1);

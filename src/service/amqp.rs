@@ -31,14 +31,10 @@ use crate::auth::TokenSource;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::FeedbackRecord;
 use crate::protocol::amqp_error;
+use crate::protocol::amqp_message::{C2D_LINK_TARGET, FEEDBACK_LINK_SOURCE};
 use crate::protocol::feedback::decode_feedback_body;
 use crate::retry::RetryPolicy;
 
-/// The C2D link's target (Microsoft Learn, "Communicate with your IoT hub by using the AMQP
-/// Protocol"; azure-iot-hub-node `src/amqp.ts`, `_c2dEndpoint`).
-const C2D_TARGET: &str = "/messages/devicebound";
-/// The feedback link's source (azure-iot-hub-node `src/amqp.ts`, `_feedbackEndpoint`).
-const FEEDBACK_SOURCE: &str = "/messages/serviceBound/feedback";
 /// The CBS token type (azure-iot-hub-node `src/common-amqp/amqp_cbs.ts`,
 /// `ClaimsBasedSecurityAgent.putToken`).
 const SAS_TOKEN_TYPE: &str = "servicebus.windows.net:sastoken";
@@ -405,7 +401,7 @@ async fn open_sender(config: &AmqpConfig) -> Result<(Link, Sender)> {
     match Sender::builder()
         .name(name)
         .source(format!("iothub-rs-{}", uuid::Uuid::new_v4()))
-        .target(C2D_TARGET)
+        .target(C2D_LINK_TARGET)
         .attach(&mut link.session)
         .await
     {
@@ -528,7 +524,7 @@ async fn open_feedback(config: &AmqpConfig) -> Result<(Link, Receiver)> {
     let name = format!("feedback-receiver-{}", uuid::Uuid::new_v4());
     match Receiver::builder()
         .name(name)
-        .source(FEEDBACK_SOURCE)
+        .source(FEEDBACK_LINK_SOURCE)
         .target(format!("iothub-rs-{}", uuid::Uuid::new_v4()))
         .attach(&mut link.session)
         .await

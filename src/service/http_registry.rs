@@ -16,7 +16,8 @@ use crate::auth::{IssuedToken, TokenSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{Device, PurgeResult, RegistryStatistics, error_code, percent};
 
-/// The REST api-version sent by the official service SDKs (node-hub `src/version.ts`, py-hub
+/// The REST api-version sent by the official service SDKs (azure-iot-hub-node `src/version.ts`,
+/// azure-iot-hub-python
 /// `iot_hub_gateway_service_ap_is.py`: `2021-04-12`).
 const API_VERSION: &str = "2021-04-12";
 
