@@ -47,7 +47,7 @@
 //! Run (Linux only, for `/proc`):
 //!
 //! ```text
-//! cargo build --release --features local-hub --bin iothub-local
+//! cargo build --release --features cli --bin iothub-local
 //! cargo bench --features local-hub --bench device
 //! ```
 //!

@@ -42,7 +42,7 @@
 //! Run (Linux only, for `/proc`):
 //!
 //! ```text
-//! cargo build --release --features local-hub --bin iothub-local
+//! cargo build --release --features cli --bin iothub-local
 //! ulimit -n 65536   # or as high as the hard limit allows; 10,200 is enough
 //! cargo bench --features local-hub --bench hub
 //! ```

@@ -162,7 +162,8 @@ fn ca_pem() -> Result<Option<String>, Failure> {
 }
 
 /// IoT Hub's rule for device ids: up to 128 ASCII letters, digits and `-.+%_#*?!(),:=@$'`
-/// (MicrosoftDocs `iot-hub-devguide-identity-registry.md`).
+/// (Microsoft Learn, "Understand the identity registry in your IoT hub", section
+/// "Device identity properties").
 fn check_device_id(id: &str) -> Result<(), Failure> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "-.+%_#*?!(),:=@$'".contains(c);
     if id.len() > 128 || !id.chars().all(allowed) {

@@ -108,8 +108,8 @@ pub struct Error {
 
 impl Error {
     /// Creates an error of `kind` with a human-readable detail. The detail must not contain
-    /// secrets.
-    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+    /// secrets. Crate-private: applications receive errors, they do not make them.
+    pub(crate) fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
         Error {
             kind,
             detail: detail.into(),
@@ -118,7 +118,7 @@ impl Error {
     }
 
     /// Attaches the underlying cause, reachable through [`std::error::Error::source`].
-    pub fn with_source(
+    pub(crate) fn with_source(
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {

@@ -22,11 +22,9 @@ async fn hub() -> LocalHub {
 }
 
 fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        initial_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-        ..RetryPolicy::default()
-    }
+    RetryPolicy::default()
+        .with_initial_delay(Duration::from_millis(20))
+        .with_max_delay(Duration::from_millis(200))
 }
 
 async fn connect(hub: &LocalHub, cs: DeviceConnectionString, ack: AckMode) -> DeviceClient {

@@ -5,7 +5,8 @@
 //! `cargo test` builds the examples before it runs the tests, next to the `iothub-local` binary
 //! (`target/debug/examples/`); when they are not there (`cargo test --test examples` alone
 //! builds no example), the tests say so and pass, unless `IOTHUB_REQUIRE_EXAMPLES=1`.
-#![cfg(all(feature = "device", feature = "service", feature = "local-hub"))]
+//! `iothub-local` needs the `cli` feature (as `cargo test --all-features` enables).
+#![cfg(all(feature = "device", feature = "service", feature = "cli"))]
 
 use std::path::PathBuf;
 use std::process::Stdio;

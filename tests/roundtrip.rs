@@ -69,7 +69,7 @@ prop_compose! {
 }
 
 fn device_id() -> impl Strategy<Value = String> {
-    // Ids allow `- . + % _ # * ? ! ( ) , : = @ $ '` (MicrosoftDocs iot-hub-devguide-identity-registry.md).
+    // Ids allow `- . + % _ # * ? ! ( ) , : = @ $ '` (Microsoft Learn, "Understand the identity registry in your IoT hub").
     "[A-Za-z0-9.+%_#*?!(),:=@$'-]{1,20}"
 }
 

@@ -399,7 +399,8 @@ async fn amqp_over_websockets_sends_and_receives_feedback() {
 async fn the_amqp_connection_string_of_the_hub_needs_no_port_option() {
     let hub = LocalHub::builder().start().await.unwrap();
     hub.create_device("dev1").unwrap();
-    // `HostName=localhost:PORT`, as Node's azure-iothub takes it (interop.md §5.3).
+    // `HostName=localhost:PORT`, as Node's azure-iothub takes it (node-hub
+    // `src/common-amqp/amqp.ts`, `Amqp.connect`: the port of the `amqps://` URL, else 5671).
     let registry = RegistryManager::builder(hub.amqp_connection_string())
         .trust_ca_pem(hub.ca_pem())
         .build()

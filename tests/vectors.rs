@@ -1,5 +1,5 @@
 //! Every SAS, connection-string and property-bag vector of `tests/data/vectors.json`, checked
-//! byte for byte. The file is a copy of the team's `shared/vectors.json`; each entry names the
+//! byte for byte. Each entry of the file names the
 //! official SDK test or document it comes from in its `source` field, and each assertion
 //! message below repeats that source.
 

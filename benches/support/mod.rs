@@ -45,7 +45,7 @@ pub fn hub_binary() -> Result<PathBuf> {
     } else {
         Err(format!(
             "{} is missing; build it first with \
-             `cargo build --release --features local-hub --bin iothub-local`",
+             `cargo build --release --features cli --bin iothub-local`",
             path.display()
         )
         .into())

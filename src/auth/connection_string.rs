@@ -1,8 +1,8 @@
 //! Device and service connection strings.
 //!
 //! A connection string is `Key=value` pairs joined by `;`. We parse as the Python SDKs do
-//! (py-device `common/auth/connection_string.py`, py-hub `connection_string.py`; protocol.md
-//! §2.2): split on `;`, then each pair at its first `=` so that base64 padding stays in the
+//! (py-device `azure/iot/device/common/auth/connection_string.py`, `_parse_connection_string`;
+//! py-hub `src/azure/iot/hub/connection_string.py`): split on `;`, then each pair at its first `=` so that base64 padding stays in the
 //! value; keys are case-sensitive; an unknown or repeated key is an error that names the key.
 //! One trailing `;` is tolerated. Error texts never contain a key or a signature, and `Debug`
 //! redacts them; `Display` writes the connection string back.
@@ -300,7 +300,9 @@ impl DeviceConnectionString {
     }
 
     /// Where the TCP/TLS connection goes: `GatewayHostName` when set, else `HostName`, with a
-    /// port when the string gives one (py-device `pipeline_stages_mqtt.py`; protocol.md §2.3).
+    /// port when the string gives one (py-device `common/pipeline/pipeline_stages_mqtt.py`,
+    /// where the hostname is the gateway's when set; node-device `device/transport/mqtt/src/mqtt.ts`,
+    /// `'mqtts://' + (gatewayHostName || host)`).
     pub fn connect_host(&self) -> (&str, Option<u16>) {
         match &self.gateway {
             Some(gateway) => (gateway.host(), gateway.port()),

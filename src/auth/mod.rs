@@ -5,6 +5,7 @@
 
 mod connection_string;
 mod sas;
+#[cfg(feature = "local-hub")]
 mod scope;
 mod token_source;
 
@@ -13,8 +14,13 @@ pub use connection_string::{
     ServiceCredential,
 };
 pub use sas::{ResourceUri, SasKey, SasToken, string_to_sign};
-pub use scope::{
-    AccessDenied, AccessPolicy, Permission, Permissions, authorize_device, authorize_service,
-    scope_covers,
+// The hub's checks of the tokens it is given; crate-private (nothing outside `local_hub`
+// needs them).
+#[cfg(feature = "local-hub")]
+pub(crate) use scope::{
+    AccessDenied, AccessPolicy, Permission, authorize_device, authorize_service,
 };
+// Named only by the hub's unit tests, which build their own policies.
+#[cfg(all(feature = "local-hub", test))]
+pub(crate) use scope::Permissions;
 pub use token_source::{DEFAULT_TOKEN_TTL, IssuedToken, MAX_TOKEN_TTL, TokenSource};

@@ -2,8 +2,9 @@
 //!
 //! A token is `SharedAccessSignature sr={resource}&sig={signature}&se={expiry}[&skn={policy}]`
 //! where `signature = base64(HMAC-SHA256(base64decode(key), sr + "\n" + se))`, computed over the
-//! `sr` text exactly as written in the token (protocol.md §1.1–§1.2; MicrosoftDocs
-//! `authenticate-authorize-sas.md`). We write the fields in the order the Python and C SDKs use
+//! `sr` text exactly as written in the token (Microsoft Learn, "Control access to IoT Hub
+//! with shared access signatures", section "Security tokens"; node-device
+//! `common/core/src/authorization.ts`, `hmacHash`). We write the fields in the order the Python and C SDKs use
 //! (`sr, sig, se, skn`; py-device `common/auth/sastoken.py`, sdk-for-c `az_iot_hub_client_sas.c`)
 //! and read them in any order, as the hub does.
 
@@ -23,11 +24,14 @@ use crate::protocol::percent;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The token prefix, with its single space (protocol.md §1.1).
+/// The token prefix, with its single space (node-device
+/// `common/core/src/shared_access_signature.ts`, `SharedAccessSignature.parse`, which splits the
+/// prefix off at the whitespace).
 const PREFIX: &str = "SharedAccessSignature ";
 
 /// Standard base64 that, like Node's `Buffer.from(s, 'base64')`, accepts missing padding and
-/// non-zero trailing bits (protocol.md §1.2: the Node vectors sign with the key text `"key"`),
+/// non-zero trailing bits (node-device `common/core/src/authorization.ts`, `hmacHash`, decodes
+/// with `Buffer.from(key, 'base64')`, and Node's test vectors sign with the key text `"key"`),
 /// yet rejects characters outside the alphabet and impossible lengths (py-device
 /// `test_signing_mechanism.py`: `"not a key"` and `"YWJjx"` are errors).
 const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -120,8 +124,9 @@ impl SasKey {
     /// Signs a token for `resource` that expires at `expiry` (seconds since the Unix epoch).
     ///
     /// Give `key_name` for a shared access policy key (it becomes `skn`); leave it `None` for
-    /// a device or module key, whose tokens carry no `skn` (MicrosoftDocs
-    /// `authenticate-authorize-sas.md`).
+    /// a device or module key, whose tokens carry no `skn` (Microsoft Learn, "Control access
+    /// to IoT Hub with shared access signatures": `skn` is absent for tokens that refer to
+    /// device-registry credentials).
     pub fn token(&self, resource: &ResourceUri, key_name: Option<&str>, expiry: u64) -> SasToken {
         let mut se = itoa::Buffer::new();
         let se = se.format(expiry);
@@ -408,7 +413,8 @@ impl SasToken {
     /// Whether `key` produced this token's signature, compared in constant time.
     ///
     /// The HMAC is computed over `sr` and `se` as written, so tokens from every SDK verify:
-    /// uppercase, lowercase or unencoded `sr` alike (protocol.md §1.5). The signature may be
+    /// uppercase, lowercase (the Learn page's examples) or unencoded `sr` (c-sdk, through
+    /// azure-c-shared-utility `sastoken.c`, `SASToken_CreateString`) alike. The signature may be
     /// percent-encoded in either hex case, or not at all, and padded or not.
     pub fn verify(&self, key: &SasKey) -> bool {
         let Ok(sig) = percent::decode(&self.text[self.sig.clone()]) else {

@@ -1,8 +1,11 @@
 //! What a token grants: shared access policies, their permissions, and the checks a hub makes
-//! before it lets a device or a back end in.
+//! before it lets a device or a back end in. Only the local hub uses these, so they are
+//! crate-private and exist only with the `local-hub` feature.
 //!
-//! The rules are IoT Hub's (MicrosoftDocs `authenticate-authorize-sas.md`; protocol.md §1.5,
-//! §1.6): the HMAC is computed over `sr` exactly as written; `sr` is then percent-decoded
+//! The rules are IoT Hub's (Microsoft Learn, "Control access to IoT Hub with shared access
+//! signatures", sections "Security tokens" and "Use a shared access policy to access on behalf
+//! of a device"; azure-iot-sdk-csharp `SharedAccessSignatureParser` and the Node SDK's
+//! `azure-iot-common` `SharedAccessSignature.create`): the HMAC is computed over `sr` exactly as written; `sr` is then percent-decoded
 //! (either hex case) and must be a prefix **by segment** of the resource asked for, compared
 //! case-insensitively, with any `:port` after the host ignored; `se` must not be in the past.
 
@@ -13,7 +16,7 @@ use crate::auth::sas::{SasKey, SasToken};
 
 /// A permission a shared access policy can grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Permission {
+pub(crate) enum Permission {
     /// Read the identity registry.
     RegistryRead,
     /// Write the identity registry.
@@ -37,16 +40,16 @@ impl Permission {
 
 /// A set of [`Permission`]s.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Permissions(u8);
+pub(crate) struct Permissions(u8);
 
 impl Permissions {
     /// No permission.
-    pub const NONE: Permissions = Permissions(0);
+    pub(crate) const NONE: Permissions = Permissions(0);
     /// Every permission, as `iothubowner` has.
-    pub const ALL: Permissions = Permissions(15);
+    pub(crate) const ALL: Permissions = Permissions(15);
 
     /// This set plus `permission`.
-    pub const fn with(self, permission: Permission) -> Self {
+    pub(crate) const fn with(self, permission: Permission) -> Self {
         Permissions(
             self.0
                 | match permission {
@@ -59,7 +62,7 @@ impl Permissions {
     }
 
     /// Whether the set holds `permission`.
-    pub fn contains(self, permission: Permission) -> bool {
+    pub(crate) fn contains(self, permission: Permission) -> bool {
         self.0 & permission.bit() != 0
     }
 }
@@ -80,23 +83,23 @@ impl fmt::Debug for Permissions {
 
 /// A shared access policy: a name, its keys and what it may do.
 #[derive(Clone, Debug)]
-pub struct AccessPolicy {
+pub(crate) struct AccessPolicy {
     /// The policy name, e.g. `iothubowner`; the `skn` of its tokens.
-    pub name: String,
+    pub(crate) name: String,
     /// The primary key.
-    pub primary_key: SasKey,
+    pub(crate) primary_key: SasKey,
     /// The secondary key.
-    pub secondary_key: SasKey,
+    pub(crate) secondary_key: SasKey,
     /// What tokens signed with this policy may do.
-    pub permissions: Permissions,
+    pub(crate) permissions: Permissions,
 }
 
 impl AccessPolicy {
-    /// IoT Hub's default policies and their permissions (MicrosoftDocs
-    /// `authenticate-authorize-sas.md`): `iothubowner` (all), `service` (ServiceConnect),
+    /// IoT Hub's default policies and their permissions (Microsoft Learn,
+    /// "Control access to IoT Hub by using shared access signatures", "IoT Hub permissions"): `iothubowner` (all), `service` (ServiceConnect),
     /// `device` (DeviceConnect), `registryRead` (RegistryRead), `registryReadWrite`
     /// (RegistryRead and RegistryWrite).
-    pub fn default_permissions(name: &str) -> Option<Permissions> {
+    pub(crate) fn default_permissions(name: &str) -> Option<Permissions> {
         use Permission::*;
         Some(match name {
             "iothubowner" => Permissions::ALL,
@@ -115,7 +118,7 @@ impl AccessPolicy {
 
 /// Why a token was refused. The text never includes the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccessDenied {
+pub(crate) enum AccessDenied {
     /// `se` is in the past.
     Expired,
     /// `sr` does not cover the resource asked for.
@@ -166,7 +169,7 @@ fn split_host(resource: &str) -> (&str, &str) {
 
 /// Whether the token's (decoded) `sr` is a segment prefix of `host` + `path`, host compared
 /// without port and case-insensitively, path case-insensitively.
-pub fn scope_covers(token_resource: &str, host: &str, path: &str) -> bool {
+pub(crate) fn scope_covers(token_resource: &str, host: &str, path: &str) -> bool {
     let (token_host, token_path) = split_host(token_resource);
     let token_path = token_path.trim_end_matches('/');
     if !token_host.eq_ignore_ascii_case(split_host(host).0) || token_path.len() > path.len() {
@@ -184,7 +187,7 @@ fn check_live(token: &SasToken, now: SystemTime) -> Result<(), AccessDenied> {
 }
 
 /// Checks a back-end token: a policy token for the hub `host` whose policy has `needed`.
-pub fn authorize_service(
+pub(crate) fn authorize_service(
     token: &SasToken,
     host: &str,
     policies: &[AccessPolicy],
@@ -212,7 +215,7 @@ pub fn authorize_service(
 
 /// Checks a device's token for `/devices/{device_id}[/modules/{module_id}]` on `host`: signed
 /// with one of `device_keys` (no `skn`), or with a policy that has DeviceConnect.
-pub fn authorize_device(
+pub(crate) fn authorize_device(
     token: &SasToken,
     host: &str,
     device_id: &str,
@@ -267,7 +270,7 @@ mod tests {
 
     #[test]
     fn scope_is_a_segment_prefix_ignoring_case_and_port() {
-        // MicrosoftDocs authenticate-authorize-sas.md: "/a/b" covers "/a/b/c" but not "/a/bc".
+        // Microsoft Learn, "Control access to IoT Hub by using shared access signatures": "/a/b" covers "/a/b/c" but not "/a/bc".
         assert!(scope_covers("hub/devices/a", "hub", "/devices/a"));
         assert!(scope_covers("HUB/Devices/A", "hub", "/devices/a"));
         assert!(scope_covers("hub:8883/devices/a", "hub", "/devices/a"));
@@ -283,7 +286,8 @@ mod tests {
     #[test]
     fn device_tokens_from_every_sdk_style_are_accepted() {
         let key = SasKey::from_base64("cGFzc3dvcmQ=").unwrap();
-        // vectors.json sas_derived: uppercase, lowercase and unencoded `sr`, all se=1578941692.
+        // tests/data/vectors.json sas_derived: uppercase, lowercase and unencoded `sr`, all
+        // se=1578941692.
         for token in [
             "SharedAccessSignature sr=myiothub.azure-devices.net%2Fdevices%2Fmy_device&sig=DTUpME%2Fc%2BX9Cvy%2B3r0ZNtHukhBGykBpAx8L30%2BISNuY%3D&se=1578941692",
             "SharedAccessSignature sr=myiothub.azure-devices.net%2fdevices%2fmy_device&sig=WBqBcDSFpPaqv35zUO32zFgXkCqNQzqqGmUXMDBXQ%2Fs%3D&se=1578941692",

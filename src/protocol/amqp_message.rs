@@ -1,9 +1,10 @@
 //! Cloud-to-device messages as AMQP 1.0 messages, both ways, without I/O.
 //!
-//! The rules are protocol.md §4.5, taken from what the official service SDKs send on the
-//! `/messages/devicebound` link (node-hub `src/common-amqp/amqp_message.ts`
-//! `AmqpMessage.fromMessage`; py-hub `iothub_amqp_client.py`; MicrosoftDocs
-//! `iot-hub-amqp-support.md`):
+//! The rules follow what the official service SDKs send on the `/messages/devicebound` link
+//! (azure-iot-hub-node `src/common-amqp/amqp_message.ts`, `AmqpMessage.fromMessage`;
+//! azure-iot-hub-python `src/azure/iot/hub/iothub_amqp_client.py`, `send_message_to_device`;
+//! Microsoft Learn, "Communicate with your IoT hub by using the AMQP protocol", section
+//! "Invoke cloud-to-device messages (service client)"):
 //!
 //! | [`Message`] | AMQP |
 //! |---|---|
@@ -34,8 +35,20 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Ack, Message};
 use crate::protocol::expiry_time;
 
-/// The application property carrying the requested feedback (protocol.md §4.5).
-pub(crate) const ACK_PROPERTY: &str = "iothub-ack";
+/// The application property carrying the requested feedback: the same name as in the MQTT
+/// property bag (azure-iot-hub-node `src/common-amqp/amqp_message.ts`, `AmqpMessage.fromMessage`,
+/// writes `message.ack` there).
+const ACK_PROPERTY: &str = crate::protocol::ACK;
+
+/// The target of the back end's cloud-to-device sender link (Microsoft Learn, "Communicate with
+/// your IoT hub by using the AMQP protocol"; azure-iot-hub-node `src/amqp.ts`, `_c2dEndpoint`).
+#[cfg_attr(not(feature = "service"), allow(dead_code))]
+pub(crate) const C2D_LINK_TARGET: &str = "/messages/devicebound";
+
+/// The source of the back end's feedback receiver link (azure-iot-hub-node `src/amqp.ts`,
+/// `_feedbackEndpoint`; azure-iot-sdk-csharp `iothub/service/src/Amqp/AmqpClientHelper.cs`).
+#[cfg_attr(not(feature = "service"), allow(dead_code))]
+pub(crate) const FEEDBACK_LINK_SOURCE: &str = "/messages/serviceBound/feedback";
 
 /// An AMQP message with any body, as a link receives it.
 pub(crate) type AmqpBodyMessage = AmqpMessage<Body<Value>>;
@@ -126,7 +139,7 @@ fn millis_from_time(at: SystemTime) -> i64 {
 }
 
 /// The body bytes: data sections concatenated, or an amqp-value holding binary or a string.
-fn body_bytes(body: &Body<Value>) -> Result<Vec<u8>> {
+pub(crate) fn body_bytes(body: &Body<Value>) -> Result<Vec<u8>> {
     match body {
         Body::Data(sections) => Ok(sections.iter().flat_map(|d| d.0.iter().copied()).collect()),
         Body::Value(AmqpValue(Value::Binary(b))) => Ok(b.to_vec()),

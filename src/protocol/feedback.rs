@@ -1,9 +1,14 @@
 //! Delivery feedback: the JSON records IoT Hub sends back about cloud-to-device messages.
 //!
 //! A feedback message carries a JSON array of records in a data section, with content type
-//! [`FEEDBACK_CONTENT_TYPE`] (protocol.md §4.6; MicrosoftDocs `iot-hub-devguide-messages-c2d.md`;
-//! csharp `Feedback/FeedbackRecord.cs`). `statusCode` and `description` carry the same word,
-//! because the C service SDK reads the status from `description`.
+//! [`FEEDBACK_CONTENT_TYPE`] (Microsoft Learn, "Understand cloud-to-device messaging", section
+//! "Message feedback"; azure-iot-sdk-csharp `iothub/service/src/Feedback/FeedbackRecord.cs` and
+//! `AmqpFeedbackReceiver.cs`). `statusCode` and `description` carry the same word, because
+//! the C service SDK reads the status from `description` (azure-iot-sdk-c
+//! `iothub_service_client/src/iothub_messaging_ll.c`, where the feedback record is parsed).
+//!
+//! This module is the one place that encodes and decodes that body, for the hub and the
+//! service client alike.
 
 use std::fmt;
 
@@ -11,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// The content type of a feedback message (csharp `CommonConstants.BatchedFeedbackContentType`).
+/// The content type of a feedback message (azure-iot-sdk-csharp
+/// `common/src/service/CommonConstants.cs`, `BatchedFeedbackContentType`).
 pub const FEEDBACK_CONTENT_TYPE: &str = "application/vnd.microsoft.iothub.feedback.json";
 
 /// The outcome a feedback record reports.
@@ -42,8 +48,8 @@ impl FeedbackStatus {
     }
 
     /// Whether a message that asked for `ack` gets a record with this status: positive
-    /// feedback for `Success`, negative for every other outcome (MicrosoftDocs
-    /// `iot-hub-devguide-messages-c2d.md`).
+    /// feedback for `Success`, negative for every other outcome (Microsoft Learn, "Understand
+    /// cloud-to-device messaging", section "Message feedback").
     pub fn is_requested_by(self, ack: Option<crate::Ack>) -> bool {
         use crate::Ack;
         match (self, ack) {
@@ -61,8 +67,12 @@ impl fmt::Display for FeedbackStatus {
 }
 
 /// One feedback record.
+///
+/// Records come from the hub; [`FeedbackRecord::new`] makes one, e.g. to test the code that
+/// handles them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct FeedbackRecord {
     /// The message id of the cloud-to-device message this record is about.
     #[serde(default)]
@@ -83,6 +93,37 @@ pub struct FeedbackRecord {
     pub enqueued_time_utc: String,
 }
 
+impl FeedbackRecord {
+    /// A record about message `original_message_id` for `device_id`, with `status_code` and, as
+    /// IoT Hub writes it, the status name as its description; no generation id or time.
+    pub fn new(
+        original_message_id: impl Into<String>,
+        device_id: impl Into<String>,
+        status_code: FeedbackStatus,
+    ) -> Self {
+        FeedbackRecord {
+            original_message_id: original_message_id.into(),
+            status_code,
+            description: status_code.as_str().to_owned(),
+            device_id: device_id.into(),
+            device_generation_id: String::new(),
+            enqueued_time_utc: String::new(),
+        }
+    }
+
+    /// The same record with this device generation id.
+    pub fn with_device_generation_id(mut self, generation_id: impl Into<String>) -> Self {
+        self.device_generation_id = generation_id.into();
+        self
+    }
+
+    /// The same record with this outcome time (ISO 8601 UTC).
+    pub fn with_enqueued_time_utc(mut self, time: impl Into<String>) -> Self {
+        self.enqueued_time_utc = time.into();
+        self
+    }
+}
+
 /// Encodes a batch of records as the JSON array of a feedback message body.
 pub fn encode_feedback_batch(records: &[FeedbackRecord]) -> Vec<u8> {
     serde_json::to_vec(records).expect("feedback records always serialize")
@@ -99,13 +140,22 @@ pub fn decode_feedback_batch(body: &[u8]) -> Result<Vec<FeedbackRecord>> {
     })
 }
 
+/// Decodes the body of a feedback message as an AMQP link receives it: data sections (the
+/// form IoT Hub sends), or an amqp-value holding binary or a string.
+#[cfg(feature = "service")]
+pub(crate) fn decode_feedback_body(
+    body: &fe2o3_amqp_types::messaging::Body<fe2o3_amqp_types::primitives::Value>,
+) -> Result<Vec<FeedbackRecord>> {
+    decode_feedback_batch(&crate::protocol::amqp_message::body_bytes(body)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn reads_the_documented_record() {
-        // MicrosoftDocs iot-hub-devguide-messages-c2d.md, via shared/vectors.json amqp.feedback_message.
+        // The example record of Microsoft Learn, "Understand cloud-to-device messaging" (also `amqp.feedback_message` in tests/data/vectors.json).
         let body = br#"[{"originalMessageId":"0987654321","enqueuedTimeUtc":"2015-07-28T16:24:48.789Z","statusCode":"Success","description":"Success","deviceId":"123","deviceGenerationId":"abcdefghijklmnopqrstuvwxyz"}]"#;
         let records = decode_feedback_batch(body).unwrap();
         assert_eq!(records.len(), 1);

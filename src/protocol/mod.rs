@@ -10,7 +10,7 @@ pub(crate) mod amqp_error;
 pub(crate) mod amqp_message;
 mod c2d_address;
 pub(crate) mod expiry_time;
-mod feedback;
+pub(crate) mod feedback;
 pub(crate) mod percent;
 pub mod ports;
 mod property_bag;

@@ -4,7 +4,7 @@
 //! and writes everything else as `%XX` with uppercase hex, as Python's
 //! `urllib.parse.quote(s, safe="")` does (py-device `mqtt_topic_iothub.py`,
 //! `common/auth/sastoken.py`). Decoding accepts either hex case and never turns `+` into a
-//! space (protocol.md §3.7), but rejects a `%` that is not followed by two hex digits.
+//! space (the NOTE on `quote_plus` at the top of py-device `mqtt_topic_iothub.py`), but rejects a `%` that is not followed by two hex digits.
 
 use std::borrow::Cow;
 use std::fmt;

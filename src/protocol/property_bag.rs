@@ -1,9 +1,10 @@
 //! The property bag: the `key=value&key=value` tail of an IoT Hub MQTT topic.
 //!
 //! Keys and values are percent-encoded with uppercase hex outside `A-Z a-z 0-9 - . _ ~`, so
-//! that `/`, `&`, `=`, `%`, spaces and non-ASCII text survive (protocol.md §3.7; py-device
+//! that `/`, `&`, `=`, `%`, spaces and non-ASCII text survive (py-device
 //! `mqtt_topic_iothub.py`). A key without `=` has no value: the hub writes a null property that
-//! way (MicrosoftDocs `iot-mqtt-connect-to-iot-hub.md`). Decoding is lenient where the SDKs
+//! way (Microsoft Learn, "Communicate with an IoT hub using the MQTT protocol", section
+//! "Receiving cloud-to-device messages"). Decoding is lenient where the SDKs
 //! and the hub differ: either hex case, `$` or `%24`, `+` kept as `+`, raw `/` in values (the C
 //! SDK), and one trailing `/` (Node's output events).
 
@@ -37,7 +38,8 @@ pub(crate) enum SystemOrder {
     /// (py-device `mqtt_topic_iothub.py::encode_message_properties_in_topic`).
     Telemetry,
     /// Cloud to device, as IoT Hub writes it: `$.mid`, `$.exp`, `$.to`, the other system
-    /// properties, `iothub-ack`, then application properties (protocol.md §3.6 captures).
+    /// properties, `iothub-ack`, then application properties (as a real hub's messages show in Azure-Samples/IoTMQTTSample
+    /// `mosquitto_pub/readme.md`).
     CloudToDevice,
 }
 

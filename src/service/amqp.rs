@@ -1,9 +1,12 @@
 //! The service's AMQP connection: cloud-to-device sends and the feedback receiver.
 //!
-//! One task owns each AMQP connection (TLS first, then a bare AMQP header as Node's
-//! azure-iothub does; protocol.md §4.1–4.2), authorizes it with a CBS put-token whose audience is
-//! the hub's host name (node-hub `amqp.ts`), renews the token on the open connection before it
-//! expires, and is re-opened with backoff after a failure. Sends go out on one sender link to
+//! One task owns each AMQP connection (TLS first, then a bare AMQP header with no SASL layer,
+//! as Node's azure-iothub does: azure-iot-hub-node `src/amqp.ts`, `_getConnectionUri`, and rhea
+//! `lib/connection.js`, which adds SASL only when asked), authorizes it with a CBS put-token
+//! whose audience is the hub's host name (azure-iot-hub-node `src/amqp.ts`, class `Amqp`, which
+//! puts the token with the audience taken from its `sr`),
+//! renews the token on the open connection before it expires, and is re-opened with backoff
+//! (the manager's [`RetryPolicy`]) after a failure. Sends go out on one sender link to
 //! `/messages/devicebound` and are pipelined: each caller waits for its own disposition.
 
 use std::collections::HashMap;
@@ -26,18 +29,14 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::auth::TokenSource;
 use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::FeedbackRecord;
 use crate::protocol::amqp_error;
-use crate::protocol::{FeedbackRecord, decode_feedback_batch};
+use crate::protocol::amqp_message::{C2D_LINK_TARGET, FEEDBACK_LINK_SOURCE};
+use crate::protocol::feedback::decode_feedback_body;
 use crate::retry::RetryPolicy;
 
-/// The C2D link's target (MicrosoftDocs `iot-hub-amqp-support.md`; node-hub `amqp.ts`).
-const C2D_TARGET: &str = "/messages/devicebound";
-/// The feedback link's source (node-hub `amqp.ts` `_feedbackEndpoint`).
-const FEEDBACK_SOURCE: &str = "/messages/serviceBound/feedback";
-/// How long a send may wait for link credit, and then for the hub's disposition.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The CBS token type (node-hub `amqp_cbs.ts`).
+/// The CBS token type (azure-iot-hub-node `src/common-amqp/amqp_cbs.ts`,
+/// `ClaimsBasedSecurityAgent.putToken`).
 const SAS_TOKEN_TYPE: &str = "servicebus.windows.net:sastoken";
 
 /// Where and how to connect.
@@ -48,14 +47,18 @@ pub(crate) struct AmqpConfig {
     pub port: u16,
     pub tls: Arc<rustls::ClientConfig>,
     pub tokens: TokenSource,
-    /// The put-token audience: the hub's `HostName` (node-hub `amqp.ts`).
+    /// The put-token audience: the hub's `HostName`, the `sr` of a policy token
+    /// (azure-iot-hub-node `src/amqp.ts`, class `Amqp`).
     pub audience: String,
     /// Carry AMQP in WebSocket binary frames at `wss://host:port/$iothub/websocket`.
     pub websockets: bool,
+    /// Backoff between connection attempts, and how many failures in a row end them.
+    pub retry: RetryPolicy,
 }
 
-/// Runs AMQP over WebSockets: subprotocol `AMQPWSB10` at `/$iothub/websocket` (node-hub
-/// `amqp_ws.ts`; protocol.md §4.1). The WebSocket is bridged to an in-memory pipe that the AMQP
+/// Runs AMQP over WebSockets: subprotocol `AMQPWSB10` at `/$iothub/websocket` (azure-iot-hub-node
+/// `src/amqp_ws.ts`, `AmqpWs._getConnectionUri`, and `src/common-amqp/amqp.ts`, which opens the
+/// socket with that subprotocol). The WebSocket is bridged to an in-memory pipe that the AMQP
 /// connection reads and writes like a socket.
 async fn websocket_pipe<S>(config: &AmqpConfig, tls: S) -> Result<tokio::io::DuplexStream>
 where
@@ -178,9 +181,10 @@ impl Link {
         let token = CbsToken::new(issued.token.to_string(), SAS_TOKEN_TYPE, None);
         match self.cbs.put_token(config.audience.as_str(), token).await {
             Ok(()) => {}
-            // IoT Hub answers a good put-token with 200 (protocol.md §4.4; node-hub
-            // `amqp_cbs.ts` checks `status-code !== 200`), where fe2o3-amqp-cbs expects
-            // Service Bus's 202 and reports 200 as a status error.
+            // IoT Hub answers a good put-token with 200 (azure-iot-hub-node
+            // `src/common-amqp/amqp_cbs.ts`, `ClaimsBasedSecurityAgent`, whose put-token response
+            // handler fails on `status-code !== 200`),
+            // where fe2o3-amqp-cbs expects Service Bus's 202 and reports 200 as a status error.
             Err(MgmtError::Status(status)) if status.code.0.get() == 200 => {}
             Err(e) => {
                 return Err(Error::new(
@@ -204,8 +208,9 @@ impl Link {
     }
 }
 
-/// Maps a disposition to the caller's result (protocol.md §4.5, node-hub
-/// `amqp_service_errors.ts`).
+/// Maps a disposition to the caller's result; a rejection's condition to its kind through
+/// [`amqp_error::kind_for`] (the table of azure-iot-hub-node `src/amqp_service_errors.ts`,
+/// `translateError`).
 fn outcome_result(outcome: Outcome) -> Result<()> {
     match outcome {
         Outcome::Accepted(_) => Ok(()),
@@ -228,10 +233,11 @@ fn outcome_result(outcome: Outcome) -> Result<()> {
     }
 }
 
-/// A message to send and who waits for its disposition.
+/// A message to send, who waits for its disposition, and by when it must be settled.
 pub(crate) struct SendRequest {
     pub message: AmqpMessage<Data>,
     pub done: oneshot::Sender<Result<()>>,
+    pub deadline: Instant,
 }
 
 /// Starts the sender task; it connects on the first send.
@@ -241,15 +247,76 @@ pub(crate) fn spawn_sender(config: AmqpConfig) -> mpsc::Sender<SendRequest> {
     tx
 }
 
-/// The delay before reconnection attempt `failures` (the clients' shared policy).
-fn backoff(failures: u32) -> Duration {
-    RetryPolicy::default().delay(failures)
+/// The sender's connection attempts, across sends: failures in a row and when the next
+/// attempt may start.
+struct Backoff {
+    failures: u32,
+    next_attempt: Instant,
+    last_failure: String,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            failures: 0,
+            next_attempt: Instant::now(),
+            last_failure: String::new(),
+        }
+    }
+}
+
+/// Opens the C2D sender for the send that is due by `deadline`: attempts spaced by the retry
+/// policy's backoff, until one succeeds, the policy's attempt limit is reached, the next attempt
+/// would start after `deadline`, the caller has gone, or the hub refuses the credentials.
+async fn connect_sender(
+    config: &AmqpConfig,
+    backoff: &mut Backoff,
+    deadline: Instant,
+    done: &oneshot::Sender<Result<()>>,
+) -> Result<(Link, Sender)> {
+    let mut attempts = 0u32;
+    loop {
+        if backoff.next_attempt >= deadline {
+            // Only when this send waited behind others: it is due before the backoff ends.
+            return Err(transport(format!(
+                "no connection to the hub within the request timeout (last attempt: {})",
+                backoff.last_failure
+            )));
+        }
+        sleep_until(backoff.next_attempt).await;
+        attempts += 1;
+        let result = match tokio::time::timeout_at(deadline, open_sender(config)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                "connecting to the hub took longer than the request timeout",
+            )),
+        };
+        let error = match result {
+            Ok(opened) => {
+                backoff.failures = 0;
+                return Ok(opened);
+            }
+            Err(error) => error,
+        };
+        backoff.failures = backoff.failures.saturating_add(1);
+        backoff.next_attempt = Instant::now() + config.retry.delay(backoff.failures);
+        backoff.last_failure = error.to_string();
+        let final_error = matches!(error.kind(), ErrorKind::Unauthorized | ErrorKind::Timeout);
+        if final_error
+            || config.retry.gives_up_after(attempts)
+            || backoff.next_attempt >= deadline
+            || done.is_closed()
+        {
+            return Err(error);
+        }
+        tracing::debug!(error = %error, attempts, "the AMQP connection failed; retrying");
+    }
 }
 
 async fn sender_task(config: AmqpConfig, mut requests: mpsc::Receiver<SendRequest>) {
     let mut open: Option<(Link, Sender)> = None;
-    let mut failures = 0u32;
-    let mut next_attempt = Instant::now();
+    let mut backoff = Backoff::new();
     loop {
         let renew_at = open.as_ref().map(|(link, _)| link.renew_at);
         let far = Instant::now() + Duration::from_secs(24 * 3600);
@@ -263,25 +330,20 @@ async fn sender_task(config: AmqpConfig, mut requests: mpsc::Receiver<SendReques
                     }
                 }
                 if open.is_none() {
-                    sleep_until(next_attempt).await;
-                    match open_sender(&config).await {
-                        Ok(opened) => {
-                            failures = 0;
-                            open = Some(opened);
-                        }
+                    match connect_sender(&config, &mut backoff, request.deadline, &request.done).await {
+                        Ok(opened) => open = Some(opened),
                         Err(e) => {
-                            failures += 1;
-                            next_attempt = Instant::now() + backoff(failures);
                             let _ = request.done.send(Err(e));
                             continue;
                         }
                     }
                 }
                 let (_, sender) = open.as_mut().expect("opened above");
-                match tokio::time::timeout(SEND_TIMEOUT, sender.send_batchable(request.message)).await {
+                let deadline = request.deadline;
+                match tokio::time::timeout_at(deadline, sender.send_batchable(request.message)).await {
                     Ok(Ok(settlement)) => {
                         tokio::spawn(async move {
-                            let result = match tokio::time::timeout(SEND_TIMEOUT, settlement).await {
+                            let result = match tokio::time::timeout_at(deadline, settlement).await {
                                 Ok(Ok(outcome)) => outcome_result(outcome),
                                 Ok(Err(e)) => Err(transport("the connection closed before the hub settled the message").with_source(e)),
                                 Err(_) => Err(Error::new(ErrorKind::Timeout, "the hub did not settle the message in time")),
@@ -339,7 +401,7 @@ async fn open_sender(config: &AmqpConfig) -> Result<(Link, Sender)> {
     match Sender::builder()
         .name(name)
         .source(format!("iothub-rs-{}", uuid::Uuid::new_v4()))
-        .target(C2D_TARGET)
+        .target(C2D_LINK_TARGET)
         .attach(&mut link.session)
         .await
     {
@@ -393,12 +455,13 @@ async fn feedback_task(
                 opened
             }
             Err(e) => {
-                failures += 1;
-                let unauthorized = e.kind() == ErrorKind::Unauthorized;
-                if batches.send(Err(e)).await.is_err() || unauthorized {
+                failures = failures.saturating_add(1);
+                let last =
+                    e.kind() == ErrorKind::Unauthorized || config.retry.gives_up_after(failures);
+                if batches.send(Err(e)).await.is_err() || last {
                     return;
                 }
-                tokio::time::sleep(backoff(failures)).await;
+                tokio::time::sleep(config.retry.delay(failures)).await;
                 continue;
             }
         };
@@ -411,11 +474,11 @@ async fn feedback_task(
                         Err(e) => {
                             tracing::warn!(error = %e, "the feedback link failed; reopening");
                             link.close().await;
-                            tokio::time::sleep(backoff(1)).await;
+                            tokio::time::sleep(config.retry.delay(1)).await;
                             continue 'connection;
                         }
                     };
-                    let records = feedback_body(delivery.body());
+                    let records = decode_feedback_body(delivery.body());
                     let info = DeliveryInfo::from(delivery);
                     match records {
                         Ok(records) => {
@@ -456,35 +519,12 @@ async fn feedback_task(
     }
 }
 
-fn feedback_body(body: &Body<Value>) -> Result<Vec<FeedbackRecord>> {
-    let bytes: Vec<u8> = match body {
-        Body::Data(sections) => sections.iter().flat_map(|d| d.0.iter().copied()).collect(),
-        Body::Value(value) => match &value.0 {
-            Value::Binary(b) => b.to_vec(),
-            Value::String(s) => s.as_bytes().to_vec(),
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::InvalidMessage,
-                    "unexpected feedback body",
-                ));
-            }
-        },
-        _ => {
-            return Err(Error::new(
-                ErrorKind::InvalidMessage,
-                "unexpected feedback body",
-            ));
-        }
-    };
-    decode_feedback_batch(&bytes)
-}
-
 async fn open_feedback(config: &AmqpConfig) -> Result<(Link, Receiver)> {
     let mut link = Link::open(config).await?;
     let name = format!("feedback-receiver-{}", uuid::Uuid::new_v4());
     match Receiver::builder()
         .name(name)
-        .source(FEEDBACK_SOURCE)
+        .source(FEEDBACK_LINK_SOURCE)
         .target(format!("iothub-rs-{}", uuid::Uuid::new_v4()))
         .attach(&mut link.session)
         .await

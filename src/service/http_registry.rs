@@ -2,7 +2,9 @@
 //!
 //! Requests carry a policy SAS token in `Authorization`, signed once and reused until 80 % of
 //! its lifetime; responses are JSON; failures are read from the `iothub-errorcode` header or
-//! either error body form into typed errors (protocol.md §5).
+//! either error body form into typed errors (the error forms and codes of
+//! azure-iot-sdk-csharp `common/src/service/ExceptionHandlingHelper.cs` and
+//! `iothub/service/src/Common/Exceptions/ErrorCode.cs`; read by [`error_code`]).
 
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -14,7 +16,8 @@ use crate::auth::{IssuedToken, TokenSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{Device, PurgeResult, RegistryStatistics, error_code, percent};
 
-/// The REST api-version sent by the official service SDKs (node-hub `src/version.ts`, py-hub
+/// The REST api-version sent by the official service SDKs (azure-iot-hub-node `src/version.ts`,
+/// azure-iot-hub-python
 /// `iot_hub_gateway_service_ap_is.py`: `2021-04-12`).
 const API_VERSION: &str = "2021-04-12";
 
@@ -45,6 +48,17 @@ fn http_error(status: StatusCode, code: Option<String>, what: &str) -> Error {
     };
     let code = code.map(|c| format!(" ({c})")).unwrap_or_default();
     Error::new(kind, format!("{what}: HTTP {}{code}", status.as_u16()))
+}
+
+/// A request that got no complete answer: [`ErrorKind::Timeout`] when the request timeout ran
+/// out, else [`ErrorKind::Transport`].
+fn request_failed(error: reqwest::Error, what: &str) -> Error {
+    let (kind, detail) = if error.is_timeout() {
+        (ErrorKind::Timeout, "no answer within the request timeout")
+    } else {
+        (ErrorKind::Transport, "the request failed")
+    };
+    Error::new(kind, format!("{what}: {detail}")).with_source(error)
 }
 
 impl HttpRegistry {
@@ -93,22 +107,17 @@ impl HttpRegistry {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| {
-            Error::new(ErrorKind::Transport, format!("{what}: the request failed")).with_source(e)
-        })?;
+        let response = request.send().await.map_err(|e| request_failed(e, what))?;
         let status = response.status();
         let header = response
             .headers()
             .get("iothub-errorcode")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response.bytes().await.map_err(|e| {
-            Error::new(
-                ErrorKind::Transport,
-                format!("{what}: the response was cut"),
-            )
-            .with_source(e)
-        })?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| request_failed(e, what))?;
         if !status.is_success() {
             return Err(http_error(
                 status,
@@ -173,8 +182,9 @@ impl HttpRegistry {
     }
 }
 
-/// Etags go quoted, as both SDKs send them (node-hub `_ensureQuoted`, py-hub `_ensure_quoted`;
-/// protocol.md §5.9): `*` → `"*"`, `abc` → `"abc"`, `"abc"` unchanged.
+/// Etags go quoted, as both SDKs send them (azure-iot-hub-node `src/registry.ts`,
+/// `_ensureQuoted`; azure-iot-hub-python `src/azure/iot/hub/iothub_registry_manager.py`,
+/// `_ensure_quoted`): `*` → `"*"`, `abc` → `"abc"`, `"abc"` unchanged.
 fn quoted(tag: &str) -> String {
     if tag.len() >= 2 && tag.starts_with('"') && tag.ends_with('"') {
         tag.to_owned()
@@ -189,7 +199,7 @@ mod tests {
 
     #[test]
     fn etags_are_quoted_as_the_sdks_quote_them() {
-        // shared/vectors.json rest.etag_if_match_quoting.
+        // tests/data/vectors.json rest.etag_if_match_quoting.
         assert_eq!(quoted("*"), "\"*\"");
         assert_eq!(quoted("\"abc\""), "\"abc\"");
         assert_eq!(quoted(""), "\"\"");

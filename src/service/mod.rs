@@ -11,6 +11,4 @@ pub use crate::protocol::{
     SymmetricKey,
 };
 pub use feedback::{FeedbackBatch, FeedbackReceiver};
-pub use registry_manager::{
-    DEFAULT_AMQP_PORT, DEFAULT_HTTPS_PORT, RegistryManager, RegistryManagerBuilder,
-};
+pub use registry_manager::{RegistryManager, RegistryManagerBuilder};

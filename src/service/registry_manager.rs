@@ -9,17 +9,37 @@ use crate::auth::{HostAndPort, ServiceConnectionString, TokenSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 use crate::protocol::amqp_message::message_to_amqp;
+use crate::protocol::ports::{AMQP_TLS_PORT, HTTPS_PORT};
 use crate::protocol::{Device, RegistryStatistics, c2d_address};
+use crate::retry::RetryPolicy;
 use crate::service::amqp::{self, AmqpConfig, SendRequest};
 use crate::service::feedback::FeedbackReceiver;
 use crate::service::http_registry::HttpRegistry;
 
-/// IoT Hub's HTTPS port.
-pub const DEFAULT_HTTPS_PORT: u16 = 443;
-/// IoT Hub's AMQP over TLS port.
-pub const DEFAULT_AMQP_PORT: u16 = 5671;
+/// How long one operation may take unless [`RegistryManagerBuilder::request_timeout`] says
+/// otherwise.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Configures a [`RegistryManager`].
+/// Configures a [`RegistryManager`]: where the hub is, what to trust, how long an operation may
+/// take and how the AMQP connections are re-opened.
+///
+/// Defaults: ports from the connection string or IoT Hub's (AMQP 5671, HTTPS 443), the system
+/// roots, policy tokens valid for an hour, a 60 s request timeout and [`RetryPolicy::default`].
+///
+/// ```no_run
+/// # fn demo() -> iothub::Result<()> {
+/// use std::time::Duration;
+/// use iothub::RetryPolicy;
+/// use iothub::service::RegistryManager;
+///
+/// let registry = RegistryManager::from_connection_string(
+///     "HostName=myhub.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=...",
+/// )?
+/// .request_timeout(Duration::from_secs(10))
+/// .retry_policy(RetryPolicy::default().with_max_attempts(Some(3)))
+/// .build()?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct RegistryManagerBuilder {
     pub(crate) connection_string: ServiceConnectionString,
@@ -28,6 +48,8 @@ pub struct RegistryManagerBuilder {
     pub(crate) amqp_port: Option<u16>,
     pub(crate) amqp_over_websockets: bool,
     pub(crate) token_ttl: Option<Duration>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for RegistryManagerBuilder {
@@ -37,6 +59,8 @@ impl std::fmt::Debug for RegistryManagerBuilder {
             .field("https_port", &self.https_port)
             .field("amqp_port", &self.amqp_port)
             .field("amqp_over_websockets", &self.amqp_over_websockets)
+            .field("request_timeout", &self.request_timeout)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +99,31 @@ impl RegistryManagerBuilder {
         self
     }
 
+    /// How long one operation may take in all (default 60 s): a cloud-to-device send, from
+    /// connecting (with retries) to the hub's answer, or one registry request over HTTPS. When
+    /// it runs out, the operation fails with [`ErrorKind::Timeout`], or with the last connection
+    /// error ([`ErrorKind::Transport`]) when the hub could not be reached in that time.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How the AMQP connections are opened again after a failure (default
+    /// [`RetryPolicy::default`]: 250 ms doubling up to 30 s, 20 % jitter, no attempt limit).
+    ///
+    /// A send that finds no connection makes attempts spaced by the policy's backoff until one
+    /// succeeds, [`RetryPolicy::max_attempts`] attempts have failed, or the request timeout
+    /// would pass; then it fails with the last error ([`ErrorKind::Transport`] for an
+    /// unreachable hub). The backoff carries over between sends while the hub stays
+    /// unreachable. The feedback receiver reconnects with the same backoff and ends its stream
+    /// after `max_attempts` failures in a row. Refused credentials
+    /// ([`ErrorKind::Unauthorized`]) are never retried; registry requests over HTTPS are not
+    /// retried either.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
     pub(crate) fn tokens(&self) -> TokenSource {
         let tokens = TokenSource::for_service(&self.connection_string);
         match self.token_ttl {
@@ -84,7 +133,8 @@ impl RegistryManagerBuilder {
     }
 
     /// Where to connect: `HostName`, whose `:PORT`, if any, is the AMQP port as Node's
-    /// azure-iothub takes it (protocol.md §2.3; interop.md §5.3).
+    /// azure-iothub takes it (azure-iot-hub-node `src/common-amqp/amqp.ts`, `connect`, which
+    /// uses the port of the `amqps://` URL and 5671 when there is none).
     fn dial(&self) -> Result<HostAndPort> {
         HostAndPort::parse(self.connection_string.host_name())
     }
@@ -97,6 +147,7 @@ impl RegistryManagerBuilder {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
             .pool_idle_timeout(Duration::from_secs(60))
+            .timeout(self.request_timeout)
             .build()
             .map_err(|e| {
                 Error::new(ErrorKind::Transport, "HTTP client set-up failed").with_source(e)
@@ -104,13 +155,13 @@ impl RegistryManagerBuilder {
         let base = format!(
             "https://{}:{}",
             dial.host(),
-            self.https_port.unwrap_or(DEFAULT_HTTPS_PORT)
+            self.https_port.unwrap_or(HTTPS_PORT)
         );
         let registry = HttpRegistry::new(http, base, self.tokens());
         let default_port = if self.amqp_over_websockets {
-            self.https_port.unwrap_or(DEFAULT_HTTPS_PORT)
+            self.https_port.unwrap_or(HTTPS_PORT)
         } else {
-            dial.port().unwrap_or(DEFAULT_AMQP_PORT)
+            dial.port().unwrap_or(AMQP_TLS_PORT)
         };
         let amqp = AmqpConfig {
             host: dial.host().to_owned(),
@@ -119,6 +170,7 @@ impl RegistryManagerBuilder {
             tls,
             tokens: self.tokens(),
             audience: self.connection_string.host_name().to_owned(),
+            retry: self.retry.clone(),
         };
         Ok(RegistryManager {
             shared: Arc::new(Shared {
@@ -179,6 +231,8 @@ impl RegistryManager {
             amqp_port: None,
             amqp_over_websockets: false,
             token_ttl: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            retry: RetryPolicy::default(),
         }
     }
 
@@ -191,13 +245,15 @@ impl RegistryManager {
     ///
     /// The message keeps its id (a new UUID is given when it has none, so that feedback can
     /// name it), correlation id, content type and encoding, expiry, [`crate::Ack`] and custom
-    /// properties; `to` is set to `/devices/{device_id}/messages/devicebound` (protocol.md §4.5).
-    /// Many sends may be in flight at once, from any clone.
+    /// properties; `to` is set to `/devices/{device_id}/messages/devicebound` (see
+    /// [`c2d_address`](crate::protocol::c2d_address)). Many sends may be in flight at once,
+    /// from any clone.
     ///
     /// Errors: [`ErrorKind::DeviceNotFound`], [`ErrorKind::QueueFull`] (50 messages wait for
     /// the device already), [`ErrorKind::MessageTooLarge`] (over 64 KB),
-    /// [`ErrorKind::Unauthorized`], and [`ErrorKind::Transport`] when the hub is unreachable
-    /// (the next send reconnects, with backoff).
+    /// [`ErrorKind::Unauthorized`], [`ErrorKind::Transport`] when the hub stays unreachable
+    /// (see [`RegistryManagerBuilder::retry_policy`]; a later send connects again) and
+    /// [`ErrorKind::Timeout`] when the hub does not answer within the request timeout.
     pub async fn send_c2d_message(&self, device_id: &str, message: Message) -> Result<()> {
         let to = c2d_address(device_id);
         let message = match message.message_id() {
@@ -211,11 +267,13 @@ impl RegistryManager {
             .sender
             .get_or_init(|| async { amqp::spawn_sender(self.shared.amqp.clone()) })
             .await;
+        let deadline = tokio::time::Instant::now() + self.shared.builder.request_timeout;
         let (done, result) = oneshot::channel();
         sender
             .send(SendRequest {
                 message: amqp,
                 done,
+                deadline,
             })
             .await
             .map_err(|_| Error::new(ErrorKind::Closed, "the AMQP sender stopped"))?;

@@ -44,7 +44,9 @@ pub async fn tls_stream(hub: &LocalHub, port: u16) -> tokio_rustls::client::TlsS
         .unwrap()
 }
 
-/// The user name the official SDKs send (protocol.md §3.2), with our client type.
+/// The user name the official SDKs send (Microsoft Learn, "Communicate with an IoT hub using
+/// the MQTT protocol": `{iotHub-hostname}/{device-id}/?api-version=2021-04-12`), with our client
+/// type.
 pub fn username(cs: &DeviceConnectionString) -> String {
     let identity = match cs.module_id() {
         Some(m) => format!("{}/{m}", cs.device_id()),

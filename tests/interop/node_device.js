@@ -4,7 +4,7 @@
 //
 // The SDK is used unmodified. The port goes in the connection string: the local hub's device
 // connection strings carry `GatewayHostName=localhost:PORT`, which azure-iot-device-mqtt dials
-// (`'mqtts://' + (gatewayHostName || host)`, shared/interop.md section 5.3) while the user name
+// (`'mqtts://' + (gatewayHostName || host)`, azure-iot-device-mqtt `mqtt.ts`) while the user name
 // and SAS `sr` keep `HostName`. The CA is given with `setOptions({ ca })` (PEM text), so an
 // inherited NODE_EXTRA_CA_CERTS does not matter. Run with NODE_PATH pointing at the
 // node_modules made by setup-node.sh.

@@ -3,8 +3,9 @@
 // AMQP and waiting for its feedback on getFeedbackReceiver().
 //
 // The SDK is used unmodified. The port goes in the connection string, `HostName=localhost:PORT`,
-// which azure-iothub takes from its `'amqps://' + host` URL (shared/interop.md section 5.3); the
-// CA is trusted only through NODE_EXTRA_CA_CERTS, which the caller sets (section 3). Run with
+// which azure-iothub takes from its `'amqps://' + host` URL (common-amqp/amqp.ts `Amqp.connect`);
+// the CA is trusted only through NODE_EXTRA_CA_CERTS, which the caller sets (its AMQP transport
+// sets no `ca` option). Run with
 // NODE_PATH pointing at the node_modules made by setup-node.sh.
 //
 // Output on stdout, one JSON object per line, flushed:

@@ -3,9 +3,9 @@
 // `Client.send`, for benches/service.rs: --in-flight 1 awaits each send before the next;
 // --in-flight K keeps K promises outstanding (K workers, each awaiting its own sends).
 //
-// Port and CA as in node_service.js: `HostName=localhost:PORT` (shared/interop.md section 5.3)
-// and NODE_EXTRA_CA_CERTS set by the caller (section 3); NODE_PATH points at setup-node.sh's
-// node_modules.
+// Port and CA as in node_service.js: `HostName=localhost:PORT` (azure-iothub's
+// common-amqp/amqp.ts `Amqp.connect` takes the port from the `amqps://` URL) and
+// NODE_EXTRA_CA_CERTS set by the caller; NODE_PATH points at setup-node.sh's node_modules.
 //
 // One warm-up send to --warmup-device (open, CBS, link attach) is not timed. Then --count
 // messages go round-robin to the ids of --device-ids (a JSON list), each with a small JSON body

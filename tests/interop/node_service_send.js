@@ -3,8 +3,9 @@
 // described in full by --message (JSON), then optionally waiting for its feedback.
 //
 // The SDK is used unmodified; as in node_service.js the port goes in `HostName=localhost:PORT`
-// (shared/interop.md section 5.3) and the CA only through NODE_EXTRA_CA_CERTS (section 3),
-// both set by the caller. Run with NODE_PATH pointing at the node_modules of setup-node.sh.
+// (azure-iothub's common-amqp/amqp.ts `Amqp.connect` takes the port from the `amqps://` URL)
+// and the CA only through NODE_EXTRA_CA_CERTS (its AMQP transport sets no `ca` option), both
+// set by the caller. Run with NODE_PATH pointing at the node_modules of setup-node.sh.
 //
 // --message is a JSON object; every key is optional except data:
 //   {"data": "text", "messageId": "...", "correlationId": "...", "contentType": "...",

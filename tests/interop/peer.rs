@@ -126,7 +126,7 @@ impl Peer {
 
     /// Runs a Node peer with `node`, resolving packages in `node_modules` (`NODE_PATH`) and
     /// trusting the CA through `NODE_EXTRA_CA_CERTS`, the only way for azure-iothub's AMQP
-    /// transport (interop.md §3).
+    /// transport (azure-iothub's `Amqp` transport passes no `ca` option to rhea).
     pub fn spawn_node(node_modules: &Path, script: &str, args: &[String], ca_file: &Path) -> Peer {
         let node = std::env::var_os("IOTHUB_NODE").unwrap_or_else(|| "node".into());
         let env = [
@@ -152,7 +152,7 @@ impl Peer {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             // This machine (and CI images) export these pointing at the system bundle; each names
-            // one file, so override them with the test CA rather than inherit (interop.md §3).
+            // one file, so override them with the test CA rather than inherit.
             .env("SSL_CERT_FILE", ca_file)
             .env("REQUESTS_CA_BUNDLE", ca_file)
             .env("CURL_CA_BUNDLE", ca_file)

@@ -3,7 +3,8 @@
 
 The SDK is used unmodified except for one monkeypatch: it hard-codes port 8883 (MQTT/TLS) and 443
 (MQTT over WebSockets), so paho.mqtt.client.Client.connect is wrapped to map 8883 -> --mqtt-port and
-443 -> --wss-port (see shared/interop.md section 5.1).
+443 -> --wss-port (azure-iot-device's common/mqtt_transport.py calls connect(host, port=8883), or
+443 for WebSockets).
 
 Output on stdout, one line each, flushed:
   connected                 once connected and subscribed to C2D

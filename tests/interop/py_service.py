@@ -3,10 +3,10 @@
 
 The SDK is used unmodified except for the port: uamqp connects to
 uamqp.constants.DEFAULT_AMQPS_PORT (5671, read when the connection is set up, uamqp
-authentication/common.py), so it is set to --amqp-port before the client is made (see
-shared/interop.md section 5.2). The CA is trusted through SSL_CERT_FILE, which the caller sets to
---ca-file (uamqp's bundled OpenSSL loads the default verify paths; interop.md section 3); this
-script also sets it in its own environment before importing uamqp.
+authentication/common.py), so it is set to --amqp-port before the client is made. The CA is
+trusted through SSL_CERT_FILE, which the caller sets to --ca-file (uamqp's bundled OpenSSL loads
+the default verify paths, and azure-iot-hub's IoTHubAmqpClientSharedAccessKeyAuth offers no CA
+option); this script also sets it in its own environment before importing uamqp.
 
 Output on stdout, one line, flushed:
   sent                      after send_c2d_message returned (the hub answered accepted)

@@ -4,7 +4,7 @@ after the other with IoTHubRegistryManager.send_c2d_message (it is synchronous: 
 once the hub settled the message), for benches/service.rs.
 
 Port and CA as in py_service.py: uamqp.constants.DEFAULT_AMQPS_PORT is set to --amqp-port before
-the client is made (shared/interop.md section 5.2), and SSL_CERT_FILE to --ca-file.
+the client is made, and SSL_CERT_FILE to --ca-file.
 
 One warm-up send to --warmup-device (connection, CBS, link attach) is not timed. Then --count
 messages go round-robin to the ids of --device-ids (a JSON list), each with a small JSON body and

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Self-test of py_device.py without the local hub: a stock mosquitto 2.0 broker with a TLS listener
-# and a TLS WebSocket listener on 127.0.0.1 stands in for the hub (shared/interop.md section 8).
+# and a TLS WebSocket listener on 127.0.0.1 stands in for the hub (a stock broker speaks the
+# same MQTT topics, which tells client-side setup problems from hub bugs).
 # Checks the port patch, CA trust, C2D subscription and the JSON output for both transports.
 #
 #   tests/interop/selftest-mosquitto.sh VENV_DIR
@@ -43,7 +44,7 @@ cleanup() {
 trap cleanup EXIT
 cd "$WORK"
 
-# Throwaway PKI (same recipe as shared/interop.md section 2.1).
+# Throwaway PKI: a test CA and a server certificate for localhost and 127.0.0.1.
 {
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout ca.key -out ca.pem \
         -subj "/CN=iothub-local selftest CA" \

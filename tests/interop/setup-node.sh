@@ -14,7 +14,7 @@ if [ $# -ne 1 ] || [ -z "$1" ]; then
 fi
 DIR=$1
 
-# Versions known good against the local hub (shared/interop.md section 1.2).
+# Versions known good against the local hub (the versions the interop tests were written against).
 PACKAGES=(
     "azure-iot-device@1.18.4"
     "azure-iot-device-mqtt@1.16.4"
