@@ -18,6 +18,7 @@ mod options;
 mod pending_requests;
 mod sends;
 mod state;
+mod subscription_flow;
 mod subscriptions;
 
 pub use crate::retry::RetryPolicy;
