@@ -11,7 +11,14 @@ use iothub::auth::{
     DeviceConnectionString, DeviceCredential, ResourceUri, SasKey, SasToken,
     ServiceConnectionString, string_to_sign,
 };
-use iothub::protocol::{PropertyBag, c2d_subscription, c2d_topic, parse_c2d_topic};
+use iothub::protocol::{
+    DESIRED_PATCH_SUBSCRIPTION, METHOD_REQUEST_SUBSCRIPTION, PropertyBag, ReceivedTopic,
+    TWIN_RESPONSE_SUBSCRIPTION, TwinRequestKind, c2d_subscription, c2d_topic,
+    classify_received_topic, input_subscription, method_response_topic, parse_c2d_topic,
+    parse_desired_patch_topic, parse_input_topic, parse_method_request_topic,
+    parse_method_response_topic, parse_twin_request_topic, parse_twin_response_topic,
+    twin_get_topic,
+};
 use iothub::{Ack, ErrorKind, Message};
 use serde_json::Value;
 
@@ -642,4 +649,203 @@ fn input_topic_name_is_not_a_c2d_topic() {
         .unwrap();
     let err = parse_c2d_topic(s(case, "input_topic"), Default::default()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidTopic, "{}", src(case));
+}
+
+fn entries<'a>(v: &'a Value, section: &str) -> &'a Vec<Value> {
+    v[section]
+        .as_array()
+        .unwrap_or_else(|| panic!("{section} missing"))
+}
+
+#[test]
+fn twin_topic_vectors() {
+    let v = vectors();
+    let mut checked = 0;
+    for case in entries(&v, "mqtt_twin") {
+        let source = src(case);
+        if let Some(filters) = case["subscribe"].as_array() {
+            assert_eq!(filters[0], TWIN_RESPONSE_SUBSCRIPTION, "{source}");
+            assert_eq!(filters[1], DESIRED_PATCH_SUBSCRIPTION, "{source}");
+            checked += 1;
+            continue;
+        }
+        let Some(topic) = case["topic"].as_str() else {
+            continue; // body examples
+        };
+        match case["direction"].as_str() {
+            Some("device->hub") => {
+                let request = parse_twin_request_topic(topic).expect(&source);
+                if let Some(rid) = case["request_id"].as_str() {
+                    assert_eq!(request.request_id, rid, "{source}");
+                    // The builder writes the same text (py-device quotes the request id).
+                    assert_eq!(twin_get_topic(rid), topic, "{source}");
+                }
+                let expected = if topic.contains("/GET/") {
+                    TwinRequestKind::Get
+                } else {
+                    TwinRequestKind::PatchReported
+                };
+                assert_eq!(request.kind, expected, "{source}");
+            }
+            Some("hub->device") if topic.contains("/res/") => {
+                if let Some(status) = case["python_status"].as_str() {
+                    // Python returns the decoded status text ('$$$'); a status that is not a
+                    // number is an InvalidTopic error here.
+                    assert_eq!(status, "$$$");
+                    let err = parse_twin_response_topic(topic).unwrap_err();
+                    assert_eq!(err.kind(), ErrorKind::InvalidTopic, "{source}");
+                } else {
+                    let response = parse_twin_response_topic(topic).expect(&source);
+                    let parsed = &case["parsed"];
+                    if let Some(status) = parsed["status"].as_u64() {
+                        assert_eq!(u64::from(response.status), status, "{source}");
+                    }
+                    if let Some(rid) = parsed["request_id"].as_str() {
+                        assert_eq!(response.request_id, rid, "{source}");
+                    }
+                    if let Some(version) = parsed["version"].as_str() {
+                        assert_eq!(response.version, version.parse().ok(), "{source}");
+                    }
+                    assert!(
+                        matches!(
+                            classify_received_topic(topic),
+                            Ok(ReceivedTopic::TwinResponse(_))
+                        ),
+                        "{source}"
+                    );
+                }
+            }
+            Some("hub->device") => match case["parsed"]["version"].as_str() {
+                // azure-sdk-for-c uses a placeholder version ('id_one'); IoT Hub writes an
+                // integer, so anything else is an InvalidTopic error here.
+                Some(version) if version.parse::<u64>().is_err() => {
+                    let err = parse_desired_patch_topic(topic).unwrap_err();
+                    assert_eq!(err.kind(), ErrorKind::InvalidTopic, "{source}");
+                }
+                _ => {
+                    let patch = parse_desired_patch_topic(topic).expect(&source);
+                    assert!(patch.version.is_some(), "{source}");
+                    assert!(
+                        matches!(
+                            classify_received_topic(topic),
+                            Ok(ReceivedTopic::DesiredPatch(_))
+                        ),
+                        "{source}"
+                    );
+                }
+            },
+            other => panic!("direction {other:?} in {source}"),
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 15);
+}
+
+#[test]
+fn method_topic_vectors() {
+    let v = vectors();
+    let mut checked = 0;
+    for case in entries(&v, "mqtt_methods") {
+        let source = src(case);
+        if let Some(filter) = case["subscribe"].as_str() {
+            assert_eq!(filter, METHOD_REQUEST_SUBSCRIPTION, "{source}");
+            checked += 1;
+            continue;
+        }
+        let Some(topic) = case["topic"].as_str() else {
+            continue; // notes
+        };
+        match case["direction"].as_str() {
+            Some("hub->device") => {
+                let request = parse_method_request_topic(topic).expect(&source);
+                let name = case["python_name"]
+                    .as_str()
+                    .or(case["parsed"]["name"].as_str());
+                if let Some(name) = name {
+                    assert_eq!(request.name, name, "{source}");
+                }
+                let rid = case["python_request_id"]
+                    .as_str()
+                    .or(case["parsed"]["request_id"].as_str());
+                if let Some(rid) = rid {
+                    assert_eq!(request.request_id, rid, "{source}");
+                }
+                assert!(
+                    matches!(
+                        classify_received_topic(topic),
+                        Ok(ReceivedTopic::MethodRequest(_))
+                    ),
+                    "{source}"
+                );
+            }
+            Some("device->hub") => {
+                let rid = s(case, "request_id");
+                let status = case["status"]
+                    .as_i64()
+                    .or_else(|| case["status"].as_str().and_then(|t| t.parse().ok()));
+                match status {
+                    Some(status) => {
+                        let status = i32::try_from(status).unwrap();
+                        assert_eq!(method_response_topic(status, rid), topic, "{source}");
+                        let parsed = parse_method_response_topic(topic).expect(&source);
+                        assert_eq!((parsed.status, parsed.request_id.as_str()), (status, rid));
+                    }
+                    // Python accepts any text as the status; IoT Hub wants an integer.
+                    None => {
+                        let err = parse_method_response_topic(topic).unwrap_err();
+                        assert_eq!(err.kind(), ErrorKind::InvalidTopic, "{source}");
+                    }
+                }
+            }
+            other => panic!("direction {other:?} in {source}"),
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 11);
+}
+
+#[test]
+fn module_input_topic_vectors() {
+    let v = vectors();
+    let mut checked = 0;
+    for case in entries(&v, "mqtt_module_inputs") {
+        let source = src(case);
+        if let Some(filter) = case["subscribe_filter"].as_str() {
+            let built = input_subscription(s(case, "device_id"), s(case, "module_id"));
+            assert_eq!(built, filter, "{source}");
+        } else if let Some(topic) = case["not_input_topic"].as_str() {
+            let err = parse_input_topic(topic, Default::default()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidTopic, "{source}");
+            assert_eq!(
+                classify_received_topic(topic).unwrap(),
+                ReceivedTopic::Other
+            );
+        } else {
+            let topic = s(case, "topic");
+            let (to, input, message) = parse_input_topic(topic, "x".into()).expect(&source);
+            assert_eq!(to.device_id, s(case, "device_id"), "{source}");
+            assert_eq!(
+                to.module_id.as_deref(),
+                Some(s(case, "module_id")),
+                "{source}"
+            );
+            assert_eq!(input, s(case, "input"), "{source}");
+            assert_eq!(
+                message.message_id(),
+                Some(s(case, "message_id")),
+                "{source}"
+            );
+            if let Some(custom) = case["custom"].as_object() {
+                for (key, value) in custom {
+                    assert_eq!(message.property(key), value.as_str(), "{source}");
+                }
+            }
+            match classify_received_topic(topic).expect(&source) {
+                ReceivedTopic::ModuleInput { input: name, .. } => assert_eq!(name, input),
+                other => panic!("{other:?} in {source}"),
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 6);
 }

@@ -20,7 +20,4 @@ pub use sas::{ResourceUri, SasKey, SasToken, string_to_sign};
 pub(crate) use scope::{
     AccessDenied, AccessPolicy, Permission, authorize_device, authorize_service,
 };
-// Named only by the hub's unit tests, which build their own policies.
-#[cfg(all(feature = "local-hub", test))]
-pub(crate) use scope::Permissions;
 pub use token_source::{DEFAULT_TOKEN_TTL, IssuedToken, MAX_TOKEN_TTL, TokenSource};

@@ -12,24 +12,32 @@ use rumqttc::{AsyncClient, MqttOptions, TlsConfiguration};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use crate::auth::{DeviceConnectionString, TokenSource};
-use crate::device::connection::{Command, Delivered, Task};
+use crate::device::connection::{Command, Task, filter_qos};
+use crate::device::inbound::{Delivered, Sinks};
 use crate::device::options::{AckMode, Transport};
+use crate::device::pending_requests::PendingRequests;
 use crate::device::state::ConnectionState;
+use crate::device::subscriptions::Subscriptions;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Completer, Completion, Message};
-use crate::protocol::{percent, telemetry_topic};
+use crate::protocol::{c2d_subscription, percent, telemetry_topic};
 use crate::retry::RetryPolicy;
 
-/// The largest telemetry message IoT Hub accepts: 256 KB (MicrosoftDocs
-/// `iot-hub-devguide-quotas-throttling.md`; py-device `constant.py`
+/// The largest telemetry message IoT Hub accepts: 256 KB (Microsoft Learn "IoT Hub quotas and
+/// throttling"; azure-iot-sdk-python `azure/iot/device/constant.py`
 /// `TELEMETRY_MESSAGE_SIZE_LIMIT = 262144`).
 pub const MAX_TELEMETRY_SIZE: usize = 256 * 1024;
 
-/// The largest cloud-to-device message: 64 KB, plus room for its topic.
-const MAX_INCOMING_PACKET: usize = 64 * 1024 + 16 * 1024;
+/// The largest packet the client reads: 256 KB plus 16 KB for the topic, as the hub allows.
+/// It covers the largest things IoT Hub sends a device: a 64 KB cloud-to-device message, a
+/// 128 KB direct-method payload, and twin documents (desired and reported properties up to
+/// 32 KB each, tags 8 KB) (Microsoft Learn "IoT Hub quotas and throttling", "Understand and
+/// invoke direct methods from IoT Hub", "Understand and use device twins in IoT Hub").
+const MAX_INCOMING_PACKET: usize = 256 * 1024 + 16 * 1024;
 
-/// The api-version in the MQTT user name (MicrosoftDocs `iot-mqtt-connect-to-iot-hub.md`;
-/// node-device `endpoint.ts` `apiVersion = '2021-04-12'`).
+/// The api-version in the MQTT user name (Microsoft Learn "Communicate with an IoT hub using
+/// the MQTT protocol"; azure-iot-sdk-node `common/core/src/endpoint.ts`
+/// `apiVersion = '2021-04-12'`).
 const API_VERSION: &str = "2021-04-12";
 
 /// What the `DeviceClientType` query parameter names: this crate and its version.
@@ -37,6 +45,14 @@ const CLIENT_TYPE: &str = concat!("iothub-rs/", env!("CARGO_PKG_VERSION"));
 
 fn closed_error() -> Error {
     Error::new(ErrorKind::Closed, "the device client is closed")
+}
+
+fn no_c2d_for_modules() -> Error {
+    Error::new(
+        ErrorKind::NotSupported,
+        "modules have no cloud-to-device messages; this client is a module (ModuleId in its \
+         connection string). Use a device connection string to receive them",
+    )
 }
 
 /// Configures and connects a [`DeviceClient`].
@@ -111,8 +127,9 @@ impl DeviceClientBuilder {
         self
     }
 
-    /// Connects: returns once the hub has accepted the connection (CONNACK) and the
-    /// subscription to cloud-to-device messages (SUBACK).
+    /// Connects: returns once the hub has accepted the connection (CONNACK) and, for a device,
+    /// the subscription to cloud-to-device messages (SUBACK). A module (`ModuleId=`) has no
+    /// cloud-to-device messages and subscribes to nothing: it returns after the CONNACK.
     ///
     /// Credentials the hub refuses give an [`ErrorKind::Unauthorized`] error at once; an
     /// unreachable hub gives [`ErrorKind::Transport`]. After this first connection, lost
@@ -127,8 +144,11 @@ impl DeviceClientBuilder {
             Some(module) => format!("{}/{module}", cs.device_id()),
             None => cs.device_id().to_owned(),
         };
-        // The user name names the hub (HostName) even when a gateway is dialled (py-device
-        // `pipeline_stages_mqtt.py`; protocol.md §2.3, §3.2).
+        // The client id is `{device}` or `{device}/{module}` and the user name
+        // `{HostName}/{client id}/?api-version=…`, naming the hub even when a gateway is dialled
+        // (Microsoft Learn "Communicate with an IoT hub using the MQTT protocol";
+        // azure-iot-sdk-python `azure/iot/device/iothub/pipeline/pipeline_stages_iothub_mqtt.py`
+        // `_run_op`; azure-iot-sdk-node `device/transport/mqtt/src/mqtt.ts`).
         let client_type = percent::encode(CLIENT_TYPE);
         let username = format!(
             "{}/{client_id}/?api-version={API_VERSION}&DeviceClientType={client_type}",
@@ -160,18 +180,36 @@ impl DeviceClientBuilder {
             .set_inflight(100);
         let (client, eventloop) = AsyncClient::new(options, 128);
         let (commands_tx, commands_rx) = mpsc::channel(256);
-        let (incoming_tx, incoming_rx) = mpsc::channel(self.buffer);
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
         let live_epoch = Arc::new(AtomicU64::new(0));
+        let mut sinks = Sinks::default();
+        let mut subscriptions = Subscriptions::default();
+        // Modules have no cloud-to-device messages (azure-iot-sdk-node
+        // `device/transport/mqtt/src/mqtt.ts` subscribes a module to its inputs instead; the
+        // hub refuses a module's subscription to the device's C2D topic).
+        let (essential_filter, incoming) = match cs.module_id() {
+            Some(_) => (None, None),
+            None => {
+                let filter = c2d_subscription(cs.device_id());
+                subscriptions.want(&filter, filter_qos(&filter), None);
+                let (tx, rx) = mpsc::channel(self.buffer);
+                sinks.c2d = Some(tx);
+                (Some(filter), Some(Mutex::new(rx)))
+            }
+        };
         let task = Task {
             client,
             eventloop,
             tokens,
             username,
             device_id: cs.device_id().to_owned(),
+            module_id: cs.module_id().map(str::to_owned),
             retry: self.retry,
             commands: commands_rx,
-            incoming: incoming_tx,
+            sinks,
+            subscriptions,
+            essential_filter,
+            requests: PendingRequests::default(),
             state: state_tx,
             live_epoch: live_epoch.clone(),
         };
@@ -181,7 +219,7 @@ impl DeviceClientBuilder {
         Ok(DeviceClient {
             shared: Arc::new(Shared {
                 commands: commands_tx,
-                incoming: Mutex::new(incoming_rx),
+                incoming,
                 state: state_rx,
                 live_epoch,
                 ack_mode: self.ack_mode,
@@ -194,7 +232,8 @@ impl DeviceClientBuilder {
 
 struct Shared {
     commands: mpsc::Sender<Command>,
-    incoming: Mutex<mpsc::Receiver<Delivered>>,
+    /// Cloud-to-device messages; `None` for a module, which has none.
+    incoming: Option<Mutex<mpsc::Receiver<Delivered>>>,
     state: watch::Receiver<ConnectionState>,
     live_epoch: Arc<AtomicU64>,
     ack_mode: AckMode,
@@ -281,6 +320,13 @@ impl DeviceClient {
         }
     }
 
+    /// The command channel of the connection task (the twin and methods API of issue 11 uses
+    /// it; until then its tests do).
+    #[cfg(all(test, feature = "local-hub"))]
+    pub(crate) fn commands(&self) -> &mpsc::Sender<Command> {
+        &self.shared.commands
+    }
+
     /// Parses a device connection string into a builder (`…connect().await` connects).
     pub fn from_connection_string(connection_string: &str) -> Result<DeviceClientBuilder> {
         Ok(Self::builder(connection_string.parse()?))
@@ -292,8 +338,16 @@ impl DeviceClient {
     /// In [`AckMode::Auto`] the message is acknowledged to the hub as it is returned; in
     /// [`AckMode::Manual`], call [`Message::complete`]. A message buffered when its connection
     /// was lost is skipped here: the hub delivers it again on the new connection.
+    ///
+    /// On a module client this is an [`ErrorKind::NotSupported`] error: modules have no
+    /// cloud-to-device messages.
     pub async fn receive_message(&self) -> Result<Message> {
-        let mut incoming = self.shared.incoming.lock().await;
+        let incoming = self
+            .shared
+            .incoming
+            .as_ref()
+            .ok_or_else(no_c2d_for_modules)?;
+        let mut incoming = incoming.lock().await;
         loop {
             let delivered = incoming.recv().await.ok_or_else(closed_error)?;
             if delivered.epoch != self.shared.live_epoch.load(Ordering::SeqCst) {
@@ -328,7 +382,9 @@ impl DeviceClient {
         }
     }
 
-    /// The received messages as a [`Stream`]; it ends when the client closes.
+    /// The received messages as a [`Stream`]; it ends when the client closes. On a module
+    /// client it ends at once ([`Self::receive_message`] says why: modules have no
+    /// cloud-to-device messages).
     pub fn messages(&self) -> MessageStream {
         let client = self.clone();
         MessageStream { next: None, client }

@@ -1,13 +1,14 @@
 //! The task that owns the MQTT connection: one per [`crate::device::DeviceClient`].
 //!
-//! It drives rumqttc's event loop, turns PUBLISHes on the C2D topic into messages for the
-//! application, sends PUBACKs when the application (or auto mode) says so, sends telemetry and
-//! resolves each send on its PUBACK, renews the SAS token by a planned reconnect, and reconnects
+//! It drives rumqttc's event loop and routes every incoming PUBLISH to its feature's channel
+//! ([`crate::device::inbound::route`]), sends PUBACKs when the application (or auto mode) says
+//! so, sends telemetry and resolves each send on its PUBACK, keeps the subscriptions the
+//! application asked for (restored after a reconnect without a session), matches `$rid`
+//! responses to their requests, renews the SAS token by a planned reconnect, and reconnects
 //! with backoff after a failure. Acknowledgements are tied to the connection ("epoch") that
 //! delivered the message: a PUBACK must never go out on a later connection, where the same
 //! packet id can mean another message.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -21,18 +22,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 
 use crate::auth::{IssuedToken, TokenSource};
+use crate::device::inbound::{FeatureSink, Handed, Sinks, route};
+use crate::device::pending_requests::{PendingRequests, Responder};
+use crate::device::sends::{SendDone, Sends};
 use crate::device::state::{CloseReason, ConnectionState};
+use crate::device::subscriptions::{Subscriptions, Waiter};
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::Message;
-use crate::protocol::{c2d_subscription, parse_c2d_topic};
+use crate::protocol::{TWIN_RESPONSE_SUBSCRIPTION, TwinRequestKind, twin_request_topic};
 use crate::retry::RetryPolicy;
 
-/// A received message with the connection it came on.
-pub(crate) struct Delivered {
-    pub message: Message,
-    pub epoch: u64,
-    pub pkid: u16,
-}
+/// How far away "never" is for the timers of the select loop.
+const FAR: Duration = Duration::from_secs(86_400 * 365);
 
 /// What the handle asks of the task.
 pub(crate) enum Command {
@@ -46,7 +46,28 @@ pub(crate) enum Command {
     Send {
         topic: String,
         payload: Bytes,
-        done: oneshot::Sender<Result<()>>,
+        done: SendDone,
+    },
+    /// Subscribe to `filter` (kept across reconnects) and install the feature's channel at
+    /// once; `done` resolves on the SUBACK.
+    // Sent by the twin, methods and inputs APIs of issue 11; until then by connection_tests.
+    #[cfg_attr(not(all(test, feature = "local-hub")), allow(dead_code))]
+    Subscribe {
+        filter: String,
+        qos: QoS,
+        sink: Option<FeatureSink>,
+        done: Waiter,
+    },
+    /// Publish a twin request at QoS 0 with a fresh `$rid`; `done` resolves with the response
+    /// carrying it, [`ErrorKind::Timeout`] after `timeout`, or a transport error when the
+    /// connection is lost once it is sent.
+    // Sent by the twin API of issue 11; until then by connection_tests.
+    #[cfg_attr(not(all(test, feature = "local-hub")), allow(dead_code))]
+    Request {
+        kind: TwinRequestKind,
+        payload: Bytes,
+        timeout: Duration,
+        done: Responder,
     },
     /// Disconnect cleanly and stop.
     Close { done: oneshot::Sender<()> },
@@ -59,14 +80,32 @@ pub(crate) struct Task {
     pub tokens: TokenSource,
     pub username: String,
     pub device_id: String,
+    pub module_id: Option<String>,
     pub retry: RetryPolicy,
     pub commands: mpsc::Receiver<Command>,
-    pub incoming: mpsc::Sender<Delivered>,
+    /// The feature channels; C2D (devices only) is there from the start.
+    pub sinks: Sinks,
+    /// The wanted subscriptions; C2D (devices only) is there from the start.
+    pub subscriptions: Subscriptions,
+    /// The filter whose refusal stops the client (a device's C2D filter).
+    pub essential_filter: Option<String>,
+    pub requests: PendingRequests,
     pub state: watch::Sender<ConnectionState>,
     pub live_epoch: Arc<AtomicU64>,
 }
 
-fn transport_error(detail: impl Into<String>) -> Error {
+/// The QoS a feature's filter is subscribed at: 1 for messages, 0 for twin and methods, as
+/// azure-iot-sdk-node `mqtt.ts` / `mqtt_twin_client.ts` and azure-iot-sdk-c
+/// `iothubtransport_mqtt_common.c` do.
+pub(crate) fn filter_qos(filter: &str) -> QoS {
+    if filter.starts_with("$iothub/") {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+pub(crate) fn transport_error(detail: impl Into<String>) -> Error {
     Error::new(ErrorKind::Transport, detail)
 }
 
@@ -88,26 +127,6 @@ fn to_instant(at: SystemTime) -> Instant {
     Instant::now()
         + at.duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO)
-}
-
-/// Telemetry sends awaiting their PUBACK.
-#[derive(Default)]
-struct Sends {
-    /// Queued in rumqttc, packet id not yet known (rumqttc assigns ids in queue order).
-    unassigned: VecDeque<oneshot::Sender<Result<()>>>,
-    by_pkid: HashMap<u16, oneshot::Sender<Result<()>>>,
-}
-
-impl Sends {
-    fn fail_all(&mut self, why: &str) {
-        for done in self
-            .unassigned
-            .drain(..)
-            .chain(self.by_pkid.drain().map(|(_, d)| d))
-        {
-            let _ = done.send(Err(transport_error(why.to_owned())));
-        }
-    }
 }
 
 enum Step {
@@ -237,25 +256,24 @@ impl Task {
                 // rumqttc dropped what it had not yet sent: those sends did not happen.
                 sends.fail_all("the connection was lost before the hub acknowledged the message");
             }
-            let first = ready.is_some();
-            let mut awaiting_suback = first || !session_present;
-            if awaiting_suback {
-                let filter = c2d_subscription(&self.device_id);
-                if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
-                    tracing::warn!(error = %e, "cannot queue the C2D subscription");
-                }
-            } else {
-                self.state.send_replace(ConnectionState::Connected);
-            }
-            tracing::info!(device = %self.device_id, session_present, "connected");
+            self.purge_stale_requests();
+            self.subscriptions.on_connected(session_present);
+            self.flush_subscriptions();
+            // Until every wanted filter is granted again, the connection is not "Connected".
+            let mut restoring = true;
+            self.check_restored(&mut restoring, &mut ready);
+            self.flush_requests();
+            tracing::info!(device = %self.device_id, module = ?self.module_id, session_present, "connected");
             let step = loop {
-                let renew =
-                    renew_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
-                let warn =
-                    warn_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+                let renew = renew_at.unwrap_or_else(|| Instant::now() + FAR);
+                let warn = warn_at.unwrap_or_else(|| Instant::now() + FAR);
+                let deadline = self
+                    .requests
+                    .next_deadline()
+                    .unwrap_or_else(|| Instant::now() + FAR);
                 let step = tokio::select! {
                     event = self.eventloop.poll() => match event {
-                        Ok(event) => self.on_event(event, epoch, &mut sends, &mut awaiting_suback, &mut ready).await,
+                        Ok(event) => self.on_event(event, epoch, &mut sends, &mut restoring, &mut ready).await,
                         Err(e) => Step::Reconnect { planned: false, reason: describe(&e) },
                     },
                     command = self.commands.recv() => self.on_command(command, epoch, &mut sends).await,
@@ -265,12 +283,18 @@ impl Task {
                         self.state.send_replace(ConnectionState::TokenExpiring { at: issued.token.expiry() });
                         Step::Continue
                     }
+                    _ = sleep_until(deadline) => {
+                        self.requests.expire(Instant::now());
+                        Step::Continue
+                    }
                 };
                 match step {
                     Step::Continue => continue,
                     other => break other,
                 }
             };
+            self.subscriptions.on_disconnected();
+            self.requests.on_disconnected();
             self.live_epoch.store(0, Ordering::SeqCst);
             match step {
                 Step::Stop(reason) => {
@@ -313,8 +337,15 @@ impl Task {
     ) -> Option<CloseReason> {
         let until = Instant::now() + delay;
         loop {
+            let deadline = self
+                .requests
+                .next_deadline()
+                .unwrap_or_else(|| Instant::now() + FAR);
             tokio::select! {
                 _ = sleep_until(until) => return None,
+                _ = sleep_until(deadline) => {
+                    self.requests.expire(Instant::now());
+                }
                 command = self.commands.recv() => {
                     if let Step::Stop(reason) = self.on_command(command, epoch, sends).await {
                         return Some(reason);
@@ -333,6 +364,10 @@ impl Task {
     ) {
         self.live_epoch.store(0, Ordering::SeqCst);
         sends.fail_all("the client stopped before the hub acknowledged the message");
+        self.subscriptions
+            .fail_all("the client stopped before the hub granted the subscription");
+        self.requests
+            .fail_all("the client stopped before the hub answered the request");
         if let Some(ready) = ready {
             let _ = ready.send(Err(
                 error.unwrap_or_else(|| transport_error("the client stopped"))
@@ -347,71 +382,75 @@ impl Task {
         event: Event,
         epoch: u64,
         sends: &mut Sends,
-        awaiting_suback: &mut bool,
+        restoring: &mut bool,
         ready: &mut Option<oneshot::Sender<Result<()>>>,
     ) -> Step {
         match event {
             Event::Incoming(Incoming::Publish(publish)) => {
-                let message = match parse_c2d_topic(&publish.topic, publish.payload.clone()) {
-                    Ok((device, message)) if device == self.device_id => message,
-                    Ok(_) | Err(_) if !publish.topic.starts_with("devices/") => {
-                        // Not a C2D message (twin, methods): nothing here subscribes to them.
-                        self.puback(publish.pkid);
-                        return Step::Continue;
-                    }
-                    Ok(_) => {
-                        self.puback(publish.pkid);
-                        return Step::Continue;
-                    }
-                    Err(e) => {
-                        // Keep the body rather than lose the message over its properties.
-                        tracing::error!(error = %e, "a C2D message's properties could not be decoded; delivering its body alone");
-                        Message::new(publish.payload.clone())
-                    }
-                };
-                let delivered = Delivered {
-                    message,
-                    epoch,
-                    pkid: publish.pkid,
-                };
-                if self.incoming.send(delivered).await.is_err() {
-                    return Step::Stop(CloseReason::ClosedByApplication);
+                let pkid = publish.pkid;
+                let needs_ack = publish.qos != QoS::AtMostOnce;
+                let routed = route(
+                    &publish.topic,
+                    publish.payload,
+                    &self.device_id,
+                    self.module_id.as_deref(),
+                );
+                // Messages are acknowledged by the application (or auto mode); everything
+                // else as soon as it is handed over.
+                match self
+                    .sinks
+                    .hand_over(routed, epoch, pkid, &mut self.requests)
+                    .await
+                {
+                    Handed::Held => return Step::Continue,
+                    Handed::C2dClosed => return Step::Stop(CloseReason::ClosedByApplication),
+                    Handed::AckNow => {}
+                }
+                if needs_ack {
+                    self.puback(pkid);
                 }
                 Step::Continue
             }
             Event::Incoming(Incoming::PubAck(ack)) => {
-                if let Some(done) = sends.by_pkid.remove(&ack.pkid) {
-                    let _ = done.send(Ok(()));
-                }
+                sends.on_puback(ack.pkid);
                 Step::Continue
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
-                if !sends.by_pkid.contains_key(&pkid) {
-                    if let Some(done) = sends.unassigned.pop_front() {
-                        sends.by_pkid.insert(pkid, done);
-                    }
-                }
+                sends.on_outgoing(pkid);
                 Step::Continue
             }
-            Event::Incoming(Incoming::SubAck(ack)) if *awaiting_suback => {
-                *awaiting_suback = false;
-                if ack
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => {
+                self.subscriptions.on_outgoing(pkid);
+                Step::Continue
+            }
+            Event::Incoming(Incoming::SubAck(ack)) => {
+                let granted: Vec<bool> = ack
                     .return_codes
                     .iter()
-                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                {
-                    let err = Error::new(
-                        ErrorKind::Unauthorized,
-                        "the hub refused the cloud-to-device subscription",
-                    );
-                    if let Some(ready) = ready.take() {
-                        let _ = ready.send(Err(err));
+                    .map(|c| !matches!(c, SubscribeReasonCode::Failure))
+                    .collect();
+                let outcome = self.subscriptions.on_suback(ack.pkid, &granted);
+                for filter in &outcome.refused {
+                    tracing::warn!(%filter, "the hub refused a subscription");
+                    if self.essential_filter.as_ref() == Some(filter) {
+                        let err = Error::new(
+                            ErrorKind::Unauthorized,
+                            "the hub refused the cloud-to-device subscription",
+                        );
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(Err(err));
+                        }
+                        return Step::Stop(CloseReason::Unauthorized);
                     }
-                    return Step::Stop(CloseReason::Unauthorized);
+                    self.forget_feature(filter);
                 }
-                self.state.send_replace(ConnectionState::Connected);
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(Ok(()));
+                self.check_restored(restoring, ready);
+                if outcome
+                    .granted
+                    .iter()
+                    .any(|f| f == TWIN_RESPONSE_SUBSCRIPTION)
+                {
+                    self.flush_requests();
                 }
                 Step::Continue
             }
@@ -464,12 +503,46 @@ impl Task {
                     .client
                     .try_publish(topic, QoS::AtLeastOnce, false, payload)
                 {
-                    Ok(()) => sends.unassigned.push_back(done),
+                    Ok(()) => sends.queued(done),
                     Err(e) => {
                         let _ = done.send(Err(transport_error(format!(
                             "cannot queue the message: {e}"
                         ))));
                     }
+                }
+                Step::Continue
+            }
+            Some(Command::Subscribe {
+                filter,
+                qos,
+                sink,
+                done,
+            }) => {
+                if let Some(sink) = sink {
+                    self.sinks.add(sink);
+                }
+                self.subscriptions.want(&filter, qos, Some(done));
+                if self.is_live() {
+                    self.flush_subscriptions();
+                }
+                Step::Continue
+            }
+            Some(Command::Request {
+                kind,
+                payload,
+                timeout,
+                done,
+            }) => {
+                let filter = TWIN_RESPONSE_SUBSCRIPTION;
+                let new = self.subscriptions.want(filter, filter_qos(filter), None);
+                let deadline = Instant::now() + timeout;
+                self.requests
+                    .insert(|rid| twin_request_topic(kind, rid), payload, deadline, done);
+                if self.is_live() {
+                    if new {
+                        self.flush_subscriptions();
+                    }
+                    self.flush_requests();
                 }
                 Step::Continue
             }
@@ -480,6 +553,11 @@ impl Task {
                 Step::Stop(CloseReason::ClosedByApplication)
             }
         }
+    }
+
+    /// Whether a connection is up (between CONNACK and its loss).
+    fn is_live(&self) -> bool {
+        self.live_epoch.load(Ordering::SeqCst) != 0
     }
 
     /// Lets the event loop write the DISCONNECT (bounded in time).

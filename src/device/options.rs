@@ -1,5 +1,7 @@
 //! Options of a [`crate::device::DeviceClient`].
 
+use crate::protocol::ports::{HTTPS_PORT, MQTT_TLS_PORT};
+
 /// When a received cloud-to-device message is acknowledged (completed) to the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AckMode {
@@ -24,11 +26,12 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// IoT Hub's port for this transport (MicrosoftDocs `iot-mqtt-connect-to-iot-hub.md`).
+    /// IoT Hub's port for this transport (Microsoft Learn "Communicate with an IoT hub using
+    /// the MQTT protocol": 8883 for MQTT, 443 for MQTT over WebSockets).
     pub fn default_port(self) -> u16 {
         match self {
-            Transport::Mqtt => 8883,
-            Transport::WebSocket => 443,
+            Transport::Mqtt => MQTT_TLS_PORT,
+            Transport::WebSocket => HTTPS_PORT,
         }
     }
 }

@@ -9,7 +9,8 @@ use std::time::SystemTime;
 pub enum ConnectionState {
     /// The first connection is being made.
     Connecting,
-    /// Connected and subscribed to cloud-to-device messages.
+    /// Connected, with every subscription in place (for a device, its cloud-to-device
+    /// messages).
     Connected,
     /// Connected, but the fixed `SharedAccessSignature` of the connection string expires at
     /// this time and cannot be renewed: after it the hub closes the connection.

@@ -1,4 +1,5 @@
-//! IoT Hub's wire formats, without I/O: MQTT topics, the property bag, feedback records.
+//! IoT Hub's wire formats, without I/O: MQTT topics (messages, twins, methods, and the
+//! classifier of what a device receives), the property bag, feedback records.
 //!
 //! The device client and the local hub both use these functions, so that both ends agree on
 //! every byte by construction. They are public for applications that bring their own MQTT
@@ -11,26 +12,41 @@ pub(crate) mod amqp_message;
 mod c2d_address;
 pub(crate) mod expiry_time;
 pub(crate) mod feedback;
+mod method_topic;
 pub(crate) mod percent;
 pub mod ports;
 mod property_bag;
+mod received_topic;
 mod registry_json;
 mod topic;
+mod topic_query;
+mod twin_topic;
 
 pub use c2d_address::{c2d_address, parse_c2d_address};
 pub use feedback::{
     FEEDBACK_CONTENT_TYPE, FeedbackRecord, FeedbackStatus, decode_feedback_batch,
     encode_feedback_batch,
 };
+pub use method_topic::{
+    METHOD_REQUEST_SUBSCRIPTION, MethodRequestTopic, MethodResponseTopic, method_request_topic,
+    method_response_topic, parse_method_request_topic, parse_method_response_topic,
+};
 pub use property_bag::{
     ACK, CONTENT_ENCODING, CONTENT_TYPE, CORRELATION_ID, EXPIRY, MESSAGE_ID, PropertyBag, TO,
     USER_ID,
 };
+pub use received_topic::{ReceivedTopic, classify_received_topic};
 pub use registry_json::{
     Authentication, Capabilities, Device, DeviceConnectionState, DeviceStatus, PurgeResult,
     RegistryStatistics, SymmetricKey, X509Thumbprint, error_code,
 };
 pub use topic::{
-    TopicIdentity, c2d_subscription, c2d_topic, parse_c2d_topic, parse_telemetry_topic,
-    telemetry_topic,
+    TopicIdentity, c2d_subscription, c2d_topic, input_subscription, input_topic, parse_c2d_topic,
+    parse_input_topic, parse_telemetry_topic, telemetry_topic,
+};
+pub use twin_topic::{
+    DESIRED_PATCH_SUBSCRIPTION, DesiredPatchTopic, TWIN_RESPONSE_SUBSCRIPTION, TwinRequestKind,
+    TwinRequestTopic, TwinResponseTopic, desired_patch_topic, parse_desired_patch_topic,
+    parse_twin_request_topic, parse_twin_response_topic, twin_get_topic, twin_patch_reported_topic,
+    twin_request_topic, twin_response_topic,
 };

@@ -1,27 +1,37 @@
-//! IoT Hub's MQTT topics for telemetry and cloud-to-device messages.
+//! IoT Hub's MQTT topics for messages: telemetry, cloud-to-device messages and module inputs.
 //!
 //! - Telemetry (device to cloud): `devices/{device}/messages/events/{bag}`, and for a module
-//!   `devices/{device}/modules/{module}/messages/events/{bag}` (MicrosoftDocs
-//!   `iot-mqtt-connect-to-iot-hub.md`; py-device `mqtt_topic_iothub.py`).
+//!   `devices/{device}/modules/{module}/messages/events/{bag}`.
 //! - Cloud to device: `devices/{device}/messages/devicebound/{bag}`, to which a device
-//!   subscribes as `devices/{device}/messages/devicebound/#`.
+//!   subscribes as `devices/{device}/messages/devicebound/#`. Modules have none.
+//! - A module's input messages: `devices/{device}/modules/{module}/inputs/{input}/{bag}`, to
+//!   which a module subscribes as `devices/{device}/modules/{module}/inputs/#`; the input name
+//!   is percent-encoded.
+//!
+//! Sources: Microsoft Learn "Communicate with an IoT hub using the MQTT protocol";
+//! azure-iot-sdk-python `azure/iot/device/iothub/pipeline/mqtt_topic_iothub.py`
+//! (`get_telemetry_topic_for_publish`, `get_c2d_topic_for_subscribe`,
+//! `get_input_topic_for_subscribe`, `get_input_name_from_topic`,
+//! `extract_message_properties_from_topic`); azure-iot-sdk-c
+//! `iothub_client/src/iothubtransport_mqtt_common.c` (`TOPIC_DEVICE_MSG`,
+//! `TOPIC_DEVICE_EVENTS`, `TOPIC_MODULE_EVENTS`).
 //!
 //! Device and module ids are written into topics as they are, not percent-encoded
-//! (`devices/my$device/messages/events/`, py-device `test_mqtt_topic_iothub.py`).
+//! (`devices/my$device/messages/events/`, py-device `tests/unit/iothub/pipeline/
+//! test_mqtt_topic_iothub.py`).
 
 use bytes::Bytes;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::message::Message;
+use crate::protocol::percent;
 use crate::protocol::property_bag::{PropertyBag, SystemOrder};
+use crate::protocol::topic_query::{decode, topic_error};
 
 const DEVICES: &str = "devices/";
 const EVENTS: &str = "messages/events";
 const DEVICEBOUND: &str = "messages/devicebound";
-
-fn topic_error(detail: impl Into<String>) -> Error {
-    Error::new(ErrorKind::InvalidTopic, detail)
-}
+const INPUTS: &str = "inputs";
 
 /// The identity a topic belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -61,15 +71,92 @@ pub fn c2d_topic(device_id: &str, message: &Message) -> Result<String> {
 /// # Ok::<(), iothub::Error>(())
 /// ```
 pub fn parse_c2d_topic(topic: &str, payload: Bytes) -> Result<(String, Message)> {
-    let (device_id, bag) = split_device(topic)
-        .and_then(|(device_id, rest)| Some((device_id, bag_after(rest, DEVICEBOUND)?)))
-        .ok_or_else(|| {
-            topic_error(
-                "not a cloud-to-device topic (expected 'devices/{id}/messages/devicebound/')",
-            )
-        })?;
+    let (device_id, bag) = split_c2d(topic).ok_or_else(|| {
+        topic_error("not a cloud-to-device topic (expected 'devices/{id}/messages/devicebound/')")
+    })?;
     let message = PropertyBag::decode(bag)?.into_message(payload)?;
     Ok((device_id.to_owned(), message))
+}
+
+/// Splits a C2D topic into the device id and the property bag.
+pub(crate) fn split_c2d(topic: &str) -> Option<(&str, &str)> {
+    split_device(topic)
+        .and_then(|(device_id, rest)| Some((device_id, bag_after(rest, DEVICEBOUND)?)))
+}
+
+/// The filter a module subscribes to for its input messages.
+pub fn input_subscription(device_id: &str, module_id: &str) -> String {
+    format!("{DEVICES}{device_id}/modules/{module_id}/{INPUTS}/#")
+}
+
+/// The topic that delivers `message` to input `input` of a module, for the hub.
+pub fn input_topic(
+    device_id: &str,
+    module_id: &str,
+    input: &str,
+    message: &Message,
+) -> Result<String> {
+    let bag = PropertyBag::from_message(message, SystemOrder::CloudToDevice)?;
+    let mut topic = format!("{DEVICES}{device_id}/modules/{module_id}/{INPUTS}/");
+    percent::encode_into(input, &mut topic);
+    topic.push('/');
+    bag.encode_into(&mut topic);
+    Ok(topic)
+}
+
+/// A module input topic, split: device id, module id, input name (still encoded), bag.
+pub(crate) struct InputParts<'a> {
+    pub device_id: &'a str,
+    pub module_id: &'a str,
+    pub input: &'a str,
+    pub bag: &'a str,
+}
+
+/// Splits `devices/{d}/modules/{m}/inputs/{input}[/{bag}]`.
+pub(crate) fn split_input(topic: &str) -> Option<InputParts<'_>> {
+    let (device_id, rest) = split_device(topic)?;
+    let (module_id, rest) = rest
+        .strip_prefix("modules/")?
+        .split_once('/')
+        .filter(|(id, _)| !id.is_empty())?;
+    let rest = rest.strip_prefix(INPUTS)?.strip_prefix('/')?;
+    let (input, bag) = rest.split_once('/').unwrap_or((rest, ""));
+    (!input.is_empty()).then_some(InputParts {
+        device_id,
+        module_id,
+        input,
+        bag,
+    })
+}
+
+/// Reads a module input topic and its payload into the module's identity, the input name and
+/// the message.
+///
+/// ```
+/// use iothub::protocol::parse_input_topic;
+///
+/// let (to, input, msg) = parse_input_topic(
+///     "devices/d/modules/m/inputs/fake%24input/%24.mid=1&k=v",
+///     "{}".into(),
+/// )?;
+/// assert_eq!((to.device_id.as_str(), to.module_id.as_deref()), ("d", Some("m")));
+/// assert_eq!(input, "fake$input");
+/// assert_eq!(msg.property("k"), Some("v"));
+/// # Ok::<(), iothub::Error>(())
+/// ```
+pub fn parse_input_topic(topic: &str, payload: Bytes) -> Result<(TopicIdentity, String, Message)> {
+    let parts = split_input(topic).ok_or_else(|| {
+        topic_error(
+            "not a module input topic (expected 'devices/{id}/modules/{id}/inputs/{name}/')",
+        )
+    })?;
+    let input = decode(parts.input, "the input name")?.into_owned();
+    let message = PropertyBag::decode(parts.bag)?.into_message(payload)?;
+    let identity = TopicIdentity {
+        device_id: parts.device_id.to_owned(),
+        module_id: Some(parts.module_id.to_owned()),
+    };
+    Ok((identity, input, message))
 }
 
 /// Splits `devices/{id}/rest` into the id and `rest`.
