@@ -159,7 +159,7 @@ async fn run(hub_exe: &Path) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // A raw MQTT client over TLS.
 
-/// The user name the official SDKs send (protocol.md §3.2).
+/// The user name the official SDKs send (py-device `pipeline_stages_iothub_mqtt.py`; node-device `mqtt.ts`).
 fn username(cs: &DeviceConnectionString) -> String {
     format!(
         "{}/{}/?api-version=2021-04-12&DeviceClientType=iothub-bench%2F0.1",

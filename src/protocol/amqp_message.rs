@@ -42,13 +42,16 @@ const ACK_PROPERTY: &str = crate::protocol::ACK;
 
 /// The target of the back end's cloud-to-device sender link (Microsoft Learn, "Communicate with
 /// your IoT hub by using the AMQP protocol"; azure-iot-hub-node `src/amqp.ts`, `_c2dEndpoint`).
-#[cfg_attr(not(feature = "service"), allow(dead_code))]
 pub(crate) const C2D_LINK_TARGET: &str = "/messages/devicebound";
 
 /// The source of the back end's feedback receiver link (azure-iot-hub-node `src/amqp.ts`,
 /// `_feedbackEndpoint`; azure-iot-sdk-csharp `iothub/service/src/Amqp/AmqpClientHelper.cs`).
-#[cfg_attr(not(feature = "service"), allow(dead_code))]
 pub(crate) const FEEDBACK_LINK_SOURCE: &str = "/messages/serviceBound/feedback";
+
+/// The source of the back end's file-upload notification link (`azure-iot-hub-node`,
+/// `src/amqp.ts`, `_fileNotificationEndpoint`).
+#[cfg(feature = "local-hub")]
+pub(crate) const FILE_NOTIFICATION_LINK_SOURCE: &str = "/messages/serviceBound/filenotifications";
 
 /// An AMQP message with any body, as a link receives it.
 pub(crate) type AmqpBodyMessage = AmqpMessage<Body<Value>>;

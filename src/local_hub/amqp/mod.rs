@@ -43,6 +43,9 @@ use crate::error::ErrorKind;
 use crate::local_hub::rewind::Rewind;
 use crate::local_hub::state::HubState;
 use crate::protocol::amqp_error;
+use crate::protocol::amqp_message::{
+    C2D_LINK_TARGET, FEEDBACK_LINK_SOURCE, FILE_NOTIFICATION_LINK_SOURCE,
+};
 use sasl::{HubSasl, SaslGrant};
 
 /// The SASL protocol header (OASIS AMQP 1.0, part 5.3.1 "SASL negotiation").
@@ -277,18 +280,27 @@ fn target_address(attach: &Attach) -> Option<&str> {
 fn classify(attach: &Attach) -> Option<LinkKind> {
     // `role` is the client's role on the link.
     match attach.role {
-        Role::Sender => match address_path(target_address(attach)?).as_str() {
-            "$cbs" => Some(LinkKind::CbsRequests),
-            "/messages/devicebound" => Some(LinkKind::CloudToDevice),
-            _ => None,
-        },
+        Role::Sender => {
+            let path = address_path(target_address(attach)?);
+            if path == "$cbs" {
+                Some(LinkKind::CbsRequests)
+            } else if path.eq_ignore_ascii_case(C2D_LINK_TARGET) {
+                Some(LinkKind::CloudToDevice)
+            } else {
+                None
+            }
+        }
         Role::Receiver => {
             let source = attach.source.as_ref()?.address.as_deref()?;
-            match address_path(source).as_str() {
-                "$cbs" => Some(LinkKind::CbsResponses),
-                "/messages/servicebound/feedback" => Some(LinkKind::Feedback),
-                "/messages/servicebound/filenotifications" => Some(LinkKind::FileNotifications),
-                _ => None,
+            let path = address_path(source);
+            if path == "$cbs" {
+                Some(LinkKind::CbsResponses)
+            } else if path.eq_ignore_ascii_case(FEEDBACK_LINK_SOURCE) {
+                Some(LinkKind::Feedback)
+            } else if path.eq_ignore_ascii_case(FILE_NOTIFICATION_LINK_SOURCE) {
+                Some(LinkKind::FileNotifications)
+            } else {
+                None
             }
         }
     }
