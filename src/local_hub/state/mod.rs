@@ -17,6 +17,7 @@ mod c2d;
 mod feedback;
 mod identities;
 mod sessions;
+mod x509;
 #[cfg(test)]
 mod tests;
 
@@ -39,7 +40,7 @@ use crate::message::Message;
     reason = "read by the HTTPS module API and device twins and methods (the next issues)"
 )]
 pub(crate) use identities::{
-    DeviceRecord, DeviceSpec, DeviceStatus, Identity, ModuleRecord, ModuleSpec, RegistryError,
+    DeviceAuthentication, DeviceRecord, DeviceSpec, DeviceStatus, Identity, ModuleRecord, ModuleSpec, RegistryError,
     check_module_id, etag_matches,
 };
 #[allow(
@@ -54,6 +55,8 @@ struct Inner {
     devices: BTreeMap<String, Device>,
     policies: Vec<AccessPolicy>,
     feedback: FeedbackQueue,
+    /// The verified CA certificates of X.509 CA-signed devices (DER).
+    x509_cas: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// Hub-wide settings.
@@ -103,6 +106,7 @@ impl HubState {
                 devices: BTreeMap::new(),
                 policies,
                 feedback: FeedbackQueue::default(),
+                x509_cas: Vec::new(),
             }),
             feedback_ready: Notify::new(),
             sweep_wake: Notify::new(),
