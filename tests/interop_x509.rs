@@ -182,7 +182,13 @@ async fn python_ca_signed_device_connects_and_a_wrong_certificate_is_refused() {
         .unwrap();
     let other = self_signed("py-wrong");
     let ca_file = TempFile::new("ca.pem", hub.ca_pem());
-    let args = python_args(&hub, "py-wrong", &other, ca_file.path(), &["--expect-refused"]);
+    let args = python_args(
+        &hub,
+        "py-wrong",
+        &other,
+        ca_file.path(),
+        &["--expect-refused"],
+    );
     let mut peer = Peer::spawn(&python, "py_x509_device.py", &args, ca_file.path());
     peer.expect_line("refused").await;
     peer.expect_success().await;
@@ -233,7 +239,12 @@ async fn node_self_signed_device_sends_telemetry() {
     let mut telemetry = hub.telemetry();
     assert!(device.connection_string.to_string().contains(";x509=true"));
     let cs = node_x509_connection_string(&hub, "node-x509");
-    let args = node_device_args(&cs, &files, ca.path(), &["--send-telemetry", "x509 from node"]);
+    let args = node_device_args(
+        &cs,
+        &files,
+        ca.path(),
+        &["--send-telemetry", "x509 from node"],
+    );
     let mut peer = Peer::spawn_node(&node_modules, "node_x509_device.js", &args, ca.path());
     peer.expect_line("connected").await;
     peer.expect_line("sent").await;
@@ -304,7 +315,8 @@ async fn node_registry_creates_x509_devices_that_connect() {
     for (device_id, files) in [("node-self", &untyped), ("node-typed", &typed)] {
         let cs = node_x509_connection_string(&hub, device_id);
         let args = node_device_args(&cs, files, ca_file.path(), &[]);
-        let mut peer = Peer::spawn_node(&node_modules, "node_x509_device.js", &args, ca_file.path());
+        let mut peer =
+            Peer::spawn_node(&node_modules, "node_x509_device.js", &args, ca_file.path());
         peer.expect_line("connected").await;
         peer.expect_success().await;
     }

@@ -123,7 +123,10 @@ async fn assert_refused(hub: &LocalHub, cs: DeviceConnectionString, issued: &Iss
         .await
         .expect_err("the hub refuses the certificate");
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
-    assert!(err.to_string().contains("thumbprint"), "says what to do: {err}");
+    assert!(
+        err.to_string().contains("thumbprint"),
+        "says what to do: {err}"
+    );
 }
 
 /// A self-signed device connects with the certificate the hub issued, sends telemetry and
@@ -134,7 +137,9 @@ async fn self_signed_device_sends_and_receives() {
     let sas = hub.create_device("sas-dev").unwrap();
     let sas_client = timeout(
         WAIT,
-        DeviceClient::builder(sas).trust_ca_pem(hub.ca_pem()).connect(),
+        DeviceClient::builder(sas)
+            .trust_ca_pem(hub.ca_pem())
+            .connect(),
     )
     .await
     .unwrap()
@@ -145,21 +150,33 @@ async fn self_signed_device_sends_and_receives() {
         cert_pem: device.certificate_pem.clone(),
         key_pem: device.private_key_pem.clone(),
     };
-    let client = connect(&hub, device.connection_string.clone(), &issued, Transport::Mqtt)
+    let client = connect(
+        &hub,
+        device.connection_string.clone(),
+        &issued,
+        Transport::Mqtt,
+    )
+    .await
+    .unwrap();
+    assert!(hub.is_connected("x509-dev"));
+    client
+        .send_message(Message::new("from x509"))
         .await
         .unwrap();
-    assert!(hub.is_connected("x509-dev"));
-    client.send_message(Message::new("from x509")).await.unwrap();
     let seen = timeout(WAIT, telemetry.recv()).await.unwrap().unwrap();
     assert_eq!(seen.device_id, "x509-dev");
     assert_eq!(seen.message.body_str(), Some("from x509"));
-    hub.enqueue_c2d("x509-dev", Message::new("to x509")).unwrap();
+    hub.enqueue_c2d("x509-dev", Message::new("to x509"))
+        .unwrap();
     let received = timeout(WAIT, client.receive_message())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(received.body_str(), Some("to x509"));
-    sas_client.send_message(Message::new("still here")).await.unwrap();
+    sas_client
+        .send_message(Message::new("still here"))
+        .await
+        .unwrap();
     assert!(hub.is_connected("sas-dev"));
 }
 
@@ -211,9 +228,14 @@ async fn self_signed_device_connects_over_websockets() {
         cert_pem: device.certificate_pem,
         key_pem: device.private_key_pem,
     };
-    let client = connect(&hub, device.connection_string, &issued, Transport::WebSocket)
-        .await
-        .unwrap();
+    let client = connect(
+        &hub,
+        device.connection_string,
+        &issued,
+        Transport::WebSocket,
+    )
+    .await
+    .unwrap();
     client.send_message(Message::new("over ws")).await.unwrap();
     assert!(hub.is_connected("ws-dev"));
     let wrong = self_signed(leaf_params("ws-dev"));
@@ -242,9 +264,14 @@ async fn wrong_certificates_are_refused() {
         cert_pem: good.certificate_pem.clone(),
         key_pem: good.private_key_pem.clone(),
     };
-    let good_client = connect(&hub, good.connection_string.clone(), &good_issued, Transport::Mqtt)
-        .await
-        .unwrap();
+    let good_client = connect(
+        &hub,
+        good.connection_string.clone(),
+        &good_issued,
+        Transport::Mqtt,
+    )
+    .await
+    .unwrap();
 
     // Wrong thumbprint: another certificate than the registered one.
     let cs = hub
@@ -273,10 +300,15 @@ async fn wrong_certificates_are_refused() {
     assert!(hub.is_connected("good"));
     good_client.send_message(Message::new("ok")).await.unwrap();
     let sas = hub.create_device("sas-after").unwrap();
-    timeout(WAIT, DeviceClient::builder(sas).trust_ca_pem(hub.ca_pem()).connect())
-        .await
-        .unwrap()
-        .unwrap();
+    timeout(
+        WAIT,
+        DeviceClient::builder(sas)
+            .trust_ca_pem(hub.ca_pem())
+            .connect(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
 }
 
 /// The client refuses to dial with an expired or not-yet-valid certificate and says why.

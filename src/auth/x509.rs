@@ -222,7 +222,11 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_invalid_certificate_error() {
-        for pem in ["", "not pem", "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n"] {
+        for pem in [
+            "",
+            "not pem",
+            "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n",
+        ] {
             let err = certificates_from_pem(pem.as_bytes()).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidCertificate, "{pem:?}");
         }

@@ -23,7 +23,7 @@ mod subscription_flow;
 mod subscriptions;
 
 pub use crate::retry::RetryPolicy;
-pub use client_certificate::ClientCertificate;
 pub use client::{DeviceClient, DeviceClientBuilder, MAX_TELEMETRY_SIZE, MessageStream};
+pub use client_certificate::ClientCertificate;
 pub use options::{AckMode, Transport};
 pub use state::{CloseReason, ConnectionState};

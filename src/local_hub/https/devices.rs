@@ -25,7 +25,8 @@ use super::errors::{ApiError, ErrorCode, registry_error};
 use super::{authorize, json_response, path_id, time_text};
 use crate::auth::{Permission, SasKey};
 use crate::local_hub::state::{
-    DeviceAuthentication, DeviceRecord, DeviceSpec, DeviceStatus, HubState, RegistryError};
+    DeviceAuthentication, DeviceRecord, DeviceSpec, DeviceStatus, HubState, RegistryError,
+};
 use crate::protocol::{self, Device, DeviceConnectionState, PurgeResult, RegistryStatistics};
 
 /// `PUT /devices/{id}`: create (no `If-Match`) or update (`If-Match` `"*"` or the etag).

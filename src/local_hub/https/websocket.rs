@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::Extension;
+use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::response::Response;

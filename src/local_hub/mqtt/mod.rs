@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use rustls::pki_types::CertificateDer;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
@@ -108,9 +108,11 @@ fn authorize(
         .device_authentication(&identity)
         .is_some_and(|kind| kind.is_x509())
     {
-        return Err("401003 IotHubUnauthorized: the device is registered with X.509 \
+        return Err(
+            "401003 IotHubUnauthorized: the device is registered with X.509 \
              authentication: it must connect with its certificate and no password"
-            .into());
+                .into(),
+        );
     }
     let token: SasToken = login
         .password

@@ -17,9 +17,9 @@ mod c2d;
 mod feedback;
 mod identities;
 mod sessions;
-mod x509;
 #[cfg(test)]
 mod tests;
+mod x509;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,8 +40,8 @@ use crate::message::Message;
     reason = "read by the HTTPS module API and device twins and methods (the next issues)"
 )]
 pub(crate) use identities::{
-    DeviceAuthentication, DeviceRecord, DeviceSpec, DeviceStatus, Identity, ModuleRecord, ModuleSpec, RegistryError,
-    check_module_id, etag_matches,
+    DeviceAuthentication, DeviceRecord, DeviceSpec, DeviceStatus, Identity, ModuleRecord,
+    ModuleSpec, RegistryError, check_module_id, etag_matches,
 };
 #[allow(
     unused_imports,

@@ -167,9 +167,11 @@ fn verify_chain(
         .unwrap_or(0);
     let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
     verifier
-        .verify_client_cert(leaf, intermediates, UnixTime::since_unix_epoch(
-            std::time::Duration::from_secs(secs),
-        ))
+        .verify_client_cert(
+            leaf,
+            intermediates,
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs)),
+        )
         .map(|_| ())
         .map_err(|e| format!("the certificate does not chain to a verified CA: {e}"))
 }
