@@ -6,7 +6,9 @@
 //! - azure-iot-device (Node 1.18.4): `HostName=…;DeviceId=…;x509=true` and
 //!   `setOptions({ cert, key })` (`node_x509_device.js`);
 //! - azure-iothub (Node 1.16.6): `Registry.create` of `selfSigned` (with and without the type)
-//!   and `certificateAuthority` devices (`node_x509_registry.js`), which then connect.
+//!   and `certificateAuthority` devices (`node_x509_registry.js`), which then connect;
+//! - azure-iot-hub (Python 2.7.0): `create_device_with_x509` and
+//!   `create_device_with_certificate_authority` (`py_x509_registry.py`), which then connect.
 //!
 //! Needs `IOTHUB_PYTHON` and `IOTHUB_NODE_MODULES` (see `tests/interop/README.md`); without them
 //! each test prints `skipped:` and passes, unless `IOTHUB_REQUIRE_INTEROP=1`.
@@ -321,4 +323,48 @@ async fn node_registry_creates_x509_devices_that_connect() {
         peer.expect_success().await;
     }
     python_device_sends(&hub, &python, "node-ca", &ca_signed(&ca, "node-ca"), false).await;
+}
+
+/// The Python registry creates a `selfSigned` device (SHA-1 primary, SHA-256 secondary) and a
+/// `certificateAuthority` device; both connect with the Python device SDK.
+#[tokio::test]
+async fn python_registry_creates_x509_devices_that_connect() {
+    let Some(python) = python() else { return };
+    let ca = test_ca();
+    let hub = hub_with_ca(&ca).await;
+    let ca_file = TempFile::new("ca.pem", hub.ca_pem());
+    let registered = self_signed("whatever");
+    let secondary = self_signed("whatever");
+    let args: Vec<String> = [
+        "--connection-string".to_owned(),
+        hub.service_connection_string().to_string(),
+        "--ca-file".to_owned(),
+        ca_file.path().display().to_string(),
+        "--https-port".to_owned(),
+        hub.https_addr().port().to_string(),
+        "--self-signed".to_owned(),
+        "py-self".to_owned(),
+        registered.sha1.clone(),
+        secondary.sha256.to_lowercase(),
+        "--ca-signed".to_owned(),
+        "py-ca-reg".to_owned(),
+        "--timeout".to_owned(),
+        PEER_DEADLINE_SECS.to_string(),
+    ]
+    .into();
+    let mut registry = Peer::spawn(&python, "py_x509_registry.py", &args, ca_file.path());
+    assert_eq!(
+        registry.json_line("py-self").await,
+        json!({"device_id": "py-self", "auth_type": "selfSigned",
+               "primary_thumbprint": registered.sha1,
+               "secondary_thumbprint": secondary.sha256.to_lowercase()})
+    );
+    assert_eq!(
+        registry.json_line("py-ca-reg").await,
+        json!({"device_id": "py-ca-reg", "auth_type": "certificateAuthority",
+               "primary_thumbprint": null, "secondary_thumbprint": null})
+    );
+    registry.expect_success().await;
+    python_device_sends(&hub, &python, "py-self", &secondary, false).await;
+    python_device_sends(&hub, &python, "py-ca-reg", &ca_signed(&ca, "py-ca-reg"), true).await;
 }
