@@ -368,3 +368,101 @@ async fn python_registry_creates_x509_devices_that_connect() {
     python_device_sends(&hub, &python, "py-self", &secondary, false).await;
     python_device_sends(&hub, &python, "py-ca-reg", &ca_signed(&ca, "py-ca-reg"), true).await;
 }
+
+/// `iothub-local --device ID:x509` issues a certificate and key the official device SDKs
+/// connect with (Python and Node, MQTT/TLS); `--x509-ca FILE` is accepted alongside.
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn sdks_connect_with_the_certificate_iothub_local_issues() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let (Some(python), Some(node_modules)) = (python(), node_modules()) else {
+        return;
+    };
+    let x509_ca = TempFile::new("x509-ca.pem", &test_ca().pem);
+    let hub_ca = TempFile::new("hub-ca.pem", "");
+    let mut hub = tokio::process::Command::new(env!("CARGO_BIN_EXE_iothub-local"))
+        .args(["--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"])
+        .args(["--device", "cli-x509:x509", "--x509-ca"])
+        .arg(x509_ca.path())
+        .arg("--ca-out")
+        .arg(hub_ca.path())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("iothub-local starts");
+    let mut lines = BufReader::new(hub.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    while let Some(line) = timeout(HUB_WAIT, lines.next_line()).await.unwrap().unwrap() {
+        if line == "ready" {
+            break;
+        }
+        printed.push(line);
+    }
+    let var = |name: &str| {
+        printed
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("iothub-local printed no {name}: {printed:#?}"))
+            .to_owned()
+    };
+    let cs = var("IOTHUB_DEVICE_CONNECTION_STRING_CLI_X509");
+    let cert_file = std::path::PathBuf::from(var("IOTHUB_DEVICE_CERT_FILE_CLI_X509"));
+    let key_file = std::path::PathBuf::from(var("IOTHUB_DEVICE_KEY_FILE_CLI_X509"));
+    let mqtt_port = cs
+        .rsplit_once("GatewayHostName=localhost:")
+        .and_then(|(_, port)| port.split(';').next())
+        .expect("a gateway port")
+        .to_owned();
+    assert!(cs.contains("DeviceId=cli-x509;x509=true"), "{cs}");
+    let files = CertFiles {
+        cert: TempFile::new(
+            "cli.pem",
+            &std::fs::read_to_string(&cert_file).expect("the certificate file"),
+        ),
+        key: TempFile::new(
+            "cli.key",
+            &std::fs::read_to_string(&key_file).expect("the key file"),
+        ),
+        sha1: String::new(),
+        sha256: String::new(),
+    };
+    let _ = std::fs::remove_file(&cert_file);
+    let _ = std::fs::remove_file(&key_file);
+
+    let py_args: Vec<String> = [
+        "--hostname",
+        "localhost",
+        "--device-id",
+        "cli-x509",
+        "--cert-file",
+        &files.cert.path().display().to_string(),
+        "--key-file",
+        &files.key.path().display().to_string(),
+        "--ca-file",
+        &hub_ca.path().display().to_string(),
+        "--mqtt-port",
+        &mqtt_port,
+        "--send-telemetry",
+        "from the CLI's certificate",
+        "--timeout",
+        &PEER_DEADLINE_SECS.to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut peer = Peer::spawn(&python, "py_x509_device.py", &py_args, hub_ca.path());
+    peer.expect_line("connected").await;
+    peer.expect_line("sent").await;
+    peer.expect_success().await;
+
+    let node_cs = format!("HostName=localhost:{mqtt_port};DeviceId=cli-x509;x509=true");
+    let args = node_device_args(&node_cs, &files, hub_ca.path(), &["--send-telemetry", "node"]);
+    let mut peer = Peer::spawn_node(&node_modules, "node_x509_device.js", &args, hub_ca.path());
+    peer.expect_line("connected").await;
+    peer.expect_line("sent").await;
+    peer.expect_success().await;
+    hub.start_kill().expect("iothub-local stops");
+}
