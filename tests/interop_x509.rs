@@ -366,7 +366,14 @@ async fn python_registry_creates_x509_devices_that_connect() {
     );
     registry.expect_success().await;
     python_device_sends(&hub, &python, "py-self", &secondary, false).await;
-    python_device_sends(&hub, &python, "py-ca-reg", &ca_signed(&ca, "py-ca-reg"), true).await;
+    python_device_sends(
+        &hub,
+        &python,
+        "py-ca-reg",
+        &ca_signed(&ca, "py-ca-reg"),
+        true,
+    )
+    .await;
 }
 
 /// `iothub-local --device ID:x509` issues a certificate and key the official device SDKs
@@ -459,7 +466,12 @@ async fn sdks_connect_with_the_certificate_iothub_local_issues() {
     peer.expect_success().await;
 
     let node_cs = format!("HostName=localhost:{mqtt_port};DeviceId=cli-x509;x509=true");
-    let args = node_device_args(&node_cs, &files, hub_ca.path(), &["--send-telemetry", "node"]);
+    let args = node_device_args(
+        &node_cs,
+        &files,
+        hub_ca.path(),
+        &["--send-telemetry", "node"],
+    );
     let mut peer = Peer::spawn_node(&node_modules, "node_x509_device.js", &args, hub_ca.path());
     peer.expect_line("connected").await;
     peer.expect_line("sent").await;
