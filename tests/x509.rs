@@ -472,3 +472,67 @@ async fn passwords_decide_between_sas_and_certificate() {
         ConnectReturnCode::NotAuthorized
     );
 }
+
+/// Our own registry client registers both X.509 forms over HTTPS, reads them back, and the
+/// devices connect.
+#[cfg(feature = "service")]
+#[tokio::test]
+async fn the_service_client_registers_x509_devices() {
+    use iothub::protocol::Device;
+    use iothub::service::RegistryManager;
+
+    let ca = test_ca("registry CA");
+    let hub = LocalHub::builder()
+        .x509_ca_pem(ca.pem.clone())
+        .start()
+        .await
+        .unwrap();
+    let registry = RegistryManager::builder(hub.service_connection_string())
+        .trust_ca_pem(hub.ca_pem())
+        .https_port(hub.https_addr().port())
+        .amqp_port(hub.amqp_addr().port())
+        .build()
+        .unwrap();
+    let issued = self_signed(leaf_params("reg-self"));
+    let prints = ClientCertificate::from_pem(&issued.cert_pem, &issued.key_pem)
+        .unwrap()
+        .thumbprints()
+        .clone();
+    let created = registry
+        .add_device(&Device::new("reg-self").with_x509_thumbprints(prints.sha1.clone(), None))
+        .await
+        .unwrap();
+    assert_eq!(created.authentication.kind, "selfSigned");
+    assert_eq!(
+        created.authentication.x509_thumbprint.primary_thumbprint,
+        Some(prints.sha1.clone())
+    );
+    registry
+        .add_device(&Device::new("reg-ca").with_certificate_authority())
+        .await
+        .unwrap();
+    let read = registry.get_device("reg-ca").await.unwrap();
+    assert_eq!(read.authentication.kind, "certificateAuthority");
+
+    let cs = |id: &str| -> DeviceConnectionString {
+        format!(
+            "HostName={};DeviceId={id};x509=true;GatewayHostName=localhost:{}",
+            hub.host_name(),
+            hub.mqtt_addr().port()
+        )
+        .parse()
+        .unwrap()
+    };
+    let _self_signed = connect(&hub, cs("reg-self"), &issued, Transport::Mqtt)
+        .await
+        .unwrap();
+    let _ca_signed = connect(
+        &hub,
+        cs("reg-ca"),
+        &signed_by(&ca, leaf_params("reg-ca")),
+        Transport::Mqtt,
+    )
+    .await
+    .unwrap();
+    assert!(hub.is_connected("reg-self") && hub.is_connected("reg-ca"));
+}

@@ -379,4 +379,37 @@ mod tests {
             assert!(check_device_id(id).is_err(), "{id}");
         }
     }
+
+    #[test]
+    fn x509_authentication_forms_are_read() {
+        let spec = |body: &str| device_spec("d", body.as_bytes()).map(|s| s.authentication);
+        // Python's selfSigned form, Node's untyped thumbprints, certificateAuthority.
+        let python = r#"{"deviceId":"d","authentication":{"type":"selfSigned","x509Thumbprint":{"primaryThumbprint":"AB","secondaryThumbprint":null}}}"#;
+        let untyped =
+            r#"{"deviceId":"d","authentication":{"x509Thumbprint":{"primaryThumbprint":"AB"}}}"#;
+        for body in [python, untyped] {
+            assert_eq!(
+                spec(body).unwrap(),
+                DeviceAuthentication::SelfSigned {
+                    primary_thumbprint: Some("AB".to_owned()),
+                    secondary_thumbprint: None
+                },
+                "{body}"
+            );
+        }
+        assert_eq!(
+            spec(r#"{"authentication":{"type":"certificateAuthority"}}"#).unwrap(),
+            DeviceAuthentication::CertificateAuthority
+        );
+        assert_eq!(
+            spec(r#"{"deviceId":"d"}"#).unwrap(),
+            DeviceAuthentication::Sas
+        );
+        for bad in [
+            r#"{"authentication":{"type":"selfSigned","x509Thumbprint":{"primaryThumbprint":" "}}}"#,
+            r#"{"authentication":{"type":"none"}}"#,
+        ] {
+            assert!(spec(bad).is_err(), "{bad}");
+        }
+    }
 }
