@@ -27,6 +27,9 @@ pub enum ErrorKind {
     InvalidMessage,
     /// The hub refused the credentials, or a token has expired.
     Unauthorized,
+    /// A client certificate or its private key is unusable: not PEM or DER, expired, not yet
+    /// valid, or the key does not suit the certificate.
+    InvalidCertificate,
     /// The device is not registered on the hub.
     DeviceNotFound,
     /// A device with this id is already registered.
@@ -64,6 +67,7 @@ impl ErrorKind {
             ErrorKind::InvalidPropertyBag => "invalid property bag",
             ErrorKind::InvalidMessage => "invalid message",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::InvalidCertificate => "invalid certificate",
             ErrorKind::DeviceNotFound => "device not found",
             ErrorKind::DeviceAlreadyExists => "device already exists",
             ErrorKind::ModuleNotFound => "module not found",

@@ -1,4 +1,4 @@
-//! Authentication: connection strings, shared access keys and SAS tokens.
+//! Authentication: connection strings, shared access keys, SAS tokens and X.509 certificates.
 //!
 //! Everything here is pure (no I/O) and shared by the device client, the service client and
 //! the local hub, so that both ends of a connection agree on every byte.
@@ -8,6 +8,7 @@ mod sas;
 #[cfg(feature = "local-hub")]
 mod scope;
 mod token_source;
+pub mod x509;
 
 pub use connection_string::{
     DeviceConnectionString, DeviceCredential, HostAndPort, ServiceConnectionString,

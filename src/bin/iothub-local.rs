@@ -4,7 +4,8 @@
 //! It prints, one per line, `IOTHUB_CONNECTION_STRING=…`, `IOTHUB_AMQP_CONNECTION_STRING=…` (the
 //! same with `HostName=host:PORT` when AMQP is not on 5671, for clients that take the port from
 //! there, such as azure-iothub for Node), `IOTHUB_CA_FILE=…`, one
-//! `IOTHUB_DEVICE_CONNECTION_STRING_<ID>=…` per `--device`, then `ready`; it logs connections,
+//! `IOTHUB_DEVICE_CONNECTION_STRING_<ID>=…` per `--device` (for `--device ID:x509` also
+//! `IOTHUB_DEVICE_CERT_FILE_<ID>=…` and `IOTHUB_DEVICE_KEY_FILE_<ID>=…`), then `ready`; it logs connections,
 //! C2D sends and their dispositions, and feedback deliveries to stderr (`RUST_LOG` sets the
 //! level) and stops on Ctrl-C.
 
@@ -47,9 +48,28 @@ struct Args {
     /// How long feedback records wait to be batched, in milliseconds (IoT Hub: 15,000).
     #[arg(long, default_value_t = 15_000, value_name = "MS")]
     feedback_flush_ms: u64,
-    /// Registers a device, with a key or a generated one; repeatable.
-    #[arg(long = "device", value_name = "ID[:BASE64KEY]")]
+    /// Registers a device, with a key or a generated one; repeatable. `ID:x509` registers a
+    /// self-signed X.509 device instead and writes its certificate and key files (PEM) next to
+    /// the CA file.
+    #[arg(long = "device", value_name = "ID[:BASE64KEY|:x509]")]
     devices: Vec<String>,
+    /// A verified CA certificate (PEM file) for X.509 CA-signed devices; repeatable. Devices
+    /// registered as `certificateAuthority` connect with a certificate it signed whose
+    /// subject CN is the device id.
+    #[arg(long = "x509-ca", value_name = "FILE")]
+    x509_cas: Vec<PathBuf>,
+}
+
+/// Writes `contents` to `path`, readable by the owner only (it may hold a private key).
+fn write_private(path: &std::path::Path, contents: &str) -> Result<(), String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut file| file.write_all(contents.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn env_name(device_id: &str) -> String {
@@ -73,6 +93,11 @@ async fn run(args: Args) -> Result<(), String> {
         .https_port(args.https_port)
         .amqp_port(args.amqp_port)
         .feedback_flush_interval(std::time::Duration::from_millis(args.feedback_flush_ms));
+    for path in &args.x509_cas {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| format!("--x509-ca {}: {e}", path.display()))?;
+        builder = builder.x509_ca_pem(pem);
+    }
     if let Some(key) = &args.policy_key {
         let key = SasKey::from_base64(key).map_err(|e| format!("--policy-key: {e}"))?;
         builder = builder.policy_key(key);
@@ -100,7 +125,35 @@ async fn run(args: Args) -> Result<(), String> {
         ),
         format!("IOTHUB_CA_FILE={}", ca_path.display()),
     ];
+    let files_dir = ca_path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
     for spec in &args.devices {
+        if let Some(id) = spec.strip_suffix(":x509") {
+            let device = hub
+                .create_x509_device(id)
+                .map_err(|e| format!("--device {spec}: {e}"))?;
+            let stem = format!("iothub-local-{}-{}", std::process::id(), env_name(id));
+            let cert_path = files_dir.join(format!("{stem}.pem"));
+            let key_path = files_dir.join(format!("{stem}.key"));
+            write_private(&cert_path, &device.certificate_pem)?;
+            write_private(&key_path, &device.private_key_pem)?;
+            let name = env_name(id);
+            lines.push(format!(
+                "IOTHUB_DEVICE_CONNECTION_STRING_{name}={}",
+                device.connection_string
+            ));
+            lines.push(format!(
+                "IOTHUB_DEVICE_CERT_FILE_{name}={}",
+                cert_path.display()
+            ));
+            lines.push(format!(
+                "IOTHUB_DEVICE_KEY_FILE_{name}={}",
+                key_path.display()
+            ));
+            continue;
+        }
         let (id, key) = match spec.split_once(':') {
             Some((id, key)) => {
                 let key = SasKey::from_base64(key).map_err(|e| format!("--device {id}: {e}"))?;

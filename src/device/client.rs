@@ -11,7 +11,8 @@ use futures_core::Stream;
 use rumqttc::{AsyncClient, MqttOptions, TlsConfiguration};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
-use crate::auth::{DeviceConnectionString, TokenSource};
+use crate::auth::{DeviceConnectionString, DeviceCredential, TokenSource};
+use crate::device::client_certificate::ClientCertificate;
 use crate::device::connection::{Command, Task, filter_qos};
 use crate::device::inbound::{Delivered, Sinks};
 use crate::device::options::{AckMode, Transport};
@@ -66,6 +67,7 @@ pub struct DeviceClientBuilder {
     extra_ca_pem: Option<String>,
     transport: Transport,
     buffer: usize,
+    certificate: Option<ClientCertificate>,
 }
 
 impl std::fmt::Debug for DeviceClientBuilder {
@@ -76,6 +78,7 @@ impl std::fmt::Debug for DeviceClientBuilder {
             .field("sas_ttl", &self.sas_ttl)
             .field("ack_mode", &self.ack_mode)
             .field("transport", &self.transport)
+            .field("certificate", &self.certificate)
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +122,23 @@ impl DeviceClientBuilder {
         self
     }
 
+    /// Authenticates with this X.509 certificate instead of a SAS token: use it with an
+    /// `x509=true` connection string (`HostName=…;DeviceId=…;x509=true`, the form the official
+    /// SDKs use). The hub checks the certificate's thumbprint (a self-signed device) or its
+    /// chain to a verified CA and its CN (a CA-signed device). Nothing is renewed: the
+    /// certificate is checked for its validity dates before each connection.
+    pub fn client_certificate(mut self, certificate: ClientCertificate) -> Self {
+        self.certificate = Some(certificate);
+        self
+    }
+
+    /// Authenticates with a PEM certificate chain (device certificate first) and its PEM
+    /// private key; see [`client_certificate`](Self::client_certificate).
+    pub fn x509_pem(self, cert_chain_pem: &str, key_pem: &str) -> Result<Self> {
+        let certificate = ClientCertificate::from_pem(cert_chain_pem, key_pem)?;
+        Ok(self.client_certificate(certificate))
+    }
+
     /// How many received messages wait for the application at most (default 64). When full,
     /// the client stops reading from the network until the application catches up; nothing is
     /// dropped.
@@ -132,14 +152,38 @@ impl DeviceClientBuilder {
     /// cloud-to-device messages and subscribes to nothing: it returns after the CONNACK.
     ///
     /// Credentials the hub refuses give an [`ErrorKind::Unauthorized`] error at once; an
-    /// unreachable hub gives [`ErrorKind::Transport`]. After this first connection, lost
+    /// unreachable hub gives [`ErrorKind::Transport`]. A client certificate that has expired
+    /// or is not yet valid gives [`ErrorKind::InvalidCertificate`] without dialling. After this first connection, lost
     /// connections are re-established in the background according to the retry policy.
     pub async fn connect(self) -> Result<DeviceClient> {
         let cs = &self.connection_string;
-        let mut tokens = TokenSource::for_device(cs)?;
-        if let Some(ttl) = self.sas_ttl {
-            tokens = tokens.with_ttl(ttl);
-        }
+        let tokens = match (cs.credential(), &self.certificate) {
+            (DeviceCredential::X509, Some(certificate)) => {
+                certificate.check_valid_at(std::time::SystemTime::now())?;
+                None
+            }
+            (DeviceCredential::X509, None) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidConnectionString,
+                    "the connection string says x509=true but no certificate was given: call \
+                     DeviceClientBuilder::client_certificate or x509_pem",
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidConnectionString,
+                    "a client certificate was given with a SAS connection string: use \
+                     x509=true in place of SharedAccessKey or SharedAccessSignature",
+                ));
+            }
+            (_, None) => {
+                let mut tokens = TokenSource::for_device(cs)?;
+                if let Some(ttl) = self.sas_ttl {
+                    tokens = tokens.with_ttl(ttl);
+                }
+                Some(tokens)
+            }
+        };
         let client_id = match cs.module_id() {
             Some(module) => format!("{}/{module}", cs.device_id()),
             None => cs.device_id().to_owned(),
@@ -156,9 +200,14 @@ impl DeviceClientBuilder {
         );
         let (host, port) = cs.connect_host();
         let port = port.unwrap_or(self.transport.default_port());
-        let tls = TlsConfiguration::Rustls(crate::client_tls::client_config(
-            self.extra_ca_pem.as_deref(),
-        )?);
+        let tls = TlsConfiguration::Rustls(match &self.certificate {
+            Some(certificate) => crate::client_tls::client_config_with_certificate(
+                self.extra_ca_pem.as_deref(),
+                certificate.chain(),
+                certificate.key(),
+            )?,
+            None => crate::client_tls::client_config(self.extra_ca_pem.as_deref())?,
+        });
         let mut options = match self.transport {
             Transport::Mqtt => {
                 let mut options = MqttOptions::new(client_id.clone(), host, port);
@@ -316,6 +365,7 @@ impl DeviceClient {
             ack_mode: AckMode::Auto,
             extra_ca_pem: None,
             transport: Transport::Mqtt,
+            certificate: None,
             buffer: 64,
         }
     }

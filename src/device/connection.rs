@@ -77,7 +77,9 @@ pub(crate) enum Command {
 pub(crate) struct Task {
     pub client: AsyncClient,
     pub eventloop: EventLoop,
-    pub tokens: TokenSource,
+    /// The SAS tokens; `None` for a device that authenticates with its TLS client
+    /// certificate (no password, nothing to renew).
+    pub tokens: Option<TokenSource>,
     pub username: String,
     pub device_id: String,
     pub module_id: Option<String>,
@@ -139,10 +141,25 @@ enum Step {
 }
 
 impl Task {
-    fn set_credentials(&mut self, issued: &IssuedToken) {
+    /// The user name and the token; with a client certificate the user name alone (rumqttc
+    /// sends no password field for an empty one).
+    fn set_credentials(&mut self, issued: Option<&IssuedToken>) {
+        let password = issued.map(|i| i.token.to_string()).unwrap_or_default();
         self.eventloop
             .mqtt_options
-            .set_credentials(self.username.clone(), issued.token.to_string());
+            .set_credentials(self.username.clone(), password);
+    }
+
+    /// What a CONNACK "not authorized" means for this client's credential.
+    fn refusal_text(&self) -> &'static str {
+        if self.tokens.is_some() {
+            "the hub refused the device's credentials (CONNACK not authorized)"
+        } else {
+            "the hub refused the device's certificate (CONNACK not authorized): register the \
+             certificate's SHA-1 or SHA-256 thumbprint on the device (self-signed), or sign it \
+             with a CA the hub has verified with CN = the device id (CA-signed); the device \
+             must be enabled and registered with X.509 authentication"
+        }
     }
 
     /// Queues a PUBACK. It goes through the request channel: rumqttc's `pending` queue, meant
@@ -181,7 +198,7 @@ impl Task {
         let mut planned = false;
         loop {
             // A fresh token for every connection, so a reconnect never presents a stale one.
-            let issued = match self.tokens.token() {
+            let issued = match self.tokens.as_ref().map(TokenSource::token).transpose() {
                 Ok(issued) => issued,
                 Err(e) => {
                     tracing::warn!(error = %e, "no usable SAS token");
@@ -189,11 +206,10 @@ impl Task {
                     return;
                 }
             };
-            self.set_credentials(&issued);
-            renew_at = issued.renew_at.map(to_instant);
-            warn_at = match issued.renew_at {
-                Some(_) => None,
-                None => Some(to_instant(
+            self.set_credentials(issued.as_ref());
+            renew_at = issued.as_ref().and_then(|i| i.renew_at).map(to_instant);
+            warn_at = match &issued {
+                Some(issued) if issued.renew_at.is_none() => Some(to_instant(
                     issued.token.expiry()
                         - Duration::from_secs(300).min(
                             issued
@@ -204,15 +220,13 @@ impl Task {
                                 / 5,
                         ),
                 )),
+                _ => None,
             };
             let session_present = match self.establish().await {
                 Ok(present) => present,
                 Err(e) if is_auth_refusal(&e) => {
                     tracing::warn!("the hub refused the credentials");
-                    let err = Error::new(
-                        ErrorKind::Unauthorized,
-                        "the hub refused the device's credentials (CONNACK not authorized)",
-                    );
+                    let err = Error::new(ErrorKind::Unauthorized, self.refusal_text());
                     self.stop(
                         CloseReason::Unauthorized,
                         &mut sends,
@@ -280,7 +294,9 @@ impl Task {
                     _ = sleep_until(renew) => Step::Reconnect { planned: true, reason: "SAS token renewal".into() },
                     _ = sleep_until(warn) => {
                         warn_at = None;
-                        self.state.send_replace(ConnectionState::TokenExpiring { at: issued.token.expiry() });
+                        if let Some(issued) = &issued {
+                            self.state.send_replace(ConnectionState::TokenExpiring { at: issued.token.expiry() });
+                        }
                         Step::Continue
                     }
                     _ = sleep_until(deadline) => {

@@ -10,6 +10,7 @@
 //! [`AckMode::Manual`]), so none is lost across a reconnect.
 
 mod client;
+mod client_certificate;
 mod connection;
 #[cfg(all(test, feature = "local-hub"))]
 mod connection_tests;
@@ -23,5 +24,6 @@ mod subscriptions;
 
 pub use crate::retry::RetryPolicy;
 pub use client::{DeviceClient, DeviceClientBuilder, MAX_TELEMETRY_SIZE, MessageStream};
+pub use client_certificate::ClientCertificate;
 pub use options::{AckMode, Transport};
 pub use state::{CloseReason, ConnectionState};

@@ -30,6 +30,7 @@ mod rewind;
 mod state;
 mod streams;
 mod tls;
+mod x509_devices;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -49,6 +50,7 @@ use crate::protocol::ports::{AMQP_TLS_PORT, MQTT_TLS_PORT};
 pub use c2d_queue::C2dLimits;
 use state::{DeviceSpec, DeviceStatus, HubSettings, HubState, Identity, ModuleSpec, RegistryError};
 pub use streams::{FeedbackStream, Telemetry, TelemetryStream};
+pub use x509_devices::X509Device;
 
 /// Configures and starts a [`LocalHub`].
 #[derive(Clone, Debug)]
@@ -61,6 +63,7 @@ pub struct LocalHubBuilder {
     policy_key: Option<SasKey>,
     c2d: C2dLimits,
     feedback_flush_interval: Duration,
+    x509_ca_pems: Vec<String>,
 }
 
 impl Default for LocalHubBuilder {
@@ -74,6 +77,7 @@ impl Default for LocalHubBuilder {
             policy_key: None,
             c2d: C2dLimits::default(),
             feedback_flush_interval: Duration::from_secs(15),
+            x509_ca_pems: Vec::new(),
         }
     }
 }
@@ -128,6 +132,15 @@ impl LocalHubBuilder {
         self
     }
 
+    /// Trusts the CA certificates of this PEM as verified X.509 CAs (IoT Hub's uploaded and
+    /// proven CA certificates): a device registered as `certificateAuthority` connects with a
+    /// certificate chaining to one of them whose subject CN is its device id. May be called
+    /// more than once; [`LocalHub::add_x509_ca_pem`] adds more later.
+    pub fn x509_ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.x509_ca_pems.push(pem.into());
+        self
+    }
+
     /// Binds the listeners and starts serving. Must be called inside a Tokio runtime.
     pub async fn start(self) -> Result<LocalHub> {
         let owner_key = self.policy_key.unwrap_or_else(state::generate_key);
@@ -159,6 +172,9 @@ impl LocalHubBuilder {
             },
             policies,
         ));
+        for pem in &self.x509_ca_pems {
+            x509_devices::add_ca_pem(&state, pem)?;
+        }
         let tls = tls::HubTls::generate(&self.host_name)?;
         let bind = |port: u16| async move {
             TcpListener::bind(SocketAddr::new(self.bind, port))
@@ -181,12 +197,12 @@ impl LocalHubBuilder {
         let tasks = vec![
             tokio::spawn(mqtt::serve(
                 state.clone(),
-                tls.acceptor.clone(),
+                tls.device_acceptor.clone(),
                 mqtt_listener,
             )),
             tokio::spawn(https::serve(
                 https::router(state.clone()),
-                tls.acceptor.clone(),
+                tls.device_acceptor.clone(),
                 https_listener,
                 shutdown_rx,
             )),
@@ -362,6 +378,7 @@ impl LocalHub {
                     primary_key: key,
                     secondary_key: None,
                     iot_edge: false,
+                    authentication: Default::default(),
                 },
                 None,
             )
@@ -383,7 +400,15 @@ impl LocalHub {
     /// `common/pipeline/pipeline_stages_mqtt.py`; azure-iot-device-mqtt for Node connects to
     /// `'mqtts://' + (gatewayHostName || host)`).
     fn connection_string_for(&self, device_id: &str, key: SasKey) -> DeviceConnectionString {
-        let cs = DeviceConnectionString::with_key(self.host_name(), device_id, key);
+        self.through_gateway(DeviceConnectionString::with_key(
+            self.host_name(),
+            device_id,
+            key,
+        ))
+    }
+
+    /// `cs` with the `GatewayHostName` it needs to reach this hub (see above).
+    fn through_gateway(&self, cs: DeviceConnectionString) -> DeviceConnectionString {
         let port = self.mqtt_addr.port();
         if self.host_name() == "localhost" && port == MQTT_TLS_PORT {
             cs

@@ -14,8 +14,10 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -27,8 +29,11 @@ use crate::error::{Error, ErrorKind, Result};
 pub(crate) struct HubTls {
     /// The CA certificate, PEM, for clients to trust.
     pub ca_pem: String,
-    /// Accepts TLS connections with the server certificate.
+    /// Accepts TLS connections with the server certificate (AMQP: service clients).
     pub acceptor: TlsAcceptor,
+    /// The same, also asking for a client certificate without requiring one (the device
+    /// endpoints: MQTT, and HTTPS for MQTT over WebSockets).
+    pub device_acceptor: TlsAcceptor,
 }
 
 fn tls_error(detail: &str, source: impl std::error::Error + Send + Sync + 'static) -> Error {
@@ -80,17 +85,106 @@ impl HubTls {
 
         let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone(), ca_cert.der().clone()];
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let versions: &[&rustls::SupportedProtocolVersion] =
+            &[&rustls::version::TLS13, &rustls::version::TLS12];
         let config = ServerConfig::builder_with_provider(crypto_provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .with_protocol_versions(versions)
             .map_err(|e| tls_error("TLS versions", e))?
             .with_no_client_auth()
+            .with_single_cert(chain.clone(), private.clone_key())
+            .map_err(|e| tls_error("server certificate", e))?;
+        let device_config = ServerConfig::builder_with_provider(crypto_provider())
+            .with_protocol_versions(versions)
+            .map_err(|e| tls_error("TLS versions", e))?
+            .with_client_cert_verifier(Arc::new(CertificateRequested::new()))
             .with_single_cert(chain, private)
             .map_err(|e| tls_error("server certificate", e))?;
         Ok(HubTls {
             ca_pem: ca_cert.pem(),
             acceptor: TlsAcceptor::from(Arc::new(config)),
+            device_acceptor: TlsAcceptor::from(Arc::new(device_config)),
         })
     }
+}
+
+/// Asks for a client certificate without requiring one, and checks only that the client holds
+/// the certificate's key (the handshake signature). Who the certificate names is decided at
+/// MQTT CONNECT (`state::x509`), where the hub knows the device: IoT Hub refuses a wrong
+/// certificate there with CONNACK 5, which the SDKs report as an authorization error
+/// (azure-iot-sdk-node `common/transport/mqtt/src/mqtt_translate_error.ts` maps "Not
+/// authorized" to `UnauthorizedError`; azure-iot-sdk-python
+/// `azure/iot/device/common/mqtt_transport.py` maps return code 5 to `UnauthorizedError`),
+/// rather than failing the TLS handshake.
+#[derive(Debug)]
+struct CertificateRequested {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl CertificateRequested {
+    fn new() -> Self {
+        CertificateRequested {
+            algorithms: crypto_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ClientCertVerifier for CertificateRequested {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The certificate chain a TLS client presented on the HTTPS port, as a request extension for
+/// the MQTT-over-WebSockets route.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerCertificates(pub Vec<CertificateDer<'static>>);
+
+/// The certificate chain a TLS client presented, leaf first (`None` when it presented none).
+pub(crate) fn peer_certificates<S>(tls: &TlsStream<S>) -> Option<Vec<CertificateDer<'static>>> {
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .filter(|certs| !certs.is_empty())
+        .map(<[CertificateDer<'static>]>::to_vec)
 }
 
 /// Accepts TCP connections on `listener` until it fails for good, finishes each TLS handshake

@@ -119,6 +119,36 @@ impl Device {
         self
     }
 
+    /// A self-signed X.509 device (`type` `selfSigned`): it connects with the certificate whose
+    /// SHA-1 or SHA-256 thumbprint (hex) is the primary or the secondary one. The form
+    /// azure-iot-hub-python's `create_device_with_x509` sends (`iothub_registry_manager.py`).
+    pub fn with_x509_thumbprints(
+        mut self,
+        primary_thumbprint: impl Into<String>,
+        secondary_thumbprint: Option<String>,
+    ) -> Self {
+        self.authentication = Authentication {
+            kind: "selfSigned".to_owned(),
+            symmetric_key: SymmetricKey::default(),
+            x509_thumbprint: X509Thumbprint {
+                primary_thumbprint: Some(primary_thumbprint.into()),
+                secondary_thumbprint,
+            },
+        };
+        self
+    }
+
+    /// A CA-signed X.509 device (`type` `certificateAuthority`): it connects with a certificate
+    /// chaining to a verified CA whose subject CN is its device id
+    /// (`create_device_with_certificate_authority` in azure-iot-hub-python).
+    pub fn with_certificate_authority(mut self) -> Self {
+        self.authentication = Authentication {
+            kind: "certificateAuthority".to_owned(),
+            ..Authentication::default()
+        };
+        self
+    }
+
     /// Sets the etag an update or delete must match.
     pub fn with_etag(mut self, etag: impl Into<String>) -> Self {
         self.etag = etag.into();
@@ -580,5 +610,22 @@ mod tests {
         let newer = br#"{"Message":"{\"errorCode\":404001,\"trackingId\":\"x\",\"message\":\"m\",\"info\":{},\"timestampUtc\":\"t\"}","ExceptionMessage":""}"#;
         assert_eq!(error_code(None, newer).as_deref(), Some("404001"));
         assert_eq!(error_code(None, b"not json"), None);
+    }
+
+    #[test]
+    fn x509_requests_are_what_python_sends() {
+        // azure-iot-hub-python `create_device_with_x509` / `create_device_with_certificate_authority`.
+        let body = serde_json::to_value(
+            Device::new("d").with_x509_thumbprints("AB12", Some("cd34".to_owned())),
+        )
+        .unwrap();
+        assert_eq!(body["authentication"]["type"], "selfSigned");
+        assert_eq!(
+            body["authentication"]["x509Thumbprint"],
+            serde_json::json!({"primaryThumbprint": "AB12", "secondaryThumbprint": "cd34"})
+        );
+        let body = serde_json::to_value(Device::new("d").with_certificate_authority()).unwrap();
+        assert_eq!(body["authentication"]["type"], "certificateAuthority");
+        assert!(body["authentication"].get("x509Thumbprint").is_none());
     }
 }

@@ -24,7 +24,9 @@ use serde::Deserialize;
 use super::errors::{ApiError, ErrorCode, registry_error};
 use super::{authorize, json_response, path_id, time_text};
 use crate::auth::{Permission, SasKey};
-use crate::local_hub::state::{DeviceRecord, DeviceSpec, DeviceStatus, HubState, RegistryError};
+use crate::local_hub::state::{
+    DeviceAuthentication, DeviceRecord, DeviceSpec, DeviceStatus, HubState, RegistryError,
+};
 use crate::protocol::{self, Device, DeviceConnectionState, PurgeResult, RegistryStatistics};
 
 /// `PUT /devices/{id}`: create (no `If-Match`) or update (`If-Match` `"*"` or the etag).
@@ -220,12 +222,7 @@ fn device_spec(path_id: &str, body: &[u8]) -> Result<DeviceSpec, ApiError> {
             "the deviceId in the body differs from the device id in the path",
         ));
     }
-    if !device.authentication.kind.eq_ignore_ascii_case("sas") {
-        return Err(ApiError::new(
-            ErrorCode::ArgumentInvalid,
-            "the local hub supports only 'sas' authentication",
-        ));
-    }
+    let authentication = device_authentication(&device.authentication)?;
     let keys = &device.authentication.symmetric_key;
     Ok(DeviceSpec {
         device_id: path_id.to_owned(),
@@ -237,6 +234,51 @@ fn device_spec(path_id: &str, body: &[u8]) -> Result<DeviceSpec, ApiError> {
         secondary_key: device_key(&keys.secondary_key, "secondaryKey")?,
         status_reason: device.status_reason,
         iot_edge: device.capabilities.iot_edge,
+        authentication,
+    })
+}
+
+/// The registry's authentication types (Microsoft Learn, "Authenticate identities with X.509
+/// certificates"; the forms azure-iot-hub-python writes in `iothub_registry_manager.py`
+/// `create_device_with_sas` / `create_device_with_x509` / `create_device_with_certificate_authority`,
+/// and azure-iot-sdk-node `service/src/registry.ts` `_normalizeAuthentication`, which sends
+/// `selfSigned` when thumbprints are given without a type). Thumbprints are kept as sent:
+/// the Node registry e2e tests store opaque `"0000…"` strings and read them back.
+fn device_authentication(
+    authentication: &protocol::Authentication,
+) -> Result<DeviceAuthentication, ApiError> {
+    let thumbprints = &authentication.x509_thumbprint;
+    let nonempty = |t: &Option<String>| t.clone().filter(|t| !t.trim().is_empty());
+    let primary_thumbprint = nonempty(&thumbprints.primary_thumbprint);
+    let secondary_thumbprint = nonempty(&thumbprints.secondary_thumbprint);
+    let keys = &authentication.symmetric_key;
+    let kind = authentication.kind.as_str();
+    if kind.eq_ignore_ascii_case("sas") {
+        // A body with thumbprints, no keys and no type (read as `sas`) is a self-signed one.
+        let thumbprints_only = (primary_thumbprint.is_some() || secondary_thumbprint.is_some())
+            && keys.primary_key.is_empty()
+            && keys.secondary_key.is_empty();
+        if !thumbprints_only {
+            return Ok(DeviceAuthentication::Sas);
+        }
+    } else if kind.eq_ignore_ascii_case("certificateAuthority") {
+        return Ok(DeviceAuthentication::CertificateAuthority);
+    } else if !kind.eq_ignore_ascii_case("selfSigned") {
+        return Err(ApiError::new(
+            ErrorCode::ArgumentInvalid,
+            "authentication.type must be 'sas', 'selfSigned' or 'certificateAuthority'",
+        ));
+    }
+    if primary_thumbprint.is_none() && secondary_thumbprint.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::ArgumentInvalid,
+            "a selfSigned device needs authentication.x509Thumbprint.primaryThumbprint or \
+             secondaryThumbprint",
+        ));
+    }
+    Ok(DeviceAuthentication::SelfSigned {
+        primary_thumbprint,
+        secondary_thumbprint,
     })
 }
 
@@ -271,6 +313,21 @@ fn device_json(record: &DeviceRecord) -> Device {
         )
         .with_iot_edge(record.iot_edge)
         .with_etag(record.etag.clone());
+    match &record.authentication {
+        DeviceAuthentication::Sas => {}
+        DeviceAuthentication::SelfSigned {
+            primary_thumbprint,
+            secondary_thumbprint,
+        } => {
+            device.authentication = x509_authentication("selfSigned");
+            device.authentication.x509_thumbprint.primary_thumbprint = primary_thumbprint.clone();
+            device.authentication.x509_thumbprint.secondary_thumbprint =
+                secondary_thumbprint.clone();
+        }
+        DeviceAuthentication::CertificateAuthority => {
+            device.authentication = x509_authentication("certificateAuthority");
+        }
+    }
     device.status_reason = record.status_reason.clone();
     device.generation_id = record.generation_id.clone();
     device.connection_state = if record.connected {
@@ -284,6 +341,14 @@ fn device_json(record: &DeviceRecord) -> Device {
     device.cloud_to_device_message_count = u64::try_from(record.c2d_count).unwrap_or(u64::MAX);
     device.device_scope = device_scope(record);
     device
+}
+
+/// An X.509 device's authentication as the registry answers it: the type, no keys.
+fn x509_authentication(kind: &str) -> protocol::Authentication {
+    protocol::Authentication {
+        kind: kind.to_owned(),
+        ..protocol::Authentication::default()
+    }
 }
 
 /// An edge device's scope, `ms-azure-iot-edge://{id}-{generationId}` (the shape IoT Hub
@@ -312,6 +377,39 @@ mod tests {
         }
         for id in ["", "a/b", "a b", "ü", &"x".repeat(129)] {
             assert!(check_device_id(id).is_err(), "{id}");
+        }
+    }
+
+    #[test]
+    fn x509_authentication_forms_are_read() {
+        let spec = |body: &str| device_spec("d", body.as_bytes()).map(|s| s.authentication);
+        // Python's selfSigned form, Node's untyped thumbprints, certificateAuthority.
+        let python = r#"{"deviceId":"d","authentication":{"type":"selfSigned","x509Thumbprint":{"primaryThumbprint":"AB","secondaryThumbprint":null}}}"#;
+        let untyped =
+            r#"{"deviceId":"d","authentication":{"x509Thumbprint":{"primaryThumbprint":"AB"}}}"#;
+        for body in [python, untyped] {
+            assert_eq!(
+                spec(body).unwrap(),
+                DeviceAuthentication::SelfSigned {
+                    primary_thumbprint: Some("AB".to_owned()),
+                    secondary_thumbprint: None
+                },
+                "{body}"
+            );
+        }
+        assert_eq!(
+            spec(r#"{"authentication":{"type":"certificateAuthority"}}"#).unwrap(),
+            DeviceAuthentication::CertificateAuthority
+        );
+        assert_eq!(
+            spec(r#"{"deviceId":"d"}"#).unwrap(),
+            DeviceAuthentication::Sas
+        );
+        for bad in [
+            r#"{"authentication":{"type":"selfSigned","x509Thumbprint":{"primaryThumbprint":" "}}}"#,
+            r#"{"authentication":{"type":"none"}}"#,
+        ] {
+            assert!(spec(bad).is_err(), "{bad}");
         }
     }
 }

@@ -34,7 +34,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -166,7 +165,7 @@ pub(crate) async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let tls = match timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -177,6 +176,16 @@ pub(crate) async fn serve(
                 }
                 Err(_) => return,
             };
+            // The client certificate (X.509 devices over MQTT over WebSockets) goes with every
+            // request of the connection.
+            let certificates = crate::local_hub::tls::peer_certificates(&tls)
+                .map(crate::local_hub::tls::PeerCertificates);
+            let service = hyper::service::service_fn(move |mut request| {
+                if let Some(certificates) = &certificates {
+                    request.extensions_mut().insert(certificates.clone());
+                }
+                tower_service::Service::call(&mut router.clone(), request)
+            });
             let connection = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(tls), service)

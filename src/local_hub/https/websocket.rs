@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -17,7 +18,10 @@ use axum::routing::get;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use rustls::pki_types::CertificateDer;
+
 use crate::local_hub::state::HubState;
+use crate::local_hub::tls::PeerCertificates;
 use crate::local_hub::{amqp, mqtt};
 
 /// The path of MQTT over WebSockets.
@@ -51,8 +55,11 @@ enum Carried {
 /// `/$iothub/websocket`: AMQP when the client asked for `AMQPWSB10`, MQTT otherwise.
 async fn iothub_websocket(
     State(state): State<Arc<HubState>>,
+    certificates: Option<Extension<PeerCertificates>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // The client certificate of the TLS connection, for X.509 devices.
+    let certificates = certificates.map(|Extension(PeerCertificates(chain))| chain);
     upgrade
         .protocols(["mqtt", AMQP_SUBPROTOCOL])
         .max_message_size(MAX_MESSAGE_SIZE)
@@ -61,7 +68,7 @@ async fn iothub_websocket(
                 Some(p) if p.eq_ignore_ascii_case(AMQP_SUBPROTOCOL.as_bytes()) => Carried::Amqp,
                 _ => Carried::Mqtt,
             };
-            bridge(state, socket, carried)
+            bridge(state, socket, carried, certificates)
         })
 }
 
@@ -72,15 +79,25 @@ async fn amqp_over_websocket(
     upgrade
         .protocols([AMQP_SUBPROTOCOL])
         .max_message_size(MAX_MESSAGE_SIZE)
-        .on_upgrade(move |socket| bridge(state, socket, Carried::Amqp))
+        .on_upgrade(move |socket| bridge(state, socket, Carried::Amqp, None))
 }
 
 /// Carries a byte stream between WebSocket binary frames and an MQTT session or an AMQP
 /// connection.
-async fn bridge(state: Arc<HubState>, mut socket: WebSocket, carried: Carried) {
+async fn bridge(
+    state: Arc<HubState>,
+    mut socket: WebSocket,
+    carried: Carried,
+    certificates: Option<Vec<CertificateDer<'static>>>,
+) {
     let (hub_side, mut ws_side) = tokio::io::duplex(64 * 1024);
     let session = match carried {
-        Carried::Mqtt => tokio::spawn(mqtt::run_session(state, hub_side, "websocket".to_owned())),
+        Carried::Mqtt => tokio::spawn(mqtt::run_session_with_certificates(
+            state,
+            hub_side,
+            "websocket".to_owned(),
+            certificates,
+        )),
         Carried::Amqp => tokio::spawn(amqp::run_connection(
             state,
             hub_side,

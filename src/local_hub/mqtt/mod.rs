@@ -15,10 +15,12 @@
 mod session;
 mod wire;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
@@ -30,6 +32,9 @@ use crate::local_hub::state::{HubState, Identity};
 use session::Session;
 use wire::Wire;
 
+/// How far away a certificate session's "token expiry" is: never, in practice.
+const NO_TOKEN_EXPIRY: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
 /// Time a client has to finish TLS and send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,7 +45,10 @@ pub(crate) async fn serve(state: Arc<HubState>, acceptor: TlsAcceptor, listener:
         acceptor,
         "MQTT",
         CONNECT_TIMEOUT,
-        move |tls, peer| run_session(state.clone(), tls, peer),
+        move |tls, peer| {
+            let certificates = crate::local_hub::tls::peer_certificates(&tls);
+            run_session_with_certificates(state.clone(), tls, peer, certificates)
+        },
     )
     .await
 }
@@ -70,15 +78,41 @@ fn parse_username(state: &HubState, username: &str) -> Result<Identity, &'static
     })
 }
 
-/// Checks a CONNECT against the registry; `Err` says why it is refused with CONNACK 5.
-fn authorize(state: &HubState, connect: &Connect) -> Result<(Identity, SasToken), &'static str> {
+/// Checks a CONNECT against the registry; `Err` says why it is refused with CONNACK 5. The
+/// token is `None` for a device that authenticated with its TLS client certificate.
+fn authorize(
+    state: &HubState,
+    connect: &Connect,
+    certificates: Option<&[CertificateDer<'static>]>,
+) -> Result<(Identity, Option<SasToken>), Cow<'static, str>> {
     let login = connect
         .login
         .as_ref()
-        .ok_or("no user name and password (X.509 is not supported)")?;
+        .ok_or("no user name: IoT Hub's user name is {host}/{device}/?api-version=...")?;
     let identity = parse_username(state, &login.username)?;
     if connect.client_id != identity.to_string() {
-        return Err("the client id does not match the user name");
+        return Err("the client id does not match the user name".into());
+    }
+    if login.password.is_empty() {
+        // X.509: user name, no password (Microsoft Learn, "Communicate with an IoT hub using
+        // the MQTT protocol": "set the username but not the password").
+        state.authorize_certificate(&identity, certificates.unwrap_or_default())?;
+        return Ok((identity, None));
+    }
+    // An X.509 device has no keys in the registry (its symmetricKey fields are null), so IoT
+    // Hub cannot check a SAS token for it and answers 401003 IotHubUnauthorized (Microsoft
+    // Learn, "Troubleshoot 401003 IoTHubUnauthorized": "Authentication failed for this
+    // device"). A hub-level policy token is refused too here, which is stricter than a hub
+    // that accepts DeviceConnect policies for any device.
+    if state
+        .device_authentication(&identity)
+        .is_some_and(|kind| kind.is_x509())
+    {
+        return Err(
+            "401003 IotHubUnauthorized: the device is registered with X.509 \
+             authentication: it must connect with its certificate and no password"
+                .into(),
+        );
     }
     let token: SasToken = login
         .password
@@ -87,7 +121,7 @@ fn authorize(state: &HubState, connect: &Connect) -> Result<(Identity, SasToken)
     state
         .authorize_device(&token, &identity.device_id, identity.module_id.as_deref())
         .map_err(|_| "the token does not grant this identity")?;
-    Ok((identity, token))
+    Ok((identity, Some(token)))
 }
 
 /// Refuses a connection with CONNACK 5 (not authorized).
@@ -96,9 +130,22 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(wire: &mut Wire<S>) {
     let _ = wire.send(Packet::ConnAck(refuse)).await;
 }
 
-/// Serves one connection from CONNECT to close.
+/// Serves one connection from CONNECT to close, without a client certificate.
+#[cfg(test)]
 pub(crate) async fn run_session<S>(state: Arc<HubState>, stream: S, peer: String)
 where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    run_session_with_certificates(state, stream, peer, None).await
+}
+
+/// Serves one connection whose TLS handshake presented `certificates` (leaf first).
+pub(crate) async fn run_session_with_certificates<S>(
+    state: Arc<HubState>,
+    stream: S,
+    peer: String,
+    certificates: Option<Vec<CertificateDer<'static>>>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut wire = Wire::new(stream);
@@ -117,10 +164,10 @@ where
             return;
         }
     };
-    let (identity, token) = match authorize(&state, &connect) {
+    let (identity, token) = match authorize(&state, &connect, certificates.as_deref()) {
         Ok(ok) => ok,
         Err(reason) => {
-            tracing::info!(%peer, client_id = %connect.client_id, reason, "MQTT connect refused");
+            tracing::info!(%peer, client_id = %connect.client_id, %reason, "MQTT connect refused");
             refuse(&mut wire).await;
             return;
         }
@@ -139,7 +186,12 @@ where
 
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-    let token_expiry = state.clock.instant_at(token.expiry());
+    // A certificate session has no token to expire (IoT Hub checks the certificate's dates
+    // when the device connects).
+    let token_expiry = match &token {
+        Some(token) => state.clock.instant_at(token.expiry()),
+        None => tokio::time::Instant::now() + NO_TOKEN_EXPIRY,
+    };
     let mut session = Session::new(state.clone(), identity.clone(), ticket.id);
     let mut outbox = ticket.outbox;
     let end = session

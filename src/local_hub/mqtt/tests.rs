@@ -69,6 +69,7 @@ async fn connected() -> (Arc<HubState>, Client) {
                 primary_key: None,
                 secondary_key: None,
                 iot_edge: false,
+                authentication: Default::default(),
             },
             None,
         )

@@ -60,6 +60,31 @@ pub(crate) enum DeviceStatus {
     Disabled,
 }
 
+/// How a device authenticates (the registry's `authentication.type`: Microsoft Learn,
+/// "Authenticate identities with X.509 certificates"; azure-iot-hub-python
+/// `iothub_registry_manager.py`, `create_device_with_sas`, `create_device_with_x509`,
+/// `create_device_with_certificate_authority`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum DeviceAuthentication {
+    /// `sas`: its symmetric keys (or a policy with DeviceConnect) sign its tokens.
+    #[default]
+    Sas,
+    /// `selfSigned`: the certificate whose SHA-1 or SHA-256 thumbprint is registered.
+    SelfSigned {
+        primary_thumbprint: Option<String>,
+        secondary_thumbprint: Option<String>,
+    },
+    /// `certificateAuthority`: a certificate chaining to a verified CA, CN = the device id.
+    CertificateAuthority,
+}
+
+impl DeviceAuthentication {
+    /// Whether the device authenticates with a certificate (and never with a SAS token).
+    pub fn is_x509(&self) -> bool {
+        !matches!(self, DeviceAuthentication::Sas)
+    }
+}
+
 /// A device as the registry keeps it.
 #[derive(Clone, Debug)]
 pub(crate) struct DeviceRecord {
@@ -71,6 +96,7 @@ pub(crate) struct DeviceRecord {
     pub primary_key: SasKey,
     pub secondary_key: SasKey,
     pub iot_edge: bool,
+    pub authentication: DeviceAuthentication,
     pub connected: bool,
     pub connection_state_updated: SystemTime,
     pub status_updated: SystemTime,
@@ -88,6 +114,7 @@ pub(crate) struct DeviceSpec {
     pub primary_key: Option<SasKey>,
     pub secondary_key: Option<SasKey>,
     pub iot_edge: bool,
+    pub authentication: DeviceAuthentication,
 }
 
 /// A module as the registry keeps it (swagger `Module`: node-hub `src/service.json`).
@@ -311,8 +338,11 @@ impl HubState {
                 record.primary_key = spec.primary_key.unwrap_or_else(generate_key);
                 record.secondary_key = spec.secondary_key.unwrap_or_else(generate_key);
                 record.iot_edge = spec.iot_edge;
+                // A device whose authentication changes reconnects under the new one.
+                let reauthenticate = record.authentication != spec.authentication;
+                record.authentication = spec.authentication;
                 record.etag = etag;
-                if device.record.status == DeviceStatus::Disabled {
+                if reauthenticate || device.record.status == DeviceStatus::Disabled {
                     device.kick_everyone();
                 }
                 Ok(device.snapshot())
@@ -328,6 +358,7 @@ impl HubState {
                         primary_key: spec.primary_key.unwrap_or_else(generate_key),
                         secondary_key: spec.secondary_key.unwrap_or_else(generate_key),
                         iot_edge: spec.iot_edge,
+                        authentication: spec.authentication,
                         connected: false,
                         connection_state_updated: now,
                         status_updated: now,

@@ -19,6 +19,7 @@ mod identities;
 mod sessions;
 #[cfg(test)]
 mod tests;
+mod x509;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,8 +40,8 @@ use crate::message::Message;
     reason = "read by the HTTPS module API and device twins and methods (the next issues)"
 )]
 pub(crate) use identities::{
-    DeviceRecord, DeviceSpec, DeviceStatus, Identity, ModuleRecord, ModuleSpec, RegistryError,
-    check_module_id, etag_matches,
+    DeviceAuthentication, DeviceRecord, DeviceSpec, DeviceStatus, Identity, ModuleRecord,
+    ModuleSpec, RegistryError, check_module_id, etag_matches,
 };
 #[allow(
     unused_imports,
@@ -54,6 +55,8 @@ struct Inner {
     devices: BTreeMap<String, Device>,
     policies: Vec<AccessPolicy>,
     feedback: FeedbackQueue,
+    /// The verified CA certificates of X.509 CA-signed devices (DER).
+    x509_cas: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// Hub-wide settings.
@@ -103,6 +106,7 @@ impl HubState {
                 devices: BTreeMap::new(),
                 policies,
                 feedback: FeedbackQueue::default(),
+                x509_cas: Vec::new(),
             }),
             feedback_ready: Notify::new(),
             sweep_wake: Notify::new(),

@@ -34,6 +34,7 @@ fn register(hub: &HubState, device_id: &str) -> DeviceRecord {
         primary_key: None,
         secondary_key: None,
         iot_edge: false,
+        authentication: Default::default(),
     };
     hub.put_device(spec, None).unwrap()
 }
