@@ -12,10 +12,13 @@
 //! - `sessions`: one MQTT session slot per identity, and the push path into a session;
 //! - `c2d`: each device's cloud-to-device queue;
 //! - `feedback`: the hub-wide feedback queue;
-//! - `twins`: one twin per identity, and the sessions' twin and method subscriptions;
+//! - `twins`: one twin per identity;
+//! - `features`: what each session subscribed to among twin responses, desired patches and
+//!   method requests;
 //! - `methods`: direct-method calls waiting for the device's answer.
 
 mod c2d;
+mod features;
 mod feedback;
 mod identities;
 mod methods;
@@ -54,8 +57,9 @@ pub(crate) use identities::{
 )]
 pub(crate) use sessions::{OUTBOX_CAPACITY, Outbound, Outbox, SessionTicket};
 
+pub(crate) use features::Feature;
 pub(crate) use methods::MethodFailure;
-pub(crate) use twins::{Feature, TwinView, TwinWrite};
+pub(crate) use twins::{TwinView, TwinWrite};
 
 use identities::Device;
 
@@ -66,7 +70,7 @@ struct Inner {
     /// Each identity's twin.
     twins: twins::Twins,
     /// What each identity's session subscribed to among desired patches and methods.
-    feature_subscriptions: twins::Subscriptions,
+    feature_subscriptions: features::Subscriptions,
     /// Direct-method calls waiting for an answer.
     methods: methods::PendingMethods,
 }

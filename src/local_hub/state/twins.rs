@@ -1,6 +1,5 @@
 //! One twin per identity (devices and modules): tags, desired and reported properties with
-//! their `$version`s and `$metadata`, the twin's etag and version; and which connected
-//! sessions asked for desired-property patches and method requests.
+//! their `$version`s and `$metadata`, the twin's etag and version.
 //!
 //! Counters (Microsoft Learn, "Understand the identity registry in your IoT hub", the device
 //! lifecycle notification's twin body, and the twins captured in `azure-iot-cli-extension`
@@ -22,7 +21,6 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use rumqttc::mqttbytes::QoS;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorKind};
@@ -47,25 +45,6 @@ pub(super) struct TwinRecord {
     desired_metadata: TwinCollection,
     reported_metadata: TwinCollection,
     etag_counter: u64,
-}
-
-/// The twin features a session subscribed to, with the QoS granted.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct FeatureSubscriptions {
-    pub responses: Option<QoS>,
-    pub desired: Option<QoS>,
-    pub methods: Option<QoS>,
-}
-
-/// Which twin feature a subscription is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Feature {
-    /// `$iothub/twin/res/#`.
-    TwinResponses,
-    /// `$iothub/twin/PATCH/properties/desired/#`.
-    DesiredPatches,
-    /// `$iothub/methods/POST/#`.
-    MethodRequests,
 }
 
 /// A twin with the identity's fields, for the HTTPS answer.
@@ -490,76 +469,10 @@ impl HubState {
             .view(identity, now)
             .ok_or_else(|| identity_not_found(identity))
     }
-
-    /// Records that session `session_id` of `identity` subscribed to (`Some(qos)`) or
-    /// unsubscribed from (`None`) a feature; ignored unless it is the current session.
-    pub fn set_feature_subscription(
-        &self,
-        identity: &Identity,
-        session_id: u64,
-        feature: Feature,
-        qos: Option<QoS>,
-    ) {
-        let mut inner = self.lock();
-        if !inner
-            .slot(identity)
-            .is_some_and(|slot| slot.is_current(session_id))
-        {
-            return;
-        }
-        let subscriptions = inner
-            .feature_subscriptions
-            .entry(identity.clone())
-            .or_default();
-        match feature {
-            Feature::TwinResponses => subscriptions.responses = qos,
-            Feature::DesiredPatches => subscriptions.desired = qos,
-            Feature::MethodRequests => subscriptions.methods = qos,
-        }
-        drop(inner);
-        if feature == Feature::MethodRequests && qos.is_some() {
-            self.method_subscribers_changed.notify_waiters();
-        }
-    }
-}
-
-impl HubState {
-    /// Whether the identity's session (current or resumed) subscribed to `feature`.
-    pub fn subscribed_to(&self, identity: &Identity, feature: Feature) -> bool {
-        self.lock()
-            .feature_subscriptions
-            .get(identity)
-            .is_some_and(|s| {
-                match feature {
-                    Feature::TwinResponses => s.responses,
-                    Feature::DesiredPatches => s.desired,
-                    Feature::MethodRequests => s.methods,
-                }
-                .is_some()
-            })
-    }
-}
-
-impl Inner {
-    /// Forgets the feature subscriptions of an identity (a new session that does not resume
-    /// a persistent one).
-    pub(super) fn forget_feature_subscriptions(&mut self, identity: &Identity) {
-        self.feature_subscriptions.remove(identity);
-    }
-
-    /// The QoS of the method subscription of the identity's connected session, if any.
-    pub(super) fn method_subscription(&self, identity: &Identity) -> Option<QoS> {
-        let connected = self.slot(identity).is_some_and(|s| s.is_connected());
-        connected
-            .then(|| self.feature_subscriptions.get(identity)?.methods)
-            .flatten()
-    }
 }
 
 /// Per-identity maps kept in [`Inner`].
 pub(super) type Twins = HashMap<Identity, TwinRecord>;
-/// Per-identity feature subscriptions kept in [`Inner`].
-pub(super) type Subscriptions = HashMap<Identity, FeatureSubscriptions>;
 
 #[cfg(test)]
 mod tests {
