@@ -29,6 +29,23 @@ impl RegistryManager {
     /// connect timeout: IoT Hub's 404103), [`ErrorKind::Timeout`] (no answer within the
     /// response timeout: 504101), [`ErrorKind::InvalidMessage`] (an empty name or one with
     /// `/`, timeouts out of bounds), [`ErrorKind::MessageTooLarge`] (a payload over 128 KB).
+    ///
+    /// ```no_run
+    /// # async fn demo(registry: iothub::service::RegistryManager) -> iothub::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let result = registry
+    ///     .invoke_device_method(
+    ///         "dev1",
+    ///         "reboot",
+    ///         serde_json::json!({"delaySeconds": 5}),
+    ///         Duration::from_secs(30),
+    ///         Duration::ZERO,
+    ///     )
+    ///     .await?;
+    /// println!("the device answered {} with {}", result.status, result.payload);
+    /// # Ok(()) }
+    /// ```
     pub async fn invoke_device_method(
         &self,
         device_id: &str,

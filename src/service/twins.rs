@@ -39,6 +39,21 @@ impl RegistryManager {
     /// the twin: read it again), [`ErrorKind::InvalidMessage`](crate::ErrorKind::InvalidMessage)
     /// (keys with `$`, `.` or spaces, nesting over 10 levels, tags over 8 KB or desired
     /// properties over 32 KB).
+    ///
+    /// ```no_run
+    /// # async fn demo(registry: iothub::service::RegistryManager) -> iothub::Result<()> {
+    /// use iothub::service::TwinPatch;
+    /// use serde_json::json;
+    ///
+    /// let twin = registry.get_twin("dev1").await?;
+    /// let patch = TwinPatch::new()
+    ///     .tags(json!({"site": "north"}))
+    ///     .desired(json!({"telemetryInterval": 30, "oldSetting": null}));
+    /// // Only if nobody changed the twin since it was read.
+    /// let twin = registry.update_twin("dev1", &patch, twin.etag.as_deref()).await?;
+    /// println!("desired $version {:?}", twin.properties.desired_version());
+    /// # Ok(()) }
+    /// ```
     pub async fn update_twin(
         &self,
         device_id: &str,
