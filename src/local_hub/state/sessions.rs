@@ -230,6 +230,9 @@ impl HubState {
         if !ticket.session_present {
             inner.forget_feature_subscriptions(identity);
         }
+        drop(inner);
+        // A resumed session may bring its method subscription back without a SUBSCRIBE.
+        self.method_subscribers_changed.notify_waiters();
         Some(ticket)
     }
 

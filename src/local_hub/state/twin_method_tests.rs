@@ -262,3 +262,35 @@ async fn closing_the_session_fails_its_calls_at_once() {
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(hub.lock().methods.len(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_persistent_session_keeps_its_method_subscription() {
+    let hub = hub();
+    register(&hub, "d");
+    let d = Identity::device("d");
+    let first = hub.open_session(&d, false).unwrap();
+    hub.set_feature_subscription(
+        &d,
+        first.id,
+        Feature::MethodRequests,
+        Some(QoS::AtLeastOnce),
+    );
+    hub.close_session(&d, first.id, []);
+    let call = hub.invoke_method(
+        &d,
+        "m",
+        &Value::Null,
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+    );
+    let device = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Clean session 0 again: no SUBSCRIBE needed.
+        let mut resumed = hub.open_session(&d, false).unwrap();
+        assert!(resumed.session_present);
+        let (rid, _) = next_request(&mut resumed).await;
+        assert!(hub.answer_method(&d, &rid, MethodResult::new(204, Value::Null)));
+    };
+    let (result, ()) = tokio::join!(call, device);
+    assert_eq!(result.unwrap().status, 204);
+}
