@@ -30,6 +30,7 @@ mod rewind;
 mod state;
 mod streams;
 mod tls;
+mod twin_access;
 mod x509_devices;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -11,14 +11,23 @@
 //! - `identities`: the registry of devices and modules, their keys and authorization;
 //! - `sessions`: one MQTT session slot per identity, and the push path into a session;
 //! - `c2d`: each device's cloud-to-device queue;
-//! - `feedback`: the hub-wide feedback queue.
+//! - `feedback`: the hub-wide feedback queue;
+//! - `twins`: one twin per identity;
+//! - `features`: what each session subscribed to among twin responses, desired patches and
+//!   method requests;
+//! - `methods`: direct-method calls waiting for the device's answer.
 
 mod c2d;
+mod features;
 mod feedback;
 mod identities;
+mod methods;
 mod sessions;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod twin_method_tests;
+mod twins;
 mod x509;
 
 use std::collections::BTreeMap;
@@ -49,6 +58,10 @@ pub(crate) use identities::{
 )]
 pub(crate) use sessions::{OUTBOX_CAPACITY, Outbound, Outbox, SessionTicket};
 
+pub(crate) use features::Feature;
+pub(crate) use methods::MethodFailure;
+pub(crate) use twins::{TwinView, TwinWrite};
+
 use identities::Device;
 
 struct Inner {
@@ -57,6 +70,12 @@ struct Inner {
     feedback: FeedbackQueue,
     /// The verified CA certificates of X.509 CA-signed devices (DER).
     x509_cas: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Each identity's twin.
+    twins: twins::Twins,
+    /// What each identity's session subscribed to among desired patches and methods.
+    feature_subscriptions: features::Subscriptions,
+    /// Direct-method calls waiting for an answer.
+    methods: methods::PendingMethods,
 }
 
 /// Hub-wide settings.
@@ -78,6 +97,8 @@ pub(crate) struct HubState {
     pub feedback_ready: Notify,
     /// Woken when a sweep may be needed sooner than planned.
     pub sweep_wake: Notify,
+    /// Woken when a session subscribes to method requests.
+    method_subscribers_changed: Notify,
     telemetry: broadcast::Sender<Telemetry>,
     next_id: AtomicU64,
     /// Set once the hub stops, for connections that have no session slot (AMQP).
@@ -107,9 +128,13 @@ impl HubState {
                 policies,
                 feedback: FeedbackQueue::default(),
                 x509_cas: Vec::new(),
+                twins: Default::default(),
+                feature_subscriptions: Default::default(),
+                methods: Default::default(),
             }),
             feedback_ready: Notify::new(),
             sweep_wake: Notify::new(),
+            method_subscribers_changed: Notify::new(),
             telemetry,
             next_id: AtomicU64::new(1),
             stopping: watch::channel(false).0,
