@@ -26,8 +26,6 @@ pub(crate) struct InputDelivered {
 }
 
 /// A desired-properties patch.
-// Read by the twin API of issue 11.
-#[cfg_attr(not(test), allow(dead_code))]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct DesiredPatch {
     pub version: Option<u64>,
@@ -35,8 +33,6 @@ pub(crate) struct DesiredPatch {
 }
 
 /// A direct-method request.
-// Read by the methods API of issue 11.
-#[cfg_attr(not(test), allow(dead_code))]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct MethodRequest {
     pub name: String,
