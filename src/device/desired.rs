@@ -35,7 +35,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::device::connection::{Command, filter_qos};
 use crate::device::inbound::{DesiredPatch, FeatureSink};
 use crate::device::state::ConnectionState;
-use crate::device::twin::{TwinProperties, request, twin_from_response};
+use crate::device::twin::{VersionedProperties, request, twin_from_response};
 use crate::device::{DeviceClient, twin::Twin};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{DESIRED_PATCH_SUBSCRIPTION, TwinRequestKind};
@@ -121,7 +121,7 @@ impl DesiredTracker {
     }
 
     /// The whole desired document, read from the twin: yielded when newer than what was.
-    pub fn on_full(&mut self, desired: TwinProperties) -> Option<DesiredPropertiesUpdate> {
+    pub fn on_full(&mut self, desired: VersionedProperties) -> Option<DesiredPropertiesUpdate> {
         if self.last.is_some_and(|last| desired.version <= last) {
             return None;
         }
@@ -349,8 +349,8 @@ mod tests {
         }
     }
 
-    fn full(version: u64) -> TwinProperties {
-        TwinProperties::from_json(
+    fn full(version: u64) -> VersionedProperties {
+        VersionedProperties::from_json(
             serde_json::from_str(&format!(r#"{{"a":{version},"$version":{version}}}"#)).unwrap(),
         )
     }

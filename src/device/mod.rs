@@ -34,4 +34,4 @@ pub use methods::{
 };
 pub use options::{AckMode, Transport};
 pub use state::{CloseReason, ConnectionState};
-pub use twin::{DEFAULT_TWIN_REQUEST_TIMEOUT, MAX_REPORTED_PATCH_SIZE, Twin, TwinProperties};
+pub use twin::{DEFAULT_TWIN_REQUEST_TIMEOUT, MAX_REPORTED_PATCH_SIZE, Twin, VersionedProperties};

@@ -38,22 +38,22 @@ pub const MAX_REPORTED_PATCH_SIZE: usize = 32 * 1024;
 /// One section of a twin (desired or reported properties) with its version.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub struct TwinProperties {
+pub struct VersionedProperties {
     /// `$version`: grows by one with every change of this section.
     pub version: u64,
     /// The properties, without `$version` (and without `$metadata` when the hub sends it).
     pub properties: Map<String, Value>,
 }
 
-impl TwinProperties {
+impl VersionedProperties {
     /// Reads a section: a JSON object with a `$version`. A section without one has version 0.
-    pub(crate) fn from_json(mut section: Map<String, Value>) -> TwinProperties {
+    pub(crate) fn from_json(mut section: Map<String, Value>) -> VersionedProperties {
         let version = section
             .remove("$version")
             .and_then(|v| v.as_u64())
             .unwrap_or(0);
         section.remove("$metadata");
-        TwinProperties {
+        VersionedProperties {
             version,
             properties: section,
         }
@@ -66,9 +66,9 @@ impl TwinProperties {
 #[non_exhaustive]
 pub struct Twin {
     /// What the back end wants (set by the service side).
-    pub desired: TwinProperties,
+    pub desired: VersionedProperties,
     /// What the device reported.
-    pub reported: TwinProperties,
+    pub reported: VersionedProperties,
 }
 
 impl Twin {
@@ -87,8 +87,8 @@ impl Twin {
             ));
         };
         let mut section = |name: &str| match document.remove(name) {
-            Some(Value::Object(section)) => Ok(TwinProperties::from_json(section)),
-            None | Some(Value::Null) => Ok(TwinProperties::from_json(Map::new())),
+            Some(Value::Object(section)) => Ok(VersionedProperties::from_json(section)),
+            None | Some(Value::Null) => Ok(VersionedProperties::from_json(Map::new())),
             Some(_) => Err(Error::new(
                 ErrorKind::InvalidMessage,
                 format!("the hub's twin has a '{name}' that is not a JSON object"),
