@@ -279,7 +279,9 @@ async fn main() {
     }
     match bench.node_modules {
         Some(_) => pairs.push(Pair::Node),
-        None => println!("skipped: node pair (set IOTHUB_NODE_MODULES, see tests/interop/README.md)"),
+        None => {
+            println!("skipped: node pair (set IOTHUB_NODE_MODULES, see tests/interop/README.md)")
+        }
     }
 
     let mut rounds: Vec<Vec<Round>> = pairs.iter().map(|_| Vec::new()).collect();

@@ -41,7 +41,10 @@ async fn run() -> iothub::Result<()> {
     // An IoT Hub on this machine, and a registered device.
     let hub = LocalHub::builder().start().await?;
     let connection_string = hub.create_device(DEVICE_ID)?;
-    println!("local hub '{}' running; device '{DEVICE_ID}' registered", hub.host_name());
+    println!(
+        "local hub '{}' running; device '{DEVICE_ID}' registered",
+        hub.host_name()
+    );
 
     // The device: connect, report what it is, listen to desired changes and methods.
     let device = DeviceClient::builder(connection_string)
@@ -102,7 +105,11 @@ async fn run() -> iothub::Result<()> {
             );
             let outcome = match request.name() {
                 "reboot" => request.respond(200, json!({ "rebooting": true })).await,
-                _ => request.respond(404, json!({ "error": "no such method" })).await,
+                _ => {
+                    request
+                        .respond(404, json!({ "error": "no such method" }))
+                        .await
+                }
             };
             if let Err(e) = outcome {
                 eprintln!("device: cannot answer: {e}");

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iothub::ErrorKind;
+use iothub::RetryPolicy;
 use iothub::auth::DeviceConnectionString;
 use iothub::device::{
     ConnectionState, DesiredPropertyUpdates, DesiredUpdateKind, DeviceClient, MethodRequests,
@@ -29,11 +30,35 @@ async fn connect(hub: &LocalHub, cs: DeviceConnectionString) -> DeviceClient {
     .expect("connects")
 }
 
-async fn next_update(updates: &mut DesiredPropertyUpdates) -> iothub::device::DesiredPropertiesUpdate {
+async fn next_update(
+    updates: &mut DesiredPropertyUpdates,
+) -> iothub::device::DesiredPropertiesUpdate {
     timeout(WAIT, updates.recv())
         .await
         .expect("an update in time")
         .expect("the client is open")
+}
+
+/// A client that waits `delay` before reconnecting, so that a change made right after the
+/// hub drops it is surely made while it is away.
+async fn connect_slow_to_return(
+    hub: &LocalHub,
+    cs: DeviceConnectionString,
+    delay: Duration,
+) -> DeviceClient {
+    let retry = RetryPolicy::new()
+        .with_initial_delay(delay)
+        .with_jitter(0.0);
+    timeout(
+        WAIT,
+        DeviceClient::builder(cs)
+            .trust_ca_pem(hub.ca_pem())
+            .retry_policy(retry)
+            .connect(),
+    )
+    .await
+    .expect("connects in time")
+    .expect("connects")
 }
 
 async fn wait_connected(client: &DeviceClient) {
@@ -82,7 +107,10 @@ async fn reported_properties_grow_the_version_and_the_back_end_reads_them() {
     let twin = timeout(WAIT, client.get_twin()).await.unwrap().unwrap();
     assert_eq!(twin.reported.version, v2);
     assert_eq!(twin.reported.properties["battery"]["level"], 79);
-    assert!(!twin.reported.properties.contains_key("firmware"), "null deletes");
+    assert!(
+        !twin.reported.properties.contains_key("firmware"),
+        "null deletes"
+    );
 
     let seen = hub.twin_properties("dev1", None).unwrap();
     assert_eq!(seen.reported["battery"]["level"], 79);
@@ -99,10 +127,13 @@ async fn the_hub_refuses_bad_reported_patches_with_typed_errors() {
         .unwrap()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidMessage, "{err}");
-    let err = timeout(WAIT, client.update_reported_properties(json!("not an object")))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = timeout(
+        WAIT,
+        client.update_reported_properties(json!("not an object")),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidMessage);
     // The client still works.
     timeout(WAIT, client.update_reported_properties(json!({"ok": true})))
@@ -115,7 +146,7 @@ async fn the_hub_refuses_bad_reported_patches_with_typed_errors() {
 async fn desired_changes_arrive_with_their_version_and_none_is_lost_across_a_reconnect() {
     let hub = LocalHub::builder().start().await.unwrap();
     let cs = hub.create_device("dev1").unwrap();
-    let client = connect(&hub, cs).await;
+    let client = connect_slow_to_return(&hub, cs, Duration::from_secs(2)).await;
     let v0 = hub
         .update_desired_properties("dev1", None, json!({"interval": 5}))
         .unwrap();
@@ -133,10 +164,7 @@ async fn desired_changes_arrive_with_their_version_and_none_is_lost_across_a_rec
         .update_desired_properties("dev1", None, json!({"interval": 10, "mode": "eco"}))
         .unwrap();
     let patch = next_update(&mut updates).await;
-    assert_eq!(
-        (patch.kind, patch.version),
-        (DesiredUpdateKind::Patch, v1)
-    );
+    assert_eq!((patch.kind, patch.version), (DesiredUpdateKind::Patch, v1));
     assert_eq!(patch.properties["interval"], 10);
     assert_eq!(patch.properties["mode"], "eco");
 
@@ -161,7 +189,10 @@ async fn desired_changes_arrive_with_their_version_and_none_is_lost_across_a_rec
         (DesiredUpdateKind::FullDocument, v2)
     );
     assert_eq!(caught_up.properties["interval"], 30);
-    assert!(!caught_up.properties.contains_key("mode"), "removed while away");
+    assert!(
+        !caught_up.properties.contains_key("mode"),
+        "removed while away"
+    );
 
     // Patches flow again on the restored subscription.
     let v3 = hub
@@ -236,7 +267,12 @@ async fn methods_work_again_after_a_reconnect() {
     let hub = LocalHub::builder().start().await.unwrap();
     let cs = hub.create_device("dev1").unwrap();
     let client = connect(&hub, cs).await;
-    echo_methods(timeout(WAIT, client.method_requests()).await.unwrap().unwrap());
+    echo_methods(
+        timeout(WAIT, client.method_requests())
+            .await
+            .unwrap()
+            .unwrap(),
+    );
     let mut state = client.connection_state();
     assert!(hub.disconnect_device("dev1"));
     timeout(
@@ -269,15 +305,21 @@ async fn a_module_has_its_own_twin_and_methods() {
     let cs = hub.create_module("dev1", "m1").unwrap();
     let module = connect(&hub, cs).await;
 
-    let version = timeout(WAIT, module.update_reported_properties(json!({"role": "filter"})))
-        .await
-        .unwrap()
-        .unwrap();
+    let version = timeout(
+        WAIT,
+        module.update_reported_properties(json!({"role": "filter"})),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let seen = hub.twin_properties("dev1", Some("m1")).unwrap();
     assert_eq!(seen.reported["role"], "filter");
     assert_eq!(seen.reported["$version"], version);
     let device_twin = hub.twin_properties("dev1", None).unwrap();
-    assert!(!device_twin.reported.contains_key("role"), "the device's twin is separate");
+    assert!(
+        !device_twin.reported.contains_key("role"),
+        "the device's twin is separate"
+    );
 
     let mut updates = timeout(WAIT, module.desired_property_updates())
         .await
@@ -291,7 +333,12 @@ async fn a_module_has_its_own_twin_and_methods() {
     assert_eq!((patch.kind, patch.version), (DesiredUpdateKind::Patch, v));
     assert_eq!(patch.properties["threshold"], 7);
 
-    echo_methods(timeout(WAIT, module.method_requests()).await.unwrap().unwrap());
+    echo_methods(
+        timeout(WAIT, module.method_requests())
+            .await
+            .unwrap()
+            .unwrap(),
+    );
     let result = hub
         .invoke_method(
             "dev1",

@@ -87,7 +87,10 @@ async fn check_peer_steps(
         .as_u64()
         .unwrap_or_else(|| panic!("a desired $version: {updated}"));
     let patch = timeout(HUB_WAIT, updates.recv()).await.unwrap().unwrap();
-    assert_eq!((patch.kind, patch.version), (DesiredUpdateKind::Patch, version));
+    assert_eq!(
+        (patch.kind, patch.version),
+        (DesiredUpdateKind::Patch, version)
+    );
     for (key, value) in desired.as_object().unwrap() {
         assert_eq!(&patch.properties[key], value, "{key} in {patch:?}");
     }
@@ -155,8 +158,7 @@ async fn node_service_reads_and_writes_our_twin_and_invokes_our_method() {
     };
     let hub = hub().await;
     let reported = json!({"firmware": "3.1", "ok": true});
-    let (_client, mut updates, version) =
-        ready_device(&hub, "node-twin-1", reported.clone()).await;
+    let (_client, mut updates, version) = ready_device(&hub, "node-twin-1", reported.clone()).await;
     let ca = TempFile::new("ca.pem", hub.ca_pem());
     let desired = json!({"interval": 9});
     let payload = json!([1, "two", {"three": 3}]);

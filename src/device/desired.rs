@@ -243,7 +243,10 @@ impl Watcher {
 impl DeviceClient {
     /// The desired-property updates, as a [`Stream`]; returns once the hub granted the
     /// subscription to `$iothub/twin/PATCH/properties/desired/#` (made on the first call and
-    /// restored after every reconnection). Every call returns a stream over the same updates:
+    /// restored after every reconnection). Subscribing on first use, and returning once
+    /// subscribed, is what azure-iot-sdk-python does when a handler is set
+    /// (`azure/iot/device/iothub/sync_clients.py` `_generic_receive_handler_setter`: "will not
+    /// return until the feature has been enabled"). Every call returns a stream over the same updates:
     /// with several readers, each update goes to one.
     ///
     /// The first update is the whole desired document

@@ -238,7 +238,8 @@ impl DeviceClient {
     /// The direct-method requests, as a [`Stream`]; returns once the hub granted the
     /// subscription to `$iothub/methods/POST/#` (made on the first call and restored after
     /// every reconnection; before it, the hub answers callers that the device is not
-    /// listening). Every call returns a stream over the same requests: with several readers,
+    /// listening), as azure-iot-sdk-python enables a feature when its handler is set
+    /// (`azure/iot/device/iothub/sync_clients.py` `_generic_receive_handler_setter`). Every call returns a stream over the same requests: with several readers,
     /// each request goes to one.
     ///
     /// Answer each with [`MethodRequest::respond`]; one dropped unanswered is answered with

@@ -197,7 +197,9 @@ pub(crate) async fn request(
 impl DeviceClient {
     /// Gets the whole twin: desired and reported properties with their versions.
     ///
-    /// The first twin request subscribes to `$iothub/twin/res/#` (kept across reconnects);
+    /// The first twin request subscribes to `$iothub/twin/res/#` (kept across reconnects), as
+    /// azure-iot-sdk-python's `get_twin` enables its twin feature on first use
+    /// (`azure/iot/device/iothub/sync_clients.py`);
     /// a request made while disconnected waits for the connection. It fails with
     /// [`ErrorKind::Timeout`] when the hub does not answer within the twin request timeout
     /// ([`DEFAULT_TWIN_REQUEST_TIMEOUT`] unless set on the builder), with
