@@ -6,7 +6,8 @@
 //! `$iothub/methods/res/{status}/?$rid={rid}` with a JSON body (Microsoft Learn "Communicate
 //! with an IoT hub using the MQTT protocol", respond to a direct method; "Understand and invoke
 //! direct methods from IoT Hub"). The answer goes out at QoS 1, as azure-iot-sdk-python
-//! `azure/iot/device/iothub/pipeline/pipeline_stages_iothub_mqtt.py` publishes it, so
+//! publishes everything (`azure/iot/device/common/mqtt_transport.py` `MQTTTransport.publish`,
+//! `qos=1` by default), so
 //! [`MethodRequest::respond`] resolves once the hub has it (the Node SDK uses QoS 0:
 //! `device/transport/mqtt/src/mqtt.ts` `sendMethodResponse`).
 //!
@@ -15,7 +16,9 @@
 //! handler gave up, like the C# SDK's answer when a method callback throws,
 //! `MethodResposeStatusCode.UserCodeException`), and with 501 when no application code ever saw
 //! it (the client was closing; the C# SDK answers 501 `MethodNotImplemented` when no handler is
-//! registered: azure-iot-sdk-csharp `DeviceClient.OnMethodCalledAsync`).
+//! registered: azure-iot-sdk-csharp `DeviceClient.OnMethodCalledAsync`). A request whose
+//! payload is not JSON is answered 400 at once (the C# SDK's `MethodResposeStatusCode` has
+//! `BadRequest = 400, UserCodeException = 500, MethodNotImplemented = 501`).
 
 use std::future::Future;
 use std::pin::Pin;
