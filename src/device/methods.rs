@@ -34,12 +34,7 @@ use crate::device::DeviceClient;
 use crate::device::connection::{Command, filter_qos};
 use crate::device::inbound::{FeatureSink, MethodRequest as RawRequest};
 use crate::error::{Error, ErrorKind, Result};
-use crate::protocol::{METHOD_REQUEST_SUBSCRIPTION, method_response_topic};
-
-/// The largest direct-method payload, request or response: 128 KB (Microsoft Learn
-/// "Understand and invoke direct methods from IoT Hub": "The payload for method requests and
-/// responses is a JSON document up to 128 KB").
-pub const MAX_METHOD_PAYLOAD_SIZE: usize = 128 * 1024;
+use crate::protocol::{METHOD_REQUEST_SUBSCRIPTION, check_payload_size, method_response_topic};
 
 /// The status of the answer to a request the application received and dropped unanswered.
 pub const DROPPED_REQUEST_STATUS: i32 = 500;
@@ -146,22 +141,15 @@ impl MethodRequest {
     /// convention) and a JSON `payload` ([`Value::Null`] for none). Resolves when the hub has
     /// the answer (PUBACK).
     ///
-    /// A payload over 128 KB ([`MAX_METHOD_PAYLOAD_SIZE`]) is an
+    /// A payload over 128 KB ([`crate::protocol::MAX_METHOD_PAYLOAD_BYTES`], Microsoft Learn
+    /// "Understand and invoke direct methods from IoT Hub") is an
     /// [`ErrorKind::MessageTooLarge`] error, and the caller is then answered with 500. After
     /// the connection that carried the request was lost, the hub no longer waits for the
     /// answer; it is sent anyway and ignored.
     pub async fn respond(mut self, status: i32, payload: Value) -> Result<()> {
+        check_payload_size(&payload, "method response")?;
         let body = serde_json::to_vec(&payload)
             .map_err(|e| Error::new(ErrorKind::InvalidMessage, e.to_string()))?;
-        if body.len() > MAX_METHOD_PAYLOAD_SIZE {
-            return Err(Error::new(
-                ErrorKind::MessageTooLarge,
-                format!(
-                    "the method response is {} bytes; IoT Hub accepts {MAX_METHOD_PAYLOAD_SIZE}",
-                    body.len()
-                ),
-            ));
-        }
         let responder = self.responder.take().ok_or_else(closed_error)?;
         responder.send(status, Bytes::from(body)).await
     }
@@ -389,7 +377,7 @@ mod tests {
         let (commands, mut queue) = mpsc::channel(4);
         let mut request = accept(raw("1"), commands).unwrap();
         request.delivered = true;
-        let big = "x".repeat(MAX_METHOD_PAYLOAD_SIZE);
+        let big = "x".repeat(crate::protocol::MAX_METHOD_PAYLOAD_BYTES);
         let err = request.respond(200, Value::String(big)).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::MessageTooLarge);
         assert!(sent(queue.recv().await.unwrap()).0.contains("/res/500/"));

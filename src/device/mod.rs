@@ -29,9 +29,8 @@ pub use crate::retry::RetryPolicy;
 pub use client::{DeviceClient, DeviceClientBuilder, MAX_TELEMETRY_SIZE, MessageStream};
 pub use desired::{DesiredPropertiesUpdate, DesiredPropertyUpdates, DesiredUpdateKind};
 pub use methods::{
-    DROPPED_REQUEST_STATUS, MAX_METHOD_PAYLOAD_SIZE, MethodRequest, MethodRequests,
-    UNHANDLED_REQUEST_STATUS,
+    DROPPED_REQUEST_STATUS, MethodRequest, MethodRequests, UNHANDLED_REQUEST_STATUS,
 };
 pub use options::{AckMode, Transport};
 pub use state::{CloseReason, ConnectionState};
-pub use twin::{DEFAULT_TWIN_REQUEST_TIMEOUT, MAX_REPORTED_PATCH_SIZE, Twin, VersionedProperties};
+pub use twin::{DEFAULT_TWIN_REQUEST_TIMEOUT, Twin, VersionedProperties};

@@ -21,7 +21,7 @@ use crate::device::DeviceClient;
 use crate::device::connection::Command;
 use crate::device::pending_requests::Response;
 use crate::error::{Error, ErrorKind, Result};
-use crate::protocol::TwinRequestKind;
+use crate::protocol::{METADATA_KEY, TwinLimits, TwinRequestKind, VERSION_KEY, collection_version};
 
 /// How long a twin request waits for the hub's answer by default: 60 s, the C SDK's GET
 /// timeout (azure-iot-sdk-c `iothubtransport_mqtt_common.c`
@@ -29,11 +29,6 @@ use crate::protocol::TwinRequestKind;
 /// `device/core/src/twin.ts` `Twin.timeout`). Change it with
 /// [`crate::device::DeviceClientBuilder::twin_request_timeout`].
 pub const DEFAULT_TWIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The largest reported-properties patch sent: 32 KB, IoT Hub's limit on the reported
-/// properties document (Microsoft Learn "Understand and use device twins in IoT Hub", twin size;
-/// "IoT Hub quotas and throttling"). A larger patch is refused before anything is sent.
-pub const MAX_REPORTED_PATCH_SIZE: usize = 32 * 1024;
 
 /// One section of a twin (desired or reported properties) with its version.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,11 +43,9 @@ pub struct VersionedProperties {
 impl VersionedProperties {
     /// Reads a section: a JSON object with a `$version`. A section without one has version 0.
     pub(crate) fn from_json(mut section: Map<String, Value>) -> VersionedProperties {
-        let version = section
-            .remove("$version")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0);
-        section.remove("$metadata");
+        let version = collection_version(&section).unwrap_or(0);
+        section.remove(VERSION_KEY);
+        section.remove(METADATA_KEY);
         VersionedProperties {
             version,
             properties: section,
@@ -72,31 +65,19 @@ pub struct Twin {
 }
 
 impl Twin {
-    /// Reads the body of a twin GET response.
+    /// Reads the body of a twin GET response (the protocol's [`crate::protocol::TwinProperties`]
+    /// document, the model the local hub writes too).
     pub(crate) fn from_body(body: &[u8]) -> Result<Twin> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidMessage,
-                format!("the hub's twin is not JSON: {e}"),
-            )
-        })?;
-        let Value::Object(mut document) = value else {
-            return Err(Error::new(
-                ErrorKind::InvalidMessage,
-                "the hub's twin is not a JSON object",
-            ));
-        };
-        let mut section = |name: &str| match document.remove(name) {
-            Some(Value::Object(section)) => Ok(VersionedProperties::from_json(section)),
-            None | Some(Value::Null) => Ok(VersionedProperties::from_json(Map::new())),
-            Some(_) => Err(Error::new(
-                ErrorKind::InvalidMessage,
-                format!("the hub's twin has a '{name}' that is not a JSON object"),
-            )),
-        };
+        let document: crate::protocol::TwinProperties =
+            serde_json::from_slice(body).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidMessage,
+                    format!("the hub's twin is not a twin document: {e}"),
+                )
+            })?;
         Ok(Twin {
-            desired: section("desired")?,
-            reported: section("reported")?,
+            desired: VersionedProperties::from_json(document.desired),
+            reported: VersionedProperties::from_json(document.reported),
         })
     }
 }
@@ -153,7 +134,9 @@ pub(crate) fn reported_version_from_response(response: &Response) -> Result<u64>
     }
 }
 
-/// The body of a reported patch: a JSON object, at most [`MAX_REPORTED_PATCH_SIZE`].
+/// The body of a reported patch: a JSON object, at most [`TwinLimits::REPORTED_BYTES`] (32 KB,
+/// IoT Hub's limit on the reported properties: Microsoft Learn "Understand and use device twins
+/// in IoT Hub"), so that a patch the hub must refuse is refused before anything is sent.
 pub(crate) fn reported_patch_body(patch: &Value) -> Result<Bytes> {
     if !patch.is_object() {
         return Err(Error::new(
@@ -163,12 +146,13 @@ pub(crate) fn reported_patch_body(patch: &Value) -> Result<Bytes> {
     }
     let body = serde_json::to_vec(patch)
         .map_err(|e| Error::new(ErrorKind::InvalidMessage, e.to_string()))?;
-    if body.len() > MAX_REPORTED_PATCH_SIZE {
+    if body.len() > TwinLimits::REPORTED_BYTES {
         return Err(Error::new(
             ErrorKind::MessageTooLarge,
             format!(
-                "the reported-properties patch is {} bytes; IoT Hub accepts {MAX_REPORTED_PATCH_SIZE}",
-                body.len()
+                "the reported-properties patch is {} bytes; IoT Hub accepts {}",
+                body.len(),
+                TwinLimits::REPORTED_BYTES
             ),
         ));
     }
@@ -220,7 +204,8 @@ impl DeviceClient {
     /// Updates the reported properties with `patch`, a JSON object (`null` members delete
     /// properties), and returns the new reported version.
     ///
-    /// A patch that is not an object, or over 32 KB ([`MAX_REPORTED_PATCH_SIZE`]), is refused
+    /// A patch that is not an object, or over 32 KB
+    /// ([`crate::protocol::TwinLimits::REPORTED_BYTES`]), is refused
     /// before anything is sent ([`ErrorKind::InvalidMessage`], [`ErrorKind::MessageTooLarge`]).
     /// The hub's refusals: 400 → [`ErrorKind::InvalidMessage`] (for example a `$`-prefixed
     /// key or a document too deep), 429 → [`ErrorKind::Throttled`], 5xx →
@@ -270,7 +255,7 @@ mod tests {
         let empty =
             Twin::from_body(br#"{"desired":{"$version":1},"reported":{"$version":1}}"#).unwrap();
         assert!(empty.desired.properties.is_empty());
-        for bad in [&b"not json"[..], b"[]", br#"{"desired":3}"#] {
+        for bad in [&b"not json"[..], b"3", br#"{"desired":3}"#] {
             assert_eq!(
                 Twin::from_body(bad).unwrap_err().kind(),
                 ErrorKind::InvalidMessage
@@ -318,7 +303,7 @@ mod tests {
             reported_patch_body(&json!([1])).unwrap_err().kind(),
             ErrorKind::InvalidMessage
         );
-        let big = "x".repeat(MAX_REPORTED_PATCH_SIZE);
+        let big = "x".repeat(TwinLimits::REPORTED_BYTES);
         assert_eq!(
             reported_patch_body(&json!({ "big": big }))
                 .unwrap_err()
