@@ -7,14 +7,18 @@
 //! `iothub/service/src/Common/Exceptions/ErrorCode.cs`; read by [`error_code`]).
 
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use reqwest::{Method, StatusCode};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::{IssuedToken, TokenSource};
 use crate::error::{Error, ErrorKind, Result};
-use crate::protocol::{Device, PurgeResult, RegistryStatistics, error_code, percent};
+use crate::protocol::{
+    Device, MethodInvocation, MethodResult, PurgeResult, RegistryStatistics, Twin, error_code,
+    percent,
+};
 
 /// The REST api-version sent by the official service SDKs (azure-iot-hub-node `src/version.ts`,
 /// azure-iot-hub-python
@@ -32,6 +36,17 @@ pub(crate) struct HttpRegistry {
 fn http_error(status: StatusCode, code: Option<String>, what: &str) -> Error {
     let code_name = code.clone().unwrap_or_default();
     let kind = match (status, code_name.as_str()) {
+        // Method calls (Microsoft Learn, "Troubleshoot Azure IoT Hub error 404103
+        // DeviceNotOnline" and "... error 504101 GatewayTimeout").
+        (_, "DeviceNotOnline" | "404103") => ErrorKind::DeviceNotOnline,
+        (_, "GatewayTimeout" | "504101") | (StatusCode::GATEWAY_TIMEOUT, _) => ErrorKind::Timeout,
+        (_, "ModuleNotFound" | "404010") => ErrorKind::ModuleNotFound,
+        (_, "MessageTooLarge" | "413001") | (StatusCode::PAYLOAD_TOO_LARGE, _) => {
+            ErrorKind::MessageTooLarge
+        }
+        (_, "ArgumentInvalid" | "400004") | (StatusCode::BAD_REQUEST, _) => {
+            ErrorKind::InvalidMessage
+        }
         (_, "DeviceNotFound" | "404001") | (StatusCode::NOT_FOUND, _) => ErrorKind::DeviceNotFound,
         (_, "DeviceAlreadyExists" | "409001") | (StatusCode::CONFLICT, _) => {
             ErrorKind::DeviceAlreadyExists
@@ -96,6 +111,20 @@ impl HttpRegistry {
         body: Option<&Device>,
         what: &str,
     ) -> Result<(StatusCode, bytes::Bytes)> {
+        self.call_with(method, path, if_match, body, None, what)
+            .await
+    }
+
+    /// [`Self::call`] with any JSON body, and a request timeout other than the client's.
+    async fn call_with<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        if_match: Option<&str>,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+        what: &str,
+    ) -> Result<(StatusCode, bytes::Bytes)> {
         let mut request = self
             .client
             .request(method, self.url(path))
@@ -106,6 +135,9 @@ impl HttpRegistry {
         }
         if let Some(body) = body {
             request = request.json(body);
+        }
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
         }
         let response = request.send().await.map_err(|e| request_failed(e, what))?;
         let status = response.status();
@@ -180,6 +212,93 @@ impl HttpRegistry {
         self.call_json(Method::GET, "/statistics/devices", None, None, "statistics")
             .await
     }
+
+    /// A request with a JSON body and a JSON answer.
+    async fn exchange<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        if_match: Option<&str>,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+        what: &str,
+    ) -> Result<T> {
+        let (_, bytes) = self
+            .call_with(method, path, if_match, body, timeout, what)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Transport,
+                format!("{what}: unexpected response body"),
+            )
+            .with_source(e)
+        })
+    }
+
+    /// `GET /twins/{id}[/modules/{mid}]`.
+    pub async fn get_twin(&self, device_id: &str, module_id: Option<&str>) -> Result<Twin> {
+        self.exchange::<(), _>(
+            Method::GET,
+            &twin_path(device_id, module_id),
+            None,
+            None,
+            None,
+            "twin read",
+        )
+        .await
+    }
+
+    /// `PATCH` (merge) or `PUT` (replace) `/twins/{id}[/modules/{mid}]` with `If-Match`.
+    pub async fn write_twin(
+        &self,
+        method: Method,
+        device_id: &str,
+        module_id: Option<&str>,
+        body: &serde_json::Value,
+        if_match: &str,
+    ) -> Result<Twin> {
+        self.exchange(
+            method,
+            &twin_path(device_id, module_id),
+            Some(if_match),
+            Some(body),
+            None,
+            "twin write",
+        )
+        .await
+    }
+
+    /// `POST /twins/{id}[/modules/{mid}]/methods`, waiting up to `timeout` for the answer.
+    pub async fn invoke_method(
+        &self,
+        device_id: &str,
+        module_id: Option<&str>,
+        invocation: &MethodInvocation,
+        timeout: Duration,
+    ) -> Result<MethodResult> {
+        let path = format!("{}/methods", twin_path(device_id, module_id));
+        self.exchange(
+            Method::POST,
+            &path,
+            None,
+            Some(invocation),
+            Some(timeout),
+            "method call",
+        )
+        .await
+    }
+}
+
+/// `/twins/{id}` or `/twins/{id}/modules/{mid}`, percent-encoded.
+fn twin_path(device_id: &str, module_id: Option<&str>) -> String {
+    match module_id {
+        None => format!("/twins/{}", percent::encode(device_id)),
+        Some(module) => format!(
+            "/twins/{}/modules/{}",
+            percent::encode(device_id),
+            percent::encode(module)
+        ),
+    }
 }
 
 /// Etags go quoted, as both SDKs send them (azure-iot-hub-node `src/registry.ts`,
@@ -228,5 +347,13 @@ mod tests {
             ErrorKind::Unauthorized
         );
         assert_eq!(kind(500, None), ErrorKind::Transport);
+        assert_eq!(kind(404, Some("404103")), ErrorKind::DeviceNotOnline);
+        assert_eq!(
+            kind(404, Some("DeviceNotOnline")),
+            ErrorKind::DeviceNotOnline
+        );
+        assert_eq!(kind(504, Some("504101")), ErrorKind::Timeout);
+        assert_eq!(kind(404, Some("ModuleNotFound")), ErrorKind::ModuleNotFound);
+        assert_eq!(kind(400, None), ErrorKind::InvalidMessage);
     }
 }

@@ -28,9 +28,10 @@ use tokio::time::{Instant, sleep_until};
 use crate::local_hub::c2d_queue::LockToken;
 use crate::local_hub::state::{Feature, HubState, Identity, Outbound, Outbox};
 use crate::protocol::{
-    DESIRED_PATCH_SUBSCRIPTION, METHOD_REQUEST_SUBSCRIPTION, MethodResult, TwinRequestKind,
-    c2d_subscription, c2d_topic, parse_collection, parse_method_response_topic,
-    parse_telemetry_topic, parse_twin_request_topic, response_payload, twin_response_topic,
+    DESIRED_PATCH_SUBSCRIPTION, METHOD_REQUEST_SUBSCRIPTION, MethodResult,
+    TWIN_RESPONSE_SUBSCRIPTION, TwinRequestKind, c2d_subscription, c2d_topic, parse_collection,
+    parse_method_response_topic, parse_telemetry_topic, parse_twin_request_topic, response_payload,
+    twin_response_topic,
 };
 
 use super::wire::{End, Wire};
@@ -395,6 +396,15 @@ impl Session {
                     .map(|version| (twin_response_topic(204, rid, Some(version)), Bytes::new()))
             }
         };
+        if !self
+            .state
+            .subscribed_to(&self.identity, Feature::TwinResponses)
+        {
+            // A server sends only what matches a subscription (MQTT 3.1.1 section 3.3.5); the
+            // request was still carried out.
+            tracing::debug!(identity = %self.identity, "twin request without a subscription to '$iothub/twin/res/#': no answer sent");
+            return None;
+        }
         Some(answer.unwrap_or_else(|e| {
             tracing::debug!(identity = %self.identity, error = %e, "twin request refused");
             let body = serde_json::json!({ "errorCode": 400004, "message": e.detail() });
@@ -426,7 +436,6 @@ impl Session {
             return SubscribeReasonCode::Success(granted);
         }
         let allowed = match (&self.identity.module_id, filter) {
-            (_, "$iothub/twin/res/#") => true,
             (None, f) if f == c2d_subscription(&device) => {
                 self.c2d_qos = granted;
                 self.state
@@ -450,6 +459,7 @@ impl Session {
 /// The twin feature a subscription filter asks for.
 fn feature_of(filter: &str) -> Option<Feature> {
     match filter {
+        TWIN_RESPONSE_SUBSCRIPTION => Some(Feature::TwinResponses),
         DESIRED_PATCH_SUBSCRIPTION => Some(Feature::DesiredPatches),
         METHOD_REQUEST_SUBSCRIPTION => Some(Feature::MethodRequests),
         _ => None,

@@ -37,10 +37,7 @@ pub(crate) enum MethodFailure {
     NotFound(crate::Error),
     /// Not connected, or not subscribed to methods, within the connect timeout; or the session
     /// ended before the answer.
-    NotOnline {
-        connect_timeout: Duration,
-        disconnected: bool,
-    },
+    NotOnline { disconnected: bool },
     /// No answer within the response timeout.
     Timeout,
 }
@@ -147,7 +144,6 @@ impl HubState {
             }
             if timeout_at(connect_deadline, changed).await.is_err() {
                 return Err(MethodFailure::NotOnline {
-                    connect_timeout,
                     disconnected: false,
                 });
             }
@@ -155,10 +151,9 @@ impl HubState {
         let _guard = CallGuard { state: self, rid };
         match tokio::time::timeout(response_timeout, rx).await {
             Ok(Ok(Reply::Answered(result))) => Ok(result),
-            Ok(Ok(Reply::Disconnected)) | Ok(Err(_)) => Err(MethodFailure::NotOnline {
-                connect_timeout,
-                disconnected: true,
-            }),
+            Ok(Ok(Reply::Disconnected)) | Ok(Err(_)) => {
+                Err(MethodFailure::NotOnline { disconnected: true })
+            }
             Err(_) => Err(MethodFailure::Timeout),
         }
     }

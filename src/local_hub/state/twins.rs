@@ -52,6 +52,7 @@ pub(super) struct TwinRecord {
 /// The twin features a session subscribed to, with the QoS granted.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct FeatureSubscriptions {
+    pub responses: Option<QoS>,
     pub desired: Option<QoS>,
     pub methods: Option<QoS>,
 }
@@ -59,6 +60,8 @@ pub(super) struct FeatureSubscriptions {
 /// Which twin feature a subscription is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Feature {
+    /// `$iothub/twin/res/#`.
+    TwinResponses,
     /// `$iothub/twin/PATCH/properties/desired/#`.
     DesiredPatches,
     /// `$iothub/methods/POST/#`.
@@ -509,6 +512,7 @@ impl HubState {
             .entry(identity.clone())
             .or_default();
         match feature {
+            Feature::TwinResponses => subscriptions.responses = qos,
             Feature::DesiredPatches => subscriptions.desired = qos,
             Feature::MethodRequests => subscriptions.methods = qos,
         }
@@ -516,6 +520,23 @@ impl HubState {
         if feature == Feature::MethodRequests && qos.is_some() {
             self.method_subscribers_changed.notify_waiters();
         }
+    }
+}
+
+impl HubState {
+    /// Whether the identity's session (current or resumed) subscribed to `feature`.
+    pub fn subscribed_to(&self, identity: &Identity, feature: Feature) -> bool {
+        self.lock()
+            .feature_subscriptions
+            .get(identity)
+            .is_some_and(|s| {
+                match feature {
+                    Feature::TwinResponses => s.responses,
+                    Feature::DesiredPatches => s.desired,
+                    Feature::MethodRequests => s.methods,
+                }
+                .is_some()
+            })
     }
 }
 
