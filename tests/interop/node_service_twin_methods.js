@@ -92,8 +92,9 @@ async function main() {
       etag: twin.etag,
     });
     step = 'update_twin';
-    const updated = (await twin.update({ properties: { desired: args.desired } })).responseBody;
-    emit({ step: 'update_twin', desired_version: updated.properties.desired.$version });
+    // Twin.update sends If-Match with the twin's etag and copies the hub's answer into `twin`.
+    await twin.update({ properties: { desired: args.desired } });
+    emit({ step: 'update_twin', desired_version: twin.properties.desired.$version });
     step = 'invoke';
     const client = Client.fromConnectionString(args['connection-string']);
     const result = (await client.invokeDeviceMethod(args['device-id'], {
