@@ -1,7 +1,8 @@
 //! Device twins and direct methods of `DeviceClient` (device and module identities) against an
-//! in-process local hub; the back end's side goes through the hub's own twin and method calls
-//! (`LocalHub::update_desired_properties`, `twin_properties`, `invoke_method`).
-#![cfg(all(feature = "device", feature = "local-hub"))]
+//! in-process local hub; the back end's side goes through our `RegistryManager` (HTTPS) or the
+//! hub's own twin and method calls (`LocalHub::update_desired_properties`, `twin_properties`,
+//! `invoke_method`).
+#![cfg(all(feature = "device", feature = "service", feature = "local-hub"))]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,8 @@ use iothub::device::{
     ConnectionState, DesiredPropertyUpdates, DesiredUpdateKind, DeviceClient, MethodRequests,
 };
 use iothub::local_hub::LocalHub;
+use iothub::protocol::TwinPatch;
+use iothub::service::RegistryManager;
 use serde_json::{Value, json};
 use tokio::time::timeout;
 
@@ -28,6 +31,15 @@ async fn connect(hub: &LocalHub, cs: DeviceConnectionString) -> DeviceClient {
     .await
     .expect("connects in time")
     .expect("connects")
+}
+
+fn registry(hub: &LocalHub) -> RegistryManager {
+    RegistryManager::builder(hub.service_connection_string())
+        .trust_ca_pem(hub.ca_pem())
+        .https_port(hub.https_addr().port())
+        .amqp_port(hub.amqp_addr().port())
+        .build()
+        .expect("the registry manager builds")
 }
 
 async fn next_update(
@@ -112,9 +124,10 @@ async fn reported_properties_grow_the_version_and_the_back_end_reads_them() {
         "null deletes"
     );
 
-    let seen = hub.twin_properties("dev1", None).unwrap();
-    assert_eq!(seen.reported["battery"]["level"], 79);
-    assert_eq!(seen.reported["$version"], v2);
+    let seen = registry(&hub).get_twin("dev1").await.unwrap();
+    assert_eq!(seen.properties.reported["battery"]["level"], 79);
+    assert_eq!(seen.properties.reported_version(), Some(v2));
+    assert!(!seen.properties.reported.contains_key("firmware"));
 }
 
 #[tokio::test]
@@ -160,9 +173,12 @@ async fn desired_changes_arrive_with_their_version_and_none_is_lost_across_a_rec
     assert_eq!(first.version, v0);
     assert_eq!(first.properties["interval"], 5);
 
-    let v1 = hub
-        .update_desired_properties("dev1", None, json!({"interval": 10, "mode": "eco"}))
+    let patch = TwinPatch::new().desired(json!({"interval": 10, "mode": "eco"}));
+    let twin = registry(&hub)
+        .update_twin("dev1", &patch, None)
+        .await
         .unwrap();
+    let v1 = twin.properties.desired_version().unwrap();
     let patch = next_update(&mut updates).await;
     assert_eq!((patch.kind, patch.version), (DesiredUpdateKind::Patch, v1));
     assert_eq!(patch.properties["interval"], 10);
