@@ -391,3 +391,35 @@ async fn a_twin_request_to_a_closed_client_is_a_closed_error() {
         ErrorKind::Closed
     );
 }
+
+#[tokio::test]
+async fn a_twin_request_made_while_away_times_out_after_the_builder_timeout() {
+    let hub = LocalHub::builder().start().await.unwrap();
+    let cs = hub.create_device("dev1").unwrap();
+    let retry = RetryPolicy::new().with_initial_delay(Duration::from_secs(60));
+    let client = timeout(
+        WAIT,
+        DeviceClient::builder(cs)
+            .trust_ca_pem(hub.ca_pem())
+            .retry_policy(retry)
+            .twin_request_timeout(Duration::from_millis(300))
+            .connect(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut state = client.connection_state();
+    assert!(hub.disconnect_device("dev1"));
+    timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let err = timeout(WAIT, client.update_reported_properties(json!({"a": 1})))
+        .await
+        .expect("the request's own timeout fires first")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+}
