@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::auth::{IssuedToken, TokenSource};
 use crate::error::{Error, ErrorKind, Result};
-use crate::protocol::{Device, PurgeResult, RegistryStatistics, error_code, percent};
+use crate::protocol::{Device, Module, PurgeResult, RegistryStatistics, error_code, percent};
 
 /// The REST api-version sent by the official service SDKs (azure-iot-hub-node `src/version.ts`,
 /// azure-iot-hub-python
@@ -32,6 +32,10 @@ pub(crate) struct HttpRegistry {
 fn http_error(status: StatusCode, code: Option<String>, what: &str) -> Error {
     let code_name = code.clone().unwrap_or_default();
     let kind = match (status, code_name.as_str()) {
+        // Module codes first: they share 404 and 409 with the device ones (azure-iot-sdk-csharp
+        // `iothub/service/src/Common/Exceptions/ErrorCode.cs`).
+        (_, "ModuleNotFound" | "404010") => ErrorKind::ModuleNotFound,
+        (_, "ModuleAlreadyExistsOnDevice" | "409301") => ErrorKind::ModuleAlreadyExists,
         (_, "DeviceNotFound" | "404001") | (StatusCode::NOT_FOUND, _) => ErrorKind::DeviceNotFound,
         (_, "DeviceAlreadyExists" | "409001") | (StatusCode::CONFLICT, _) => {
             ErrorKind::DeviceAlreadyExists
@@ -96,6 +100,18 @@ impl HttpRegistry {
         body: Option<&Device>,
         what: &str,
     ) -> Result<(StatusCode, bytes::Bytes)> {
+        self.call_with(method, path, if_match, body, what).await
+    }
+
+    /// [`Self::call`] with any JSON body.
+    async fn call_with<B: serde::Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        if_match: Option<&str>,
+        body: Option<&B>,
+        what: &str,
+    ) -> Result<(StatusCode, bytes::Bytes)> {
         let mut request = self
             .client
             .request(method, self.url(path))
@@ -137,13 +153,7 @@ impl HttpRegistry {
         what: &str,
     ) -> Result<T> {
         let (_, bytes) = self.call(method, path, if_match, body, what).await?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Error::new(
-                ErrorKind::Transport,
-                format!("{what}: unexpected response body"),
-            )
-            .with_source(e)
-        })
+        decode(&bytes, what)
     }
 
     pub async fn put_device(&self, device: &Device, if_match: Option<&str>) -> Result<Device> {
@@ -179,6 +189,66 @@ impl HttpRegistry {
     pub async fn statistics(&self) -> Result<RegistryStatistics> {
         self.call_json(Method::GET, "/statistics/devices", None, None, "statistics")
             .await
+    }
+}
+
+/// A JSON answer read as `T`.
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Transport,
+            format!("{what}: unexpected response body"),
+        )
+        .with_source(e)
+    })
+}
+
+/// Module identities, under `/devices/{id}/modules[/{mid}]` (azure-iot-hub-python
+/// `protocol/operations/modules_operations.py`; azure-iot-sdk-node `service/src/registry.ts`).
+impl HttpRegistry {
+    fn module_path(device_id: &str, module_id: &str) -> String {
+        format!(
+            "/devices/{}/modules/{}",
+            percent::encode(device_id),
+            percent::encode(module_id)
+        )
+    }
+
+    /// `PUT`: a create without `If-Match` (IoT Hub answers 201), an update with it (200).
+    pub async fn put_module(&self, module: &Module, if_match: Option<&str>) -> Result<Module> {
+        let path = Self::module_path(&module.device_id, &module.module_id);
+        let (_, bytes) = self
+            .call_with(Method::PUT, &path, if_match, Some(module), "module write")
+            .await?;
+        decode(&bytes, "module write")
+    }
+
+    pub async fn get_module(&self, device_id: &str, module_id: &str) -> Result<Module> {
+        let path = Self::module_path(device_id, module_id);
+        let (_, bytes) = self
+            .call(Method::GET, &path, None, None, "module read")
+            .await?;
+        decode(&bytes, "module read")
+    }
+
+    pub async fn list_modules(&self, device_id: &str) -> Result<Vec<Module>> {
+        let path = format!("/devices/{}/modules", percent::encode(device_id));
+        let (_, bytes) = self
+            .call(Method::GET, &path, None, None, "module list")
+            .await?;
+        decode(&bytes, "module list")
+    }
+
+    pub async fn delete_module(
+        &self,
+        device_id: &str,
+        module_id: &str,
+        if_match: &str,
+    ) -> Result<()> {
+        let path = Self::module_path(device_id, module_id);
+        self.call(Method::DELETE, &path, Some(if_match), None, "module delete")
+            .await
+            .map(|_| ())
     }
 }
 
@@ -228,5 +298,11 @@ mod tests {
             ErrorKind::Unauthorized
         );
         assert_eq!(kind(500, None), ErrorKind::Transport);
+        assert_eq!(kind(404, Some("ModuleNotFound")), ErrorKind::ModuleNotFound);
+        assert_eq!(kind(404, Some("404010")), ErrorKind::ModuleNotFound);
+        assert_eq!(
+            kind(409, Some("ModuleAlreadyExistsOnDevice")),
+            ErrorKind::ModuleAlreadyExists
+        );
     }
 }

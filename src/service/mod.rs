@@ -4,11 +4,12 @@
 mod amqp;
 mod feedback;
 mod http_registry;
+mod modules;
 mod registry_manager;
 
 pub use crate::protocol::{
-    Authentication, Capabilities, Device, DeviceConnectionState, DeviceStatus, RegistryStatistics,
-    SymmetricKey,
+    Authentication, Capabilities, Device, DeviceConnectionState, DeviceStatus, Module,
+    RegistryStatistics, SymmetricKey,
 };
 pub use feedback::{FeedbackBatch, FeedbackReceiver};
 pub use registry_manager::{RegistryManager, RegistryManagerBuilder};

@@ -236,6 +236,11 @@ impl RegistryManager {
         }
     }
 
+    /// The HTTPS registry, for the request functions of sibling files.
+    pub(super) fn registry(&self) -> &HttpRegistry {
+        &self.shared.registry
+    }
+
     /// Parses a service connection string into a builder.
     pub fn from_connection_string(connection_string: &str) -> Result<RegistryManagerBuilder> {
         Ok(Self::builder(connection_string.parse()?))

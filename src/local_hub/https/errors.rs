@@ -35,6 +35,8 @@ pub(super) enum ErrorCode {
     IotHubUnauthorizedAccess,
     DeviceNotFound,
     DeviceAlreadyExists,
+    ModuleNotFound,
+    ModuleAlreadyExistsOnDevice,
     PreconditionFailed,
     NotFound,
     MethodNotAllowed,
@@ -48,6 +50,8 @@ impl ErrorCode {
             ErrorCode::IotHubUnauthorizedAccess => "IotHubUnauthorizedAccess",
             ErrorCode::DeviceNotFound => "DeviceNotFound",
             ErrorCode::DeviceAlreadyExists => "DeviceAlreadyExists",
+            ErrorCode::ModuleNotFound => "ModuleNotFound",
+            ErrorCode::ModuleAlreadyExistsOnDevice => "ModuleAlreadyExistsOnDevice",
             ErrorCode::PreconditionFailed => "PreconditionFailed",
             ErrorCode::NotFound => "NotFound",
             ErrorCode::MethodNotAllowed => "MethodNotAllowed",
@@ -60,8 +64,12 @@ impl ErrorCode {
         match self {
             ErrorCode::ArgumentInvalid => StatusCode::BAD_REQUEST,
             ErrorCode::IotHubUnauthorizedAccess => StatusCode::UNAUTHORIZED,
-            ErrorCode::DeviceNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::DeviceAlreadyExists => StatusCode::CONFLICT,
+            ErrorCode::DeviceNotFound | ErrorCode::ModuleNotFound | ErrorCode::NotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ErrorCode::DeviceAlreadyExists | ErrorCode::ModuleAlreadyExistsOnDevice => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
@@ -128,6 +136,23 @@ pub(super) fn registry_error(error: RegistryError, device_id: &str) -> ApiError 
             "the If-Match etag does not match the device's etag",
         ),
     }
+}
+
+/// Maps the state's module registry refusals (crate errors) to IoT Hub's codes: module
+/// `ModuleNotFound` (404010) and `ModuleAlreadyExistsOnDevice` (409301) as named in
+/// azure-iot-sdk-csharp `iothub/service/src/Common/Exceptions/ErrorCode.cs`; an unknown device
+/// is `DeviceNotFound`, a bad id `ArgumentInvalid`. The texts name ids, never keys.
+pub(super) fn module_error(error: crate::Error) -> ApiError {
+    use crate::ErrorKind;
+    let code = match error.kind() {
+        ErrorKind::DeviceNotFound => ErrorCode::DeviceNotFound,
+        ErrorKind::ModuleNotFound => ErrorCode::ModuleNotFound,
+        ErrorKind::ModuleAlreadyExists => ErrorCode::ModuleAlreadyExistsOnDevice,
+        ErrorKind::PreconditionFailed => ErrorCode::PreconditionFailed,
+        ErrorKind::InvalidMessage => ErrorCode::ArgumentInvalid,
+        _ => ErrorCode::ServerError,
+    };
+    ApiError::new(code, error.detail())
 }
 
 /// The legacy error body.

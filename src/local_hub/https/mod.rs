@@ -7,6 +7,7 @@
 //! constructor). The REST routes:
 //! - [`devices`]: device create, read, update, delete and list, the C2D queue purge and device
 //!   statistics;
+//! - [`modules`]: module identity create, read, update, delete and list;
 //! - [`twins`]: a read-only device twin;
 //! - [`errors`]: IoT Hub's error codes and body forms, for every refusal;
 //! - [`websocket`]: MQTT and AMQP carried over WebSockets.
@@ -20,6 +21,7 @@
 
 mod devices;
 mod errors;
+mod modules;
 mod twins;
 mod websocket;
 
@@ -68,6 +70,11 @@ fn rest_router(state: Arc<HubState>) -> Router {
             get(devices::get).put(devices::put).delete(devices::delete),
         )
         .route("/devices/{id}/commands", delete(devices::purge))
+        .route("/devices/{id}/modules", get(modules::list))
+        .route(
+            "/devices/{id}/modules/{mid}",
+            get(modules::get).put(modules::put).delete(modules::delete),
+        )
         .route("/statistics/devices", get(devices::statistics))
         .route("/twins/{id}", get(twins::get))
         .method_not_allowed_fallback(errors::method_not_allowed)

@@ -40,7 +40,7 @@ use crate::message::Message;
 )]
 pub(crate) use identities::{
     DeviceRecord, DeviceSpec, DeviceStatus, Identity, ModuleRecord, ModuleSpec, RegistryError,
-    check_module_id, etag_matches,
+    etag_matches,
 };
 #[allow(
     unused_imports,
