@@ -4,7 +4,9 @@
 //! It prints, one per line, `IOTHUB_CONNECTION_STRING=…`, `IOTHUB_AMQP_CONNECTION_STRING=…` (the
 //! same with `HostName=host:PORT` when AMQP is not on 5671, for clients that take the port from
 //! there, such as azure-iothub for Node), `IOTHUB_CA_FILE=…`, one
-//! `IOTHUB_DEVICE_CONNECTION_STRING_<ID>=…` per `--device`, then `ready`; it logs connections,
+//! `IOTHUB_DEVICE_CONNECTION_STRING_<ID>=…` per `--device`, one
+//! `IOTHUB_MODULE_CONNECTION_STRING_<DEVICE>_<MODULE>='…'` per `--module` (single-quoted, so the
+//! line can be `source`d or `eval`ed by a shell despite the `;`s), then `ready`; it logs connections,
 //! C2D sends and their dispositions, and feedback deliveries to stderr (`RUST_LOG` sets the
 //! level) and stops on Ctrl-C.
 
@@ -50,6 +52,26 @@ struct Args {
     /// Registers a device, with a key or a generated one; repeatable.
     #[arg(long = "device", value_name = "ID[:BASE64KEY]")]
     devices: Vec<String>,
+    /// Registers a module of a device, with a key or a generated one; repeatable. The device
+    /// is registered too (generated key) unless a `--device` names it.
+    #[arg(long = "module", value_name = "DEVICE/MODULE[:BASE64KEY]")]
+    modules: Vec<String>,
+}
+
+/// `DEVICE/MODULE[:KEY]`: neither id may contain `/` or `:` (IoT Hub's id rules allow neither).
+fn module_spec(spec: &str) -> Result<(&str, &str, Option<SasKey>), String> {
+    let (device_id, rest) = spec
+        .split_once('/')
+        .ok_or_else(|| format!("--module {spec}: expected DEVICE/MODULE[:BASE64KEY]"))?;
+    let (module_id, key) = match rest.split_once(':') {
+        Some((module_id, key)) => {
+            let key = SasKey::from_base64(key)
+                .map_err(|e| format!("--module {device_id}/{module_id}: {e}"))?;
+            (module_id, Some(key))
+        }
+        None => (rest, None),
+    };
+    Ok((device_id, module_id, key))
 }
 
 fn env_name(device_id: &str) -> String {
@@ -66,6 +88,9 @@ fn env_name(device_id: &str) -> String {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    for spec in &args.modules {
+        module_spec(spec)?;
+    }
     let mut builder = LocalHub::builder()
         .host_name(&args.hostname)
         .bind_address(args.bind)
@@ -116,6 +141,28 @@ async fn run(args: Args) -> Result<(), String> {
         lines.push(format!(
             "IOTHUB_DEVICE_CONNECTION_STRING_{}={cs}",
             env_name(id)
+        ));
+    }
+    for spec in &args.modules {
+        let (device_id, module_id, key) = module_spec(spec)?;
+        if hub.device_connection_string(device_id).is_none() {
+            let cs = hub
+                .create_device(device_id)
+                .map_err(|e| format!("--module {device_id}/{module_id}: {e}"))?;
+            lines.push(format!(
+                "IOTHUB_DEVICE_CONNECTION_STRING_{}={cs}",
+                env_name(device_id)
+            ));
+        }
+        let cs = match key {
+            Some(key) => hub.create_module_with_key(device_id, module_id, key),
+            None => hub.create_module(device_id, module_id),
+        }
+        .map_err(|e| format!("--module {device_id}/{module_id}: {e}"))?;
+        lines.push(format!(
+            "IOTHUB_MODULE_CONNECTION_STRING_{}_{}='{cs}'",
+            env_name(device_id),
+            env_name(module_id)
         ));
     }
     lines.push("ready".to_owned());
