@@ -1,6 +1,7 @@
-//! Module identities end to end: the local hub's module registry over HTTPS, driven by our
-//! `RegistryManager` and by raw requests (statuses, error codes and bodies as the official SDKs
-//! read them), and module clients connecting with the keys it hands out.
+//! Module identities end to end: the local hub's module registry over HTTPS driven by our
+//! `RegistryManager`, module clients connecting with the keys it hands out (and only with
+//! those), deletions closing module connections, and `iothub-local --module`. The raw HTTPS
+//! statuses and bodies are in `local_hub_modules_raw.rs`.
 #![cfg(all(feature = "device", feature = "service", feature = "local-hub"))]
 
 mod common;
@@ -11,8 +12,7 @@ use iothub::device::{ConnectionState, DeviceClient};
 use iothub::local_hub::LocalHub;
 use iothub::service::{Module, RegistryManager};
 use iothub::{ErrorKind, Message, SasKey};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use reqwest::StatusCode;
 use tokio::time::timeout;
 
 async fn setup() -> (LocalHub, RegistryManager) {
@@ -170,318 +170,6 @@ async fn invalid_module_ids_are_refused_before_sending() {
         assert_eq!(err.kind(), ErrorKind::InvalidMessage, "{bad:?}");
     }
     assert!(registry.list_modules("dev1").await.unwrap().is_empty());
-}
-
-/// Raw HTTPS requests, to see statuses, headers and bodies.
-struct Raw {
-    client: reqwest::Client,
-    base: String,
-    auth: String,
-}
-
-impl Raw {
-    fn new(hub: &LocalHub, policy: &str) -> Self {
-        let cs = hub.policy_connection_string(policy).unwrap();
-        Raw {
-            client: reqwest::Client::builder()
-                .use_preconfigured_tls((*tls_config(hub.ca_pem())).clone())
-                .timeout(WAIT)
-                .build()
-                .unwrap(),
-            base: format!("https://localhost:{}", hub.https_addr().port()),
-            auth: TokenSource::for_service(&cs)
-                .token()
-                .unwrap()
-                .token
-                .to_string(),
-        }
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        if_match: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Option<String>, Value) {
-        let mut request = self
-            .client
-            .request(
-                method,
-                format!("{}{path}?api-version=2021-04-12", self.base),
-            )
-            .header("Authorization", &self.auth);
-        if let Some(tag) = if_match {
-            request = request.header("If-Match", tag);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let code = response
-            .headers()
-            .get("iothub-errorcode")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let text = response.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        };
-        (status, code, body)
-    }
-}
-
-/// The code as Node's azure-iothub reads the legacy body (`Message` split on `;`:
-/// azure-iot-sdk-node `common/transport/http/src/http.ts`, `Http.parseErrorBody`).
-fn node_error_code(body: &Value) -> &str {
-    let message = body["Message"].as_str().expect("a legacy error body");
-    let (code, text) = message.split_once(';').expect("code;text");
-    assert!(!text.is_empty());
-    code.strip_prefix("ErrorCode:").expect("ErrorCode: prefix")
-}
-
-#[tokio::test]
-async fn raw_statuses_and_bodies() {
-    let hub = LocalHub::builder().start().await.unwrap();
-    hub.create_device("dev1").unwrap();
-    let raw = Raw::new(&hub, "iothubowner");
-    let path = "/devices/dev1/modules/m1";
-
-    // Node's addModule body: just the ids.
-    let (status, _, created) = raw
-        .send(
-            Method::PUT,
-            path,
-            None,
-            Some(json!({"deviceId":"dev1","moduleId":"m1"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    for field in [
-        "moduleId",
-        "deviceId",
-        "managedBy",
-        "generationId",
-        "etag",
-        "connectionState",
-        "connectionStateUpdatedTime",
-        "lastActivityTime",
-        "cloudToDeviceMessageCount",
-        "authentication",
-    ] {
-        assert!(created.get(field).is_some(), "{field} in {created}");
-    }
-    assert_eq!(created["connectionState"], "Disconnected");
-    assert_eq!(created["authentication"]["type"], "sas");
-
-    // Python's update_module_with_sas: managed_by, keys, If-Match "*" -> 200.
-    let key = "cGFzc3dvcmQ=";
-    let python_body = json!({"moduleId":"m1","managedBy":"me","deviceId":"dev1",
-        "authentication":{"symmetricKey":{"primaryKey":key,"secondaryKey":key},"type":"sas"}});
-    let (status, _, updated) = raw
-        .send(Method::PUT, path, Some("\"*\""), Some(python_body))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{updated}");
-    assert_eq!(updated["managedBy"], "me");
-    assert_ne!(updated["etag"], created["etag"]);
-    // Node's updateModule sends the object it read, read-only fields included, with its etag.
-    let etag = format!("\"{}\"", updated["etag"].as_str().unwrap());
-    let (status, _, again) = raw
-        .send(Method::PUT, path, Some(&etag), Some(updated.clone()))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{again}");
-
-    let (status, _, read) = raw.send(Method::GET, path, None, None).await;
-    assert_eq!((status, &read), (StatusCode::OK, &again));
-    let (status, _, list) = raw
-        .send(Method::GET, "/devices/dev1/modules", None, None)
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(list, json!([again]));
-
-    // Refusals: status, iothub-errorcode and the body code Node reads agree.
-    let cases: Vec<(Method, &str, Option<&str>, Option<Value>, StatusCode, &str)> = vec![
-        (
-            Method::PUT,
-            path,
-            None,
-            Some(json!({})),
-            StatusCode::CONFLICT,
-            "ModuleAlreadyExistsOnDevice",
-        ),
-        (
-            Method::PUT,
-            path,
-            Some(&etag),
-            Some(json!({})),
-            StatusCode::PRECONDITION_FAILED,
-            "PreconditionFailed",
-        ),
-        (
-            Method::DELETE,
-            path,
-            Some(&etag),
-            None,
-            StatusCode::PRECONDITION_FAILED,
-            "PreconditionFailed",
-        ),
-        (
-            Method::GET,
-            "/devices/dev1/modules/m2",
-            None,
-            None,
-            StatusCode::NOT_FOUND,
-            "ModuleNotFound",
-        ),
-        (
-            Method::DELETE,
-            "/devices/dev1/modules/m2",
-            Some("\"*\""),
-            None,
-            StatusCode::NOT_FOUND,
-            "ModuleNotFound",
-        ),
-        (
-            Method::PUT,
-            "/devices/dev1/modules/m2",
-            Some("\"*\""),
-            Some(json!({})),
-            StatusCode::NOT_FOUND,
-            "ModuleNotFound",
-        ),
-        (
-            Method::GET,
-            "/devices/nodev/modules/m1",
-            None,
-            None,
-            StatusCode::NOT_FOUND,
-            "DeviceNotFound",
-        ),
-        (
-            Method::GET,
-            "/devices/nodev/modules",
-            None,
-            None,
-            StatusCode::NOT_FOUND,
-            "DeviceNotFound",
-        ),
-        (
-            Method::PUT,
-            "/devices/nodev/modules/m1",
-            None,
-            Some(json!({})),
-            StatusCode::NOT_FOUND,
-            "DeviceNotFound",
-        ),
-        (
-            Method::DELETE,
-            "/devices/nodev/modules/m1",
-            Some("\"*\""),
-            None,
-            StatusCode::NOT_FOUND,
-            "DeviceNotFound",
-        ),
-        (
-            Method::PUT,
-            "/devices/dev1/modules/a%20b",
-            None,
-            Some(json!({})),
-            StatusCode::BAD_REQUEST,
-            "ArgumentInvalid",
-        ),
-        (
-            Method::PUT,
-            "/devices/dev1/modules/%C3%BC",
-            None,
-            Some(json!({})),
-            StatusCode::BAD_REQUEST,
-            "ArgumentInvalid",
-        ),
-        (
-            Method::PUT,
-            "/devices/dev1/modules/m3",
-            None,
-            Some(json!({"moduleId":"m4"})),
-            StatusCode::BAD_REQUEST,
-            "ArgumentInvalid",
-        ),
-        (
-            Method::PUT,
-            "/devices/dev1/modules/m3",
-            None,
-            Some(json!({"deviceId":"dev2"})),
-            StatusCode::BAD_REQUEST,
-            "ArgumentInvalid",
-        ),
-        (
-            Method::PUT,
-            "/devices/dev1/modules/m3",
-            None,
-            Some(json!({"authentication":{"type":"selfSigned"}})),
-            StatusCode::BAD_REQUEST,
-            "ArgumentInvalid",
-        ),
-        (
-            Method::PUT,
-            "/devices/dev1/modules/m3",
-            None,
-            Some(json!({"authentication":{"symmetricKey":{"primaryKey":"not base64!"}}})),
-            StatusCode::BAD_REQUEST,
-            "ArgumentInvalid",
-        ),
-        (
-            Method::POST,
-            path,
-            None,
-            None,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-        ),
-    ];
-    for (method, at, if_match, body, status, code) in cases {
-        let what = format!("{method} {at} If-Match {if_match:?}");
-        let (got, header, body) = raw.send(method, at, if_match, body).await;
-        assert_eq!(got, status, "{what}: {body}");
-        assert_eq!(header.as_deref(), Some(code), "{what}");
-        assert_eq!(node_error_code(&body), code, "{what}");
-        assert!(
-            !body.to_string().contains(key),
-            "{what}: no key in an error"
-        );
-    }
-    let long = format!("/devices/dev1/modules/{}", "m".repeat(129));
-    let (status, _, _) = raw.send(Method::PUT, &long, None, Some(json!({}))).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-
-    // Registry permissions: registryRead may read, not write; no token, no access.
-    let reader = Raw::new(&hub, "registryRead");
-    assert_eq!(
-        reader.send(Method::GET, path, None, None).await.0,
-        StatusCode::OK
-    );
-    let (status, code, _) = reader.send(Method::DELETE, path, Some("\"*\""), None).await;
-    assert_eq!(
-        (status, code.as_deref()),
-        (StatusCode::UNAUTHORIZED, Some("IotHubUnauthorizedAccess"))
-    );
-    let device_only = Raw::new(&hub, "device");
-    assert_eq!(
-        device_only.send(Method::GET, path, None, None).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-
-    // Nothing refused above changed the module.
-    let (_, _, still) = raw.send(Method::GET, path, None, None).await;
-    assert_eq!(still, again);
-    let current = format!("\"{}\"", again["etag"].as_str().unwrap());
-    let (status, _, body) = raw.send(Method::DELETE, path, Some(&current), None).await;
-    assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
-    assert_eq!(
-        raw.send(Method::GET, path, None, None).await.0,
-        StatusCode::NOT_FOUND
-    );
 }
 
 #[tokio::test]
@@ -669,4 +357,103 @@ async fn deleting_a_module_over_https_closes_its_connection_only() {
     let recreated = registry.create_module("dev1", "m1").await.unwrap();
     assert_ne!(recreated.generation_id, "");
     let _ = SasKey::from_base64(&recreated.authentication.symmetric_key.primary_key).unwrap();
+}
+
+/// `iothub-local --module`: the printed line is shell-safe and its connection string connects.
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn iothub_local_registers_modules_and_prints_sourceable_connection_strings() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::process::Command;
+
+    let https_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let ca_file =
+        std::env::temp_dir().join(format!("iothub-modules-cli-{}-ca.pem", std::process::id()));
+    let key = "cGFzc3dvcmQ=";
+    let mut hub = Command::new(env!("CARGO_BIN_EXE_iothub-local"))
+        .args(["--mqtt-port", "0", "--amqp-port", "0", "--https-port"])
+        .arg(https_port.to_string())
+        .args(["--device", "dev1", "--module", "dev1/m1"])
+        .args(["--module", &format!("edge/filter:{key}")])
+        .arg("--ca-out")
+        .arg(&ca_file)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("iothub-local starts");
+    let mut lines = BufReader::new(hub.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    loop {
+        let line = timeout(WAIT * 3, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if line == "ready" {
+            break;
+        }
+        printed.push(line);
+    }
+    let find = |name: &str| {
+        printed
+            .iter()
+            .find(|l| l.starts_with(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} in {printed:#?}"))
+            .clone()
+    };
+    let m1_line = find("IOTHUB_MODULE_CONNECTION_STRING_DEV1_M1");
+    let filter_line = find("IOTHUB_MODULE_CONNECTION_STRING_EDGE_FILTER");
+    // The device of a --module without --device was registered and printed too.
+    find("IOTHUB_DEVICE_CONNECTION_STRING_EDGE");
+
+    // A shell reads the quoted line as one assignment despite the ';'s.
+    let shell = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{m1_line}\n{filter_line}\nprintf '%s\\n%s' \"$IOTHUB_MODULE_CONNECTION_STRING_DEV1_M1\" \"$IOTHUB_MODULE_CONNECTION_STRING_EDGE_FILTER\""))
+        .output()
+        .await
+        .unwrap();
+    let values = String::from_utf8(shell.stdout).unwrap();
+    let (m1, filter) = values.split_once('\n').unwrap();
+    assert!(
+        m1.starts_with("HostName=localhost;DeviceId=dev1;ModuleId=m1;SharedAccessKey="),
+        "{m1}"
+    );
+    assert!(
+        filter.contains(&format!(
+            "DeviceId=edge;ModuleId=filter;SharedAccessKey={key}"
+        )),
+        "{filter}"
+    );
+
+    let ca_pem = std::fs::read_to_string(&ca_file).unwrap();
+    let client = timeout(
+        WAIT,
+        DeviceClient::builder(m1.parse().unwrap())
+            .trust_ca_pem(&ca_pem)
+            .connect(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let service = find("IOTHUB_CONNECTION_STRING");
+    let registry =
+        RegistryManager::from_connection_string(&service["IOTHUB_CONNECTION_STRING=".len()..])
+            .unwrap()
+            .trust_ca_pem(ca_pem)
+            .https_port(https_port)
+            .build()
+            .unwrap();
+    let module = registry.get_module("dev1", "m1").await.unwrap();
+    assert_eq!(
+        module.connection_state,
+        iothub::service::DeviceConnectionState::Connected
+    );
+    client.close().await.unwrap();
+    hub.kill().await.unwrap();
+    let _ = std::fs::remove_file(&ca_file);
 }
