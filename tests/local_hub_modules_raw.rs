@@ -71,6 +71,17 @@ impl Raw {
     }
 }
 
+/// A request the hub must refuse: method, path, `If-Match`, body, then the status and the
+/// error code expected.
+type Refusal<'a> = (
+    Method,
+    &'a str,
+    Option<&'a str>,
+    Option<Value>,
+    StatusCode,
+    &'a str,
+);
+
 /// The code as Node's azure-iothub reads the legacy body (`Message` split on `;`:
 /// azure-iot-sdk-node `common/transport/http/src/http.ts`, `Http.parseErrorBody`).
 fn node_error_code(body: &Value) -> &str {
@@ -140,7 +151,7 @@ async fn raw_statuses_and_bodies() {
     assert_eq!(list, json!([again]));
 
     // Refusals: status, iothub-errorcode and the body code Node reads agree.
-    let cases: Vec<(Method, &str, Option<&str>, Option<Value>, StatusCode, &str)> = vec![
+    let cases: Vec<Refusal> = vec![
         (
             Method::PUT,
             path,

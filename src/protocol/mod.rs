@@ -33,6 +33,7 @@ pub use method_topic::{
     method_response_topic, parse_method_request_topic, parse_method_response_topic,
 };
 pub use module_json::Module;
+#[cfg(any(feature = "service", feature = "local-hub"))]
 pub(crate) use module_json::check_module_id;
 pub use property_bag::{
     ACK, CONTENT_ENCODING, CONTENT_TYPE, CORRELATION_ID, EXPIRY, MESSAGE_ID, PropertyBag, TO,

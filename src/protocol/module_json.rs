@@ -158,7 +158,7 @@ impl Serialize for Module {
 /// client checks before sending and the local hub before storing; an error is
 /// [`ErrorKind::InvalidMessage`].
 #[cfg_attr(
-    not(any(feature = "service", feature = "local-hub")),
+    not(any(feature = "service", feature = "local-hub", test)),
     allow(dead_code, reason = "used by the service client and the local hub")
 )]
 pub(crate) fn check_module_id(module_id: &str) -> Result<(), Error> {
