@@ -258,7 +258,7 @@ mod tests {
             "authentication":null,"extra":true}"#;
         let module: Module = serde_json::from_str(body).unwrap();
         assert_eq!(module, Module::new("d", "m"));
-        for bad in [r#"{"moduleId":5}"#, r#"{"managedBy":[]}"#, r#"[]"#] {
+        for bad in [r#"{"moduleId":5}"#, r#"{"managedBy":[]}"#, r#""text""#] {
             assert!(serde_json::from_str::<Module>(bad).is_err(), "{bad}");
         }
     }
