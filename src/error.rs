@@ -43,6 +43,10 @@ pub enum ErrorKind {
     QueueFull,
     /// The message is larger than IoT Hub allows.
     MessageTooLarge,
+    /// The device (or module) is not connected, or has not subscribed to direct methods, so a
+    /// method call cannot reach it (IoT Hub error 404103). Retry once it is online, or give the
+    /// call a connect timeout.
+    DeviceNotOnline,
     /// An operation did not complete in time.
     Timeout,
     /// The network connection failed.
@@ -72,6 +76,7 @@ impl ErrorKind {
             ErrorKind::Throttled => "throttled",
             ErrorKind::QueueFull => "device queue full",
             ErrorKind::MessageTooLarge => "message too large",
+            ErrorKind::DeviceNotOnline => "device not online",
             ErrorKind::Timeout => "timed out",
             ErrorKind::Transport => "transport error",
             ErrorKind::Closed => "closed",

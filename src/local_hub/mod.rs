@@ -30,6 +30,7 @@ mod rewind;
 mod state;
 mod streams;
 mod tls;
+mod twin_access;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

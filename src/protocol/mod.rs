@@ -12,6 +12,7 @@ pub(crate) mod amqp_message;
 mod c2d_address;
 pub(crate) mod expiry_time;
 pub(crate) mod feedback;
+mod method_invoke;
 mod method_topic;
 mod module_json;
 pub(crate) mod percent;
@@ -21,12 +22,18 @@ mod received_topic;
 mod registry_json;
 mod topic;
 mod topic_query;
+mod twin;
 mod twin_topic;
 
 pub use c2d_address::{c2d_address, parse_c2d_address};
 pub use feedback::{
     FEEDBACK_CONTENT_TYPE, FeedbackRecord, FeedbackStatus, decode_feedback_batch,
     encode_feedback_batch,
+};
+pub use method_invoke::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, MAX_METHOD_PAYLOAD_BYTES,
+    MAX_METHOD_TIMEOUT, MIN_RESPONSE_TIMEOUT, MethodInvocation, MethodResult, check_method_name,
+    check_payload_size, response_payload,
 };
 pub use method_topic::{
     METHOD_REQUEST_SUBSCRIPTION, MethodRequestTopic, MethodResponseTopic, method_request_topic,
@@ -47,6 +54,11 @@ pub use registry_json::{
 pub use topic::{
     TopicIdentity, c2d_subscription, c2d_topic, input_subscription, input_topic, parse_c2d_topic,
     parse_input_topic, parse_telemetry_topic, telemetry_topic,
+};
+pub use twin::{
+    METADATA_KEY, Twin, TwinCollection, TwinLimits, TwinPatch, TwinProperties, TwinSection,
+    VERSION_KEY, check_collection, check_key, check_patch, collection_size, collection_version,
+    merge_patch, parse_collection, strip_read_only,
 };
 pub use twin_topic::{
     DESIRED_PATCH_SUBSCRIPTION, DesiredPatchTopic, TWIN_RESPONSE_SUBSCRIPTION, TwinRequestKind,

@@ -7,14 +7,18 @@
 //! `iothub/service/src/Common/Exceptions/ErrorCode.cs`; read by [`error_code`]).
 
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use reqwest::{Method, StatusCode};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::{IssuedToken, TokenSource};
 use crate::error::{Error, ErrorKind, Result};
-use crate::protocol::{Device, Module, PurgeResult, RegistryStatistics, error_code, percent};
+use crate::protocol::{
+    Device, MethodInvocation, MethodResult, Module, PurgeResult, RegistryStatistics, Twin,
+    error_code, percent,
+};
 
 /// The REST api-version sent by the official service SDKs (azure-iot-hub-node `src/version.ts`,
 /// azure-iot-hub-python
@@ -32,10 +36,20 @@ pub(crate) struct HttpRegistry {
 fn http_error(status: StatusCode, code: Option<String>, what: &str) -> Error {
     let code_name = code.clone().unwrap_or_default();
     let kind = match (status, code_name.as_str()) {
-        // Module codes first: they share 404 and 409 with the device ones (azure-iot-sdk-csharp
+        // Module codes before the device ones they share 404 and 409 with (azure-iot-sdk-csharp
         // `iothub/service/src/Common/Exceptions/ErrorCode.cs`).
         (_, "ModuleNotFound" | "404010") => ErrorKind::ModuleNotFound,
         (_, "ModuleAlreadyExistsOnDevice" | "409301") => ErrorKind::ModuleAlreadyExists,
+        // Method calls (Microsoft Learn, "Troubleshoot Azure IoT Hub error 404103
+        // DeviceNotOnline" and "... error 504101 GatewayTimeout").
+        (_, "DeviceNotOnline" | "404103") => ErrorKind::DeviceNotOnline,
+        (_, "GatewayTimeout" | "504101") | (StatusCode::GATEWAY_TIMEOUT, _) => ErrorKind::Timeout,
+        (_, "MessageTooLarge" | "413001") | (StatusCode::PAYLOAD_TOO_LARGE, _) => {
+            ErrorKind::MessageTooLarge
+        }
+        (_, "ArgumentInvalid" | "400004") | (StatusCode::BAD_REQUEST, _) => {
+            ErrorKind::InvalidMessage
+        }
         (_, "DeviceNotFound" | "404001") | (StatusCode::NOT_FOUND, _) => ErrorKind::DeviceNotFound,
         (_, "DeviceAlreadyExists" | "409001") | (StatusCode::CONFLICT, _) => {
             ErrorKind::DeviceAlreadyExists
@@ -100,16 +114,18 @@ impl HttpRegistry {
         body: Option<&Device>,
         what: &str,
     ) -> Result<(StatusCode, bytes::Bytes)> {
-        self.call_with(method, path, if_match, body, what).await
+        self.call_with(method, path, if_match, body, None, what)
+            .await
     }
 
-    /// [`Self::call`] with any JSON body.
-    async fn call_with<B: serde::Serialize + ?Sized>(
+    /// [`Self::call`] with any JSON body, and a request timeout other than the client's.
+    async fn call_with<B: Serialize + ?Sized>(
         &self,
         method: Method,
         path: &str,
         if_match: Option<&str>,
         body: Option<&B>,
+        timeout: Option<Duration>,
         what: &str,
     ) -> Result<(StatusCode, bytes::Bytes)> {
         let mut request = self
@@ -122,6 +138,9 @@ impl HttpRegistry {
         }
         if let Some(body) = body {
             request = request.json(body);
+        }
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
         }
         let response = request.send().await.map_err(|e| request_failed(e, what))?;
         let status = response.status();
@@ -190,6 +209,93 @@ impl HttpRegistry {
         self.call_json(Method::GET, "/statistics/devices", None, None, "statistics")
             .await
     }
+
+    /// A request with a JSON body and a JSON answer.
+    async fn exchange<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        if_match: Option<&str>,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+        what: &str,
+    ) -> Result<T> {
+        let (_, bytes) = self
+            .call_with(method, path, if_match, body, timeout, what)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Transport,
+                format!("{what}: unexpected response body"),
+            )
+            .with_source(e)
+        })
+    }
+
+    /// `GET /twins/{id}[/modules/{mid}]`.
+    pub async fn get_twin(&self, device_id: &str, module_id: Option<&str>) -> Result<Twin> {
+        self.exchange::<(), _>(
+            Method::GET,
+            &twin_path(device_id, module_id),
+            None,
+            None,
+            None,
+            "twin read",
+        )
+        .await
+    }
+
+    /// `PATCH` (merge) or `PUT` (replace) `/twins/{id}[/modules/{mid}]` with `If-Match`.
+    pub async fn write_twin(
+        &self,
+        method: Method,
+        device_id: &str,
+        module_id: Option<&str>,
+        body: &serde_json::Value,
+        if_match: &str,
+    ) -> Result<Twin> {
+        self.exchange(
+            method,
+            &twin_path(device_id, module_id),
+            Some(if_match),
+            Some(body),
+            None,
+            "twin write",
+        )
+        .await
+    }
+
+    /// `POST /twins/{id}[/modules/{mid}]/methods`, waiting up to `timeout` for the answer.
+    pub async fn invoke_method(
+        &self,
+        device_id: &str,
+        module_id: Option<&str>,
+        invocation: &MethodInvocation,
+        timeout: Duration,
+    ) -> Result<MethodResult> {
+        let path = format!("{}/methods", twin_path(device_id, module_id));
+        self.exchange(
+            Method::POST,
+            &path,
+            None,
+            Some(invocation),
+            Some(timeout),
+            "method call",
+        )
+        .await
+    }
+}
+
+/// `/twins/{id}` or `/twins/{id}/modules/{mid}`, percent-encoded.
+fn twin_path(device_id: &str, module_id: Option<&str>) -> String {
+    match module_id {
+        None => format!("/twins/{}", percent::encode(device_id)),
+        Some(module) => format!(
+            "/twins/{}/modules/{}",
+            percent::encode(device_id),
+            percent::encode(module)
+        ),
+    }
 }
 
 /// A JSON answer read as `T`.
@@ -218,7 +324,14 @@ impl HttpRegistry {
     pub async fn put_module(&self, module: &Module, if_match: Option<&str>) -> Result<Module> {
         let path = Self::module_path(&module.device_id, &module.module_id);
         let (_, bytes) = self
-            .call_with(Method::PUT, &path, if_match, Some(module), "module write")
+            .call_with(
+                Method::PUT,
+                &path,
+                if_match,
+                Some(module),
+                None,
+                "module write",
+            )
             .await?;
         decode(&bytes, "module write")
     }
@@ -298,11 +411,18 @@ mod tests {
             ErrorKind::Unauthorized
         );
         assert_eq!(kind(500, None), ErrorKind::Transport);
+        assert_eq!(kind(404, Some("404103")), ErrorKind::DeviceNotOnline);
+        assert_eq!(
+            kind(404, Some("DeviceNotOnline")),
+            ErrorKind::DeviceNotOnline
+        );
+        assert_eq!(kind(504, Some("504101")), ErrorKind::Timeout);
         assert_eq!(kind(404, Some("ModuleNotFound")), ErrorKind::ModuleNotFound);
         assert_eq!(kind(404, Some("404010")), ErrorKind::ModuleNotFound);
         assert_eq!(
             kind(409, Some("ModuleAlreadyExistsOnDevice")),
             ErrorKind::ModuleAlreadyExists
         );
+        assert_eq!(kind(400, None), ErrorKind::InvalidMessage);
     }
 }

@@ -222,6 +222,16 @@ impl std::fmt::Debug for RegistryManager {
 }
 
 impl RegistryManager {
+    /// The HTTPS registry client (for the twin and method calls in sibling modules).
+    pub(super) fn http(&self) -> &HttpRegistry {
+        &self.shared.registry
+    }
+
+    /// The registry's request timeout.
+    pub(super) fn request_timeout(&self) -> Duration {
+        self.shared.builder.request_timeout
+    }
+
     /// A builder for the hub and policy of `connection_string`.
     pub fn builder(connection_string: ServiceConnectionString) -> RegistryManagerBuilder {
         RegistryManagerBuilder {

@@ -12,6 +12,13 @@
 //! only then maps the status to its error types (400 ArgumentError, 401 UnauthorizedError,
 //! 404 DeviceNotFoundError, 409 DeviceAlreadyExistsError, 412 InvalidEtagError). So the hub
 //! answers with the legacy body and the header.
+//!
+//! The two direct-method failures are the exception: IoT Hub answers them in the newer form
+//! with a numeric code and an `info` object (404103 with `"info":{"timeout":"00:00:00"}`:
+//! issues Azure/azure-iot-sdk-csharp#3442 and Azure/iotedge#98; 504101: issue
+//! Azure/azure-iot-sdk-java#640), and Node reads neither form for them (its error type comes
+//! from the status alone: 404 gives a plain `Error`, 504 `GatewayTimeoutError`), so the hub
+//! writes them as IoT Hub does.
 
 use std::time::SystemTime;
 
@@ -34,8 +41,10 @@ pub(super) enum ErrorCode {
     ArgumentInvalid,
     IotHubUnauthorizedAccess,
     DeviceNotFound,
-    DeviceAlreadyExists,
     ModuleNotFound,
+    DeviceNotOnline,
+    GatewayTimeout,
+    DeviceAlreadyExists,
     ModuleAlreadyExistsOnDevice,
     PreconditionFailed,
     NotFound,
@@ -49,8 +58,10 @@ impl ErrorCode {
             ErrorCode::ArgumentInvalid => "ArgumentInvalid",
             ErrorCode::IotHubUnauthorizedAccess => "IotHubUnauthorizedAccess",
             ErrorCode::DeviceNotFound => "DeviceNotFound",
-            ErrorCode::DeviceAlreadyExists => "DeviceAlreadyExists",
             ErrorCode::ModuleNotFound => "ModuleNotFound",
+            ErrorCode::DeviceNotOnline => "DeviceNotOnline",
+            ErrorCode::GatewayTimeout => "GatewayTimeout",
+            ErrorCode::DeviceAlreadyExists => "DeviceAlreadyExists",
             ErrorCode::ModuleAlreadyExistsOnDevice => "ModuleAlreadyExistsOnDevice",
             ErrorCode::PreconditionFailed => "PreconditionFailed",
             ErrorCode::NotFound => "NotFound",
@@ -64,9 +75,11 @@ impl ErrorCode {
         match self {
             ErrorCode::ArgumentInvalid => StatusCode::BAD_REQUEST,
             ErrorCode::IotHubUnauthorizedAccess => StatusCode::UNAUTHORIZED,
-            ErrorCode::DeviceNotFound | ErrorCode::ModuleNotFound | ErrorCode::NotFound => {
-                StatusCode::NOT_FOUND
-            }
+            ErrorCode::DeviceNotFound
+            | ErrorCode::ModuleNotFound
+            | ErrorCode::DeviceNotOnline
+            | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::DeviceAlreadyExists | ErrorCode::ModuleAlreadyExistsOnDevice => {
                 StatusCode::CONFLICT
             }
@@ -77,11 +90,25 @@ impl ErrorCode {
     }
 }
 
-/// An error answer: status, `iothub-errorcode` header and legacy body.
+impl ErrorCode {
+    /// The numeric code of the newer body form, for the codes written in it
+    /// (`azure-iot-sdk-csharp`, `ErrorCode.cs`).
+    fn number(self) -> Option<u32> {
+        match self {
+            ErrorCode::DeviceNotOnline => Some(404_103),
+            ErrorCode::GatewayTimeout => Some(504_101),
+            _ => None,
+        }
+    }
+}
+
+/// An error answer: status, `iothub-errorcode` header and legacy body (or the newer body for
+/// the method failures, with `info`).
 #[derive(Clone, Debug)]
 pub(super) struct ApiError {
     code: ErrorCode,
     text: String,
+    info: serde_json::Value,
 }
 
 impl ApiError {
@@ -89,6 +116,28 @@ impl ApiError {
         ApiError {
             code,
             text: text.into(),
+            info: serde_json::json!({}),
+        }
+    }
+
+    /// With the `info` object of the newer body form.
+    pub(super) fn with_info(mut self, info: serde_json::Value) -> Self {
+        self.info = info;
+        self
+    }
+
+    /// The newer body: `Message` holds a JSON string with the numeric code.
+    fn newer_body(&self, number: u32, now: SystemTime) -> LegacyErrorBody {
+        let inner = serde_json::json!({
+            "errorCode": number,
+            "trackingId": tracking_id(),
+            "message": self.text,
+            "info": self.info,
+            "timestampUtc": super::time_text(now),
+        });
+        LegacyErrorBody {
+            message: inner.to_string(),
+            exception_message: String::new(),
         }
     }
 
@@ -138,24 +187,27 @@ pub(super) fn registry_error(error: RegistryError, device_id: &str) -> ApiError 
     }
 }
 
-/// Maps the state's module registry refusals (crate errors) to IoT Hub's codes: module
-/// `ModuleNotFound` (404010) and `ModuleAlreadyExistsOnDevice` (409301) as named in
-/// azure-iot-sdk-csharp `iothub/service/src/Common/Exceptions/ErrorCode.cs`; an unknown device
-/// is `DeviceNotFound`, a bad id `ArgumentInvalid`. The texts name ids, never keys.
-pub(super) fn module_error(error: crate::Error) -> ApiError {
+/// Maps the crate's typed errors from the hub state to IoT Hub's codes: bad input (malformed
+/// JSON, key rules, depth, oversize documents, a module id outside the rules) is 400
+/// ArgumentInvalid; the module codes `ModuleNotFound` (404010) and `ModuleAlreadyExistsOnDevice`
+/// (409301) are named as in azure-iot-sdk-csharp
+/// `iothub/service/src/Common/Exceptions/ErrorCode.cs`. The texts name ids, never keys.
+pub(super) fn state_error(error: &crate::Error) -> ApiError {
     use crate::ErrorKind;
     let code = match error.kind() {
         ErrorKind::DeviceNotFound => ErrorCode::DeviceNotFound,
         ErrorKind::ModuleNotFound => ErrorCode::ModuleNotFound,
         ErrorKind::ModuleAlreadyExists => ErrorCode::ModuleAlreadyExistsOnDevice,
         ErrorKind::PreconditionFailed => ErrorCode::PreconditionFailed,
-        ErrorKind::InvalidMessage => ErrorCode::ArgumentInvalid,
+        ErrorKind::DeviceNotOnline => ErrorCode::DeviceNotOnline,
+        ErrorKind::Timeout => ErrorCode::GatewayTimeout,
+        ErrorKind::InvalidMessage | ErrorKind::MessageTooLarge => ErrorCode::ArgumentInvalid,
         _ => ErrorCode::ServerError,
     };
     ApiError::new(code, error.detail())
 }
 
-/// The legacy error body.
+/// The legacy error body (also the outer object of the newer form).
 #[derive(Serialize)]
 struct LegacyErrorBody {
     #[serde(rename = "Message")]
@@ -182,7 +234,11 @@ pub(super) fn write_body(mut response: Response, now: SystemTime) -> Response {
     let Some(error) = response.extensions_mut().remove::<ApiError>() else {
         return response;
     };
-    let mut written = json_response(error.code.status(), &error.body(now));
+    let body = match error.code.number() {
+        Some(number) => error.newer_body(number, now),
+        None => error.body(now),
+    };
+    let mut written = json_response(error.code.status(), &body);
     written.headers_mut().insert(
         ERROR_CODE_HEADER,
         HeaderValue::from_static(error.code.name()),
@@ -245,5 +301,23 @@ mod tests {
         );
         let empty = ApiError::new(ErrorCode::NotFound, "").body(at);
         assert_eq!(empty.message, "ErrorCode:NotFound;Not Found");
+    }
+
+    #[test]
+    fn method_failures_use_the_newer_form_with_info() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_468_628_000);
+        let error = ApiError::new(
+            ErrorCode::DeviceNotOnline,
+            "Timed out waiting for device to connect.",
+        )
+        .with_info(serde_json::json!({"timeout": "00:00:00"}));
+        let body = error.newer_body(404_103, at);
+        let inner: serde_json::Value = serde_json::from_str(&body.message).unwrap();
+        assert_eq!(inner["errorCode"], 404_103);
+        assert_eq!(inner["message"], "Timed out waiting for device to connect.");
+        assert_eq!(inner["info"]["timeout"], "00:00:00");
+        let outer = serde_json::json!({"Message": body.message, "ExceptionMessage": ""});
+        let code = crate::protocol::error_code(None, outer.to_string().as_bytes());
+        assert_eq!(code.as_deref(), Some("404103"));
     }
 }

@@ -8,7 +8,8 @@
 //! - [`devices`]: device create, read, update, delete and list, the C2D queue purge and device
 //!   statistics;
 //! - [`modules`]: module identity create, read, update, delete and list;
-//! - [`twins`]: a read-only device twin;
+//! - [`twins`]: device and module twins (read, merge, replace);
+//! - [`methods`]: direct-method calls;
 //! - [`errors`]: IoT Hub's error codes and body forms, for every refusal;
 //! - [`websocket`]: MQTT and AMQP carried over WebSockets.
 //!
@@ -21,6 +22,7 @@
 
 mod devices;
 mod errors;
+mod methods;
 mod modules;
 mod twins;
 mod websocket;
@@ -34,7 +36,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
@@ -76,7 +78,21 @@ fn rest_router(state: Arc<HubState>) -> Router {
             get(modules::get).put(modules::put).delete(modules::delete),
         )
         .route("/statistics/devices", get(devices::statistics))
-        .route("/twins/{id}", get(twins::get))
+        .route(
+            "/twins/{id}",
+            get(twins::get).patch(twins::patch).put(twins::put),
+        )
+        .route(
+            "/twins/{id}/modules/{mid}",
+            get(twins::get_module)
+                .patch(twins::patch_module)
+                .put(twins::put_module),
+        )
+        .route("/twins/{id}/methods", post(methods::invoke))
+        .route(
+            "/twins/{id}/modules/{mid}/methods",
+            post(methods::invoke_module),
+        )
         .method_not_allowed_fallback(errors::method_not_allowed)
         .fallback(errors::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), finish))

@@ -28,7 +28,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::devices::{device_key, if_match};
-use super::errors::{ApiError, ErrorCode, module_error, registry_error};
+use super::errors::{ApiError, ErrorCode, registry_error, state_error};
 use super::{authorize, json_response, path_id, time_text};
 use crate::auth::Permission;
 use crate::local_hub::state::{HubState, ModuleRecord, ModuleSpec, RegistryError};
@@ -57,7 +57,9 @@ pub(super) async fn put(
     } else {
         StatusCode::CREATED
     };
-    let record = state.put_module(spec, if_match).map_err(module_error)?;
+    let record = state
+        .put_module(spec, if_match)
+        .map_err(|e| state_error(&e))?;
     Ok(json_response(status, &module_json(&record).hub_reply()))
 }
 
@@ -94,7 +96,7 @@ pub(super) async fn list(
     let device_id = path_id(path)?;
     let modules: Vec<Module> = state
         .list_modules(&device_id)
-        .map_err(module_error)?
+        .map_err(|e| state_error(&e))?
         .iter()
         .map(module_json)
         .collect();
@@ -114,7 +116,7 @@ pub(super) async fn delete(
     let if_match = if_match(&headers)?;
     state
         .delete_module(&device_id, &module_id, if_match)
-        .map_err(module_error)?;
+        .map_err(|e| state_error(&e))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -4,6 +4,15 @@
 //! Cloud-to-device messages go out as QoS 1 PUBLISH (or QoS 0 when the subscription asked for
 //! it) and the PUBACK completes them; at most [`MAX_IN_FLIGHT`] wait for their PUBACK at once.
 //! A PUBLISH pushed into the outbox by another part of the hub goes out as it is.
+//!
+//! Twin and method traffic (Microsoft Learn, "Communicate with an IoT hub using the MQTT
+//! protocol"): `$iothub/twin/GET/?$rid=` is answered on `$iothub/twin/res/200/?$rid=` with the
+//! `{desired, reported}` document; `$iothub/twin/PATCH/properties/reported/?$rid=` on
+//! `$iothub/twin/res/204/?$rid=&$version=` with the new reported version, or with status 400
+//! and an error text for a malformed or refused patch; `$iothub/methods/res/{status}/?$rid=`
+//! answers a pending method call. Answers go out at QoS 0, which every subscription allows.
+//! Subscriptions to desired patches and method requests are recorded with the hub, which then
+//! pushes them into this session's outbox.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,8 +26,13 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
 use crate::local_hub::c2d_queue::LockToken;
-use crate::local_hub::state::{HubState, Identity, Outbound, Outbox};
-use crate::protocol::{c2d_subscription, c2d_topic, parse_telemetry_topic};
+use crate::local_hub::state::{Feature, HubState, Identity, Outbound, Outbox};
+use crate::protocol::{
+    DESIRED_PATCH_SUBSCRIPTION, METHOD_REQUEST_SUBSCRIPTION, MethodResult,
+    TWIN_RESPONSE_SUBSCRIPTION, TwinRequestKind, c2d_subscription, c2d_topic, parse_collection,
+    parse_method_response_topic, parse_telemetry_topic, parse_twin_request_topic, response_payload,
+    twin_response_topic,
+};
 
 use super::wire::{End, Wire};
 
@@ -261,9 +275,13 @@ impl Session {
                 if publish.qos == QoS::ExactlyOnce {
                     return Err(End::Protocol("QoS 2 is not supported".into()));
                 }
-                self.on_publish(&publish)?;
+                let answer = self.on_publish(&publish)?;
                 if publish.qos == QoS::AtLeastOnce {
                     wire.send(Packet::PubAck(PubAck::new(publish.pkid))).await?;
+                }
+                if let Some((topic, payload)) = answer {
+                    self.publish(wire, topic, payload, QoS::AtMostOnce, InFlight::Pushed)
+                        .await?;
                 }
             }
             Packet::PubAck(ack) => {
@@ -282,6 +300,16 @@ impl Session {
                 self.deliver(wire).await?;
             }
             Packet::Unsubscribe(unsubscribe) => {
+                for topic in &unsubscribe.topics {
+                    if let Some(feature) = feature_of(topic) {
+                        self.state.set_feature_subscription(
+                            &self.identity,
+                            self.session_id,
+                            feature,
+                            None,
+                        );
+                    }
+                }
                 let device_id = &self.identity.device_id;
                 if self.identity.module_id.is_none()
                     && unsubscribe
@@ -307,11 +335,10 @@ impl Session {
         Ok(true)
     }
 
-    fn on_publish(&self, publish: &Publish) -> Result<(), End> {
+    /// Handles a PUBLISH from the client; returns the answer to send, if any.
+    fn on_publish(&self, publish: &Publish) -> Result<Option<(String, Bytes)>, End> {
         if publish.topic.starts_with("$iothub/") {
-            // Twin and method topics are not emulated yet; acknowledge and ignore.
-            tracing::debug!(identity = %self.identity, topic = %publish.topic, "ignored $iothub publish");
-            return Ok(());
+            return Ok(self.on_iothub_publish(publish));
         }
         let (from, message) = parse_telemetry_topic(&publish.topic, publish.payload.clone())
             .map_err(|e| End::Protocol(format!("bad telemetry topic: {e}")))?;
@@ -320,7 +347,72 @@ impl Session {
         }
         tracing::debug!(identity = %self.identity, message_id = ?message.message_id(), "telemetry");
         self.state.publish_telemetry(&self.identity, message);
-        Ok(())
+        Ok(None)
+    }
+
+    /// Twin requests and method answers. A bad topic is logged and ignored (IoT Hub closes
+    /// the connection; the local hub keeps it, so one bad publish does not hide what follows).
+    fn on_iothub_publish(&self, publish: &Publish) -> Option<(String, Bytes)> {
+        let topic = publish.topic.as_str();
+        if topic.starts_with("$iothub/methods/res/") {
+            match parse_method_response_topic(topic) {
+                Ok(answer) => {
+                    let result =
+                        MethodResult::new(answer.status, response_payload(&publish.payload));
+                    if !self
+                        .state
+                        .answer_method(&self.identity, &answer.request_id, result)
+                    {
+                        tracing::debug!(identity = %self.identity, rid = %answer.request_id, "method answer for no waiting call (unknown $rid or timed out): ignored");
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(identity = %self.identity, error = %e, "bad method answer topic: ignored")
+                }
+            }
+            return None;
+        }
+        let request = match parse_twin_request_topic(topic) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::info!(identity = %self.identity, error = %e, "unknown $iothub topic: ignored");
+                return None;
+            }
+        };
+        let rid = &request.request_id;
+        let answer = match request.kind {
+            TwinRequestKind::Get => self
+                .state
+                .device_twin(&self.identity)
+                .and_then(|twin| {
+                    serde_json::to_vec(&twin).map_err(|e| {
+                        crate::Error::new(crate::ErrorKind::InvalidMessage, e.to_string())
+                    })
+                })
+                .map(|body| (twin_response_topic(200, rid, None), Bytes::from(body))),
+            TwinRequestKind::PatchReported => {
+                parse_collection(&publish.payload, "reported-properties patch")
+                    .and_then(|patch| self.state.update_reported(&self.identity, patch))
+                    .map(|version| (twin_response_topic(204, rid, Some(version)), Bytes::new()))
+            }
+        };
+        if !self
+            .state
+            .subscribed_to(&self.identity, Feature::TwinResponses)
+        {
+            // A server sends only what matches a subscription (MQTT 3.1.1 section 3.3.5); the
+            // request was still carried out.
+            tracing::debug!(identity = %self.identity, "twin request without a subscription to '$iothub/twin/res/#': no answer sent");
+            return None;
+        }
+        Some(answer.unwrap_or_else(|e| {
+            tracing::debug!(identity = %self.identity, error = %e, "twin request refused");
+            let body = serde_json::json!({ "errorCode": 400004, "message": e.detail() });
+            (
+                twin_response_topic(400, rid, None),
+                Bytes::from(body.to_string()),
+            )
+        }))
     }
 
     /// Grants the filters an identity may use (Microsoft Learn, "Communicate with an IoT hub
@@ -334,13 +426,16 @@ impl Session {
         } else {
             QoS::AtLeastOnce
         };
+        if let Some(feature) = feature_of(filter) {
+            self.state.set_feature_subscription(
+                &self.identity,
+                self.session_id,
+                feature,
+                Some(granted),
+            );
+            return SubscribeReasonCode::Success(granted);
+        }
         let allowed = match (&self.identity.module_id, filter) {
-            (
-                _,
-                "$iothub/twin/res/#"
-                | "$iothub/methods/POST/#"
-                | "$iothub/twin/PATCH/properties/desired/#",
-            ) => true,
             (None, f) if f == c2d_subscription(&device) => {
                 self.c2d_qos = granted;
                 self.state
@@ -358,6 +453,16 @@ impl Session {
             tracing::info!(identity = %self.identity, filter, "subscription refused");
             SubscribeReasonCode::Failure
         }
+    }
+}
+
+/// The twin feature a subscription filter asks for.
+fn feature_of(filter: &str) -> Option<Feature> {
+    match filter {
+        TWIN_RESPONSE_SUBSCRIPTION => Some(Feature::TwinResponses),
+        DESIRED_PATCH_SUBSCRIPTION => Some(Feature::DesiredPatches),
+        METHOD_REQUEST_SUBSCRIPTION => Some(Feature::MethodRequests),
+        _ => None,
     }
 }
 

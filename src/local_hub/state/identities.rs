@@ -351,6 +351,7 @@ impl HubState {
         }
         let device = inner.devices.remove(device_id).expect("checked above");
         device.kick_everyone();
+        inner.forget_twins(device_id, None);
         inner.feedback.forget_device(device_id);
         Ok(())
     }
@@ -474,6 +475,7 @@ impl HubState {
         }
         let module = device.modules.remove(module_id).expect("checked above");
         module.slot.kick();
+        inner.forget_twins(device_id, Some(module_id));
         Ok(())
     }
 }

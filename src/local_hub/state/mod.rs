@@ -11,14 +11,18 @@
 //! - `identities`: the registry of devices and modules, their keys and authorization;
 //! - `sessions`: one MQTT session slot per identity, and the push path into a session;
 //! - `c2d`: each device's cloud-to-device queue;
-//! - `feedback`: the hub-wide feedback queue.
+//! - `feedback`: the hub-wide feedback queue;
+//! - `twins`: one twin per identity, and the sessions' twin and method subscriptions;
+//! - `methods`: direct-method calls waiting for the device's answer.
 
 mod c2d;
 mod feedback;
 mod identities;
+mod methods;
 mod sessions;
 #[cfg(test)]
 mod tests;
+mod twins;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,12 +52,21 @@ pub(crate) use identities::{
 )]
 pub(crate) use sessions::{OUTBOX_CAPACITY, Outbound, Outbox, SessionTicket};
 
+pub(crate) use methods::MethodFailure;
+pub(crate) use twins::{Feature, TwinView, TwinWrite};
+
 use identities::Device;
 
 struct Inner {
     devices: BTreeMap<String, Device>,
     policies: Vec<AccessPolicy>,
     feedback: FeedbackQueue,
+    /// Each identity's twin.
+    twins: twins::Twins,
+    /// What each identity's session subscribed to among desired patches and methods.
+    feature_subscriptions: twins::Subscriptions,
+    /// Direct-method calls waiting for an answer.
+    methods: methods::PendingMethods,
 }
 
 /// Hub-wide settings.
@@ -75,6 +88,8 @@ pub(crate) struct HubState {
     pub feedback_ready: Notify,
     /// Woken when a sweep may be needed sooner than planned.
     pub sweep_wake: Notify,
+    /// Woken when a session subscribes to method requests.
+    method_subscribers_changed: Notify,
     telemetry: broadcast::Sender<Telemetry>,
     next_id: AtomicU64,
     /// Set once the hub stops, for connections that have no session slot (AMQP).
@@ -103,9 +118,13 @@ impl HubState {
                 devices: BTreeMap::new(),
                 policies,
                 feedback: FeedbackQueue::default(),
+                twins: Default::default(),
+                feature_subscriptions: Default::default(),
+                methods: Default::default(),
             }),
             feedback_ready: Notify::new(),
             sweep_wake: Notify::new(),
+            method_subscribers_changed: Notify::new(),
             telemetry,
             next_id: AtomicU64::new(1),
             stopping: watch::channel(false).0,

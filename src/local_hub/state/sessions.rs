@@ -121,6 +121,11 @@ impl SessionSlot {
         self.session.as_ref().is_some_and(|s| s.id == session_id)
     }
 
+    /// The id of the current connection, if any.
+    pub fn current_session_id(&self) -> Option<u64> {
+        self.session.as_ref().map(|s| s.id)
+    }
+
     /// Asks the current connection to close; returns whether there was one.
     pub fn kick(&self) -> bool {
         match &self.session {
@@ -221,7 +226,11 @@ impl HubState {
         if slot.is_connected() {
             tracing::info!(%identity, "a new connection replaces the old one");
         }
-        Some(slot.open(id, clean_session, now))
+        let ticket = slot.open(id, clean_session, now);
+        if !ticket.session_present {
+            inner.forget_feature_subscriptions(identity);
+        }
+        Some(ticket)
     }
 
     /// A connection ended: its unacknowledged C2D deliveries go back to the device's queue
@@ -243,6 +252,7 @@ impl HubState {
         if let Some(slot) = inner.slot_mut(identity) {
             slot.close(session_id, now);
         }
+        inner.methods.session_closed(identity, session_id);
         if let Some(device) = inner.devices.get(&identity.device_id) {
             // Abandoned messages are deliverable again, to a newer connection if any.
             device.wake_c2d();
