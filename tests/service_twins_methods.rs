@@ -449,6 +449,16 @@ async fn module_twins_and_methods() {
     assert_eq!(twin.properties.desired_version(), Some(1));
 }
 
+/// Method, path, If-Match, body; the expected status and `iothub-errorcode`.
+type BadCase<'a> = (
+    Method,
+    &'a str,
+    Option<&'a str>,
+    Vec<u8>,
+    StatusCode,
+    &'a str,
+);
+
 #[tokio::test]
 async fn bad_input_gets_iot_hubs_errors() {
     let (hub, registry) = setup().await;
@@ -472,7 +482,7 @@ async fn bad_input_gets_iot_hubs_errors() {
         "x".repeat(4000),
         "x".repeat(4000)
     );
-    let cases: Vec<(Method, &str, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             Method::PATCH,
             "/twins/dev1",

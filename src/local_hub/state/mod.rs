@@ -22,6 +22,8 @@ mod methods;
 mod sessions;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod twin_method_tests;
 mod twins;
 
 use std::collections::BTreeMap;
