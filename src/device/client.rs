@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use crate::auth::{DeviceConnectionString, TokenSource};
 use crate::device::connection::{Command, Task, filter_qos};
+use crate::device::features::Features;
 use crate::device::inbound::{Delivered, Sinks};
 use crate::device::options::{AckMode, Transport};
 use crate::device::pending_requests::PendingRequests;
@@ -66,6 +67,7 @@ pub struct DeviceClientBuilder {
     extra_ca_pem: Option<String>,
     transport: Transport,
     buffer: usize,
+    twin_timeout: Duration,
 }
 
 impl std::fmt::Debug for DeviceClientBuilder {
@@ -124,6 +126,14 @@ impl DeviceClientBuilder {
     /// dropped.
     pub fn message_buffer(mut self, messages: usize) -> Self {
         self.buffer = messages.max(1);
+        self
+    }
+
+    /// How long a twin request ([`DeviceClient::get_twin`],
+    /// [`DeviceClient::update_reported_properties`]) waits for the hub's answer (default
+    /// [`crate::device::DEFAULT_TWIN_REQUEST_TIMEOUT`], 60 s).
+    pub fn twin_request_timeout(mut self, timeout: Duration) -> Self {
+        self.twin_timeout = timeout;
         self
     }
 
@@ -225,6 +235,7 @@ impl DeviceClientBuilder {
                 ack_mode: self.ack_mode,
                 device_id: cs.device_id().to_owned(),
                 module_id: cs.module_id().map(str::to_owned),
+                features: Features::new(self.twin_timeout, self.buffer),
             }),
         })
     }
@@ -239,6 +250,7 @@ struct Shared {
     ack_mode: AckMode,
     device_id: String,
     module_id: Option<String>,
+    features: Features,
 }
 
 /// An IoT Hub device (or module) client over MQTT 3.1.1.
@@ -317,14 +329,18 @@ impl DeviceClient {
             extra_ca_pem: None,
             transport: Transport::Mqtt,
             buffer: 64,
+            twin_timeout: crate::device::DEFAULT_TWIN_REQUEST_TIMEOUT,
         }
     }
 
-    /// The command channel of the connection task (the twin and methods API of issue 11 uses
-    /// it; until then its tests do).
-    #[cfg(all(test, feature = "local-hub"))]
+    /// The command channel of the connection task (the twin and methods APIs use it).
     pub(crate) fn commands(&self) -> &mpsc::Sender<Command> {
         &self.shared.commands
+    }
+
+    /// The state of the twin and methods APIs.
+    pub(crate) fn features(&self) -> &Features {
+        &self.shared.features
     }
 
     /// Parses a device connection string into a builder (`…connect().await` connects).

@@ -50,8 +50,6 @@ pub(crate) enum Command {
     },
     /// Subscribe to `filter` (kept across reconnects) and install the feature's channel at
     /// once; `done` resolves on the SUBACK.
-    // Sent by the twin, methods and inputs APIs of issue 11; until then by connection_tests.
-    #[cfg_attr(not(all(test, feature = "local-hub")), allow(dead_code))]
     Subscribe {
         filter: String,
         qos: QoS,
@@ -61,8 +59,6 @@ pub(crate) enum Command {
     /// Publish a twin request at QoS 0 with a fresh `$rid`; `done` resolves with the response
     /// carrying it, [`ErrorKind::Timeout`] after `timeout`, or a transport error when the
     /// connection is lost once it is sent.
-    // Sent by the twin API of issue 11; until then by connection_tests.
-    #[cfg_attr(not(all(test, feature = "local-hub")), allow(dead_code))]
     Request {
         kind: TwinRequestKind,
         payload: Bytes,

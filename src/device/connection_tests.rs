@@ -1,5 +1,6 @@
 //! The connection task's feature subscriptions and request path, driven through its commands
-//! against the in-process local hub (the public twin and methods API is issue 11).
+//! against the in-process local hub (the public twin and methods API on top of them is tested
+//! in `tests/device_twin_methods.rs`).
 
 use std::time::Duration;
 
@@ -102,11 +103,30 @@ async fn a_refused_feature_subscription_fails_alone_and_subscriptions_survive_a_
 }
 
 #[tokio::test]
-async fn an_unanswered_request_times_out_and_close_fails_waiting_requests() {
-    // The local hub does not answer twin requests before issue 11, which turns this into a
-    // response test.
+async fn a_request_waiting_for_the_connection_times_out_and_close_fails_waiting_requests() {
+    // The hub answers twin requests at once, so the request is made while the client is away
+    // (its reconnection waits 60 s): it waits unsent, then its deadline passes.
     let hub = LocalHub::builder().start().await.unwrap();
-    let client = connected(&hub).await;
+    let cs = hub.create_device("dev1").unwrap();
+    let client = timeout(
+        WAIT,
+        DeviceClient::builder(cs)
+            .trust_ca_pem(hub.ca_pem())
+            .retry_policy(RetryPolicy::new().with_initial_delay(Duration::from_secs(60)))
+            .connect(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut state = client.connection_state();
+    assert!(hub.disconnect_device("dev1"));
+    timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let request = |timeout: Duration| {
         let (done, response) = oneshot::channel();
         let command = Command::Request {

@@ -13,15 +13,24 @@ mod client;
 mod connection;
 #[cfg(all(test, feature = "local-hub"))]
 mod connection_tests;
+mod desired;
+mod features;
 mod inbound;
+mod methods;
 mod options;
 mod pending_requests;
 mod sends;
 mod state;
 mod subscription_flow;
 mod subscriptions;
+mod twin;
 
 pub use crate::retry::RetryPolicy;
 pub use client::{DeviceClient, DeviceClientBuilder, MAX_TELEMETRY_SIZE, MessageStream};
+pub use desired::{DesiredPropertiesUpdate, DesiredPropertyUpdates, DesiredUpdateKind};
+pub use methods::{
+    DROPPED_REQUEST_STATUS, MethodRequest, MethodRequests, UNHANDLED_REQUEST_STATUS,
+};
 pub use options::{AckMode, Transport};
 pub use state::{CloseReason, ConnectionState};
+pub use twin::{DEFAULT_TWIN_REQUEST_TIMEOUT, Twin, VersionedProperties};
