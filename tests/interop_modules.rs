@@ -2,7 +2,8 @@
 //! (azure-iothub 1.16.6) registry calls against the local hub's module registry, and the Python
 //! (`IoTHubModuleClient`, azure-iot-device 2.14.0) and Node (`ModuleClient`, azure-iot-device
 //! 1.18.4 with azure-iot-device-mqtt) module clients sending telemetry with keys our
-//! `RegistryManager` created. Also `iothub-local --module`.
+//! `RegistryManager` created, and the Node service SDK's module twin and method calls
+//! (`module_twin.js`, `module_methods.js`) reaching our module client.
 //!
 //! Needs `IOTHUB_PYTHON` and `IOTHUB_NODE_MODULES` (see `tests/interop/README.md`); without them
 //! each test prints a `skipped:` line and passes, unless `IOTHUB_REQUIRE_INTEROP=1`.
@@ -331,4 +332,118 @@ async fn node_module_client_sends_telemetry_as_its_module() {
     assert_eq!(got.message.message_id(), Some("node-module-1"));
     assert_eq!(got.message.body_str(), Some("hello from Node"));
     peer.expect_success().await;
+}
+
+/// The Node e2e `module_twin.js` and `module_methods.js` calls (azure-iothub) against our
+/// module client: the back end reads the module's reported properties, its desired patch
+/// reaches the module, and its method call gets the module's status and payload.
+#[tokio::test]
+async fn node_service_module_twin_and_methods_reach_our_module_client() {
+    use iothub::device::{DesiredUpdateKind, DeviceClient};
+
+    let Some(node_modules) = node_modules() else {
+        return;
+    };
+    let hub = hub().await;
+    let registry = registry(&hub);
+    registry.create_device("dev1").await.unwrap();
+    registry.create_module("dev1", "m1").await.unwrap();
+    let cs = hub.module_connection_string("dev1", "m1").unwrap();
+    let module = timeout(
+        HUB_WAIT,
+        DeviceClient::builder(cs)
+            .trust_ca_pem(hub.ca_pem())
+            .connect(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    timeout(
+        HUB_WAIT,
+        module.update_reported_properties(json!({"reported_key": "from our module"})),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut updates = timeout(HUB_WAIT, module.desired_property_updates())
+        .await
+        .unwrap()
+        .unwrap();
+    let full = timeout(HUB_WAIT, updates.recv()).await.unwrap().unwrap();
+    assert_eq!(full.kind, DesiredUpdateKind::FullDocument);
+    let mut requests = timeout(HUB_WAIT, module.method_requests())
+        .await
+        .unwrap()
+        .unwrap();
+    // module_methods.js answers 400 with a payload and checks both come back.
+    let answering = tokio::spawn(async move {
+        let request = requests.recv().await.unwrap();
+        let name = request.name().to_owned();
+        let payload = request.payload().clone();
+        request
+            .respond(400, json!({"answer": "from our module"}))
+            .await
+            .unwrap();
+        (name, payload)
+    });
+
+    let ca = TempFile::new("ca.pem", hub.ca_pem());
+    let service = hub.service_connection_string().to_string();
+    let https_port = hub.https_addr().port().to_string();
+    let deadline = PEER_DEADLINE_SECS.to_string();
+    let args = strings(&[
+        "--connection-string",
+        &service,
+        "--https-port",
+        &https_port,
+        "--device-id",
+        "dev1",
+        "--module-id",
+        "m1",
+        "--desired",
+        r#"{"fake_key":"fake_value"}"#,
+        "--method",
+        "my_method",
+        "--payload",
+        r#"{"n":1}"#,
+        "--timeout",
+        &deadline,
+    ]);
+    let mut peer = Peer::spawn_node(
+        &node_modules,
+        "node_module_twin_methods.js",
+        &args,
+        ca.path(),
+    );
+    let twin = peer.json_line("the get_module_twin step").await;
+    assert_step(
+        &twin,
+        "get_module_twin",
+        &[
+            ("deviceId", json!("dev1")),
+            ("moduleId", json!("m1")),
+            ("reported", json!({"reported_key": "from our module"})),
+        ],
+    );
+    let update = peer.json_line("the update step").await;
+    assert_eq!(update["step"], "update", "{update}");
+    let patch = timeout(HUB_WAIT, updates.recv()).await.unwrap().unwrap();
+    assert_eq!(patch.kind, DesiredUpdateKind::Patch);
+    assert_eq!(patch.properties["fake_key"], "fake_value");
+    assert_eq!(json!(patch.version), update["desired_version"], "{update}");
+
+    let invoke = peer.json_line("the invoke step").await;
+    assert_step(
+        &invoke,
+        "invoke",
+        &[
+            ("status", json!(400)),
+            ("payload", json!({"answer": "from our module"})),
+        ],
+    );
+    let (name, payload) = timeout(HUB_WAIT, answering).await.unwrap().unwrap();
+    assert_eq!((name.as_str(), payload), ("my_method", json!({"n": 1})));
+    peer.expect_success().await;
+    // The device itself saw nothing: it is not even connected.
+    assert!(!hub.is_connected("dev1"));
 }
