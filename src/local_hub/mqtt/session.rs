@@ -9,8 +9,12 @@
 //! protocol"): `$iothub/twin/GET/?$rid=` is answered on `$iothub/twin/res/200/?$rid=` with the
 //! `{desired, reported}` document; `$iothub/twin/PATCH/properties/reported/?$rid=` on
 //! `$iothub/twin/res/204/?$rid=&$version=` with the new reported version, or with status 400
-//! and an error text for a malformed or refused patch; `$iothub/methods/res/{status}/?$rid=`
-//! answers a pending method call. Answers go out at QoS 0, which every subscription allows.
+//! and a `{"errorCode": 400004, "message": …}` body for a malformed or refused patch (Python
+//! reads the status: `azure-iot-device`, `iothub/pipeline/pipeline_stages_iothub.py` fails a
+//! twin request whose status is 300 or more; Node ignores it and looks for `errorCode` in the
+//! body: `azure-iot-device-mqtt`, `mqtt_twin_client.ts`, `_onResponseMessage`);
+//! `$iothub/methods/res/{status}/?$rid=` answers a pending method call. Answers go out at QoS 0,
+//! which every subscription allows, and only to a session subscribed to `$iothub/twin/res/#`.
 //! Subscriptions to desired patches and method requests are recorded with the hub, which then
 //! pushes them into this session's outbox.
 

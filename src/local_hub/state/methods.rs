@@ -15,6 +15,11 @@
 //!
 //! An answer to a call that already ended, or with an unknown `$rid`, or from another identity,
 //! is ignored.
+//!
+//! The request's body is the payload's JSON, `null` when there is none: both device SDKs parse
+//! it as JSON (`azure-iot-device`, `iothub/pipeline/pipeline_stages_iothub_mqtt.py`:
+//! `json.loads(payload or 'null')`; `azure-iot-device`, `device_method/device_method_request.ts`:
+//! `JSON.parse(body)` when there is a body).
 
 use std::collections::HashMap;
 use std::time::Duration;
