@@ -37,7 +37,7 @@ impl RegistryManager {
     /// errors are [`Self::create_module`]'s.
     pub async fn add_module(&self, module: &Module) -> Result<Module> {
         check_module_id(&module.module_id)?;
-        self.registry().put_module(module, None).await
+        self.http().put_module(module, None).await
     }
 
     /// Reads a module.
@@ -46,13 +46,13 @@ impl RegistryManager {
     /// [`ErrorKind::DeviceNotFound`](crate::ErrorKind::DeviceNotFound) when the device itself
     /// does not exist.
     pub async fn get_module(&self, device_id: &str, module_id: &str) -> Result<Module> {
-        self.registry().get_module(device_id, module_id).await
+        self.http().get_module(device_id, module_id).await
     }
 
     /// Every module of a device, in id order; an unknown device is
     /// [`ErrorKind::DeviceNotFound`](crate::ErrorKind::DeviceNotFound).
     pub async fn list_modules(&self, device_id: &str) -> Result<Vec<Module>> {
-        self.registry().list_modules(device_id).await
+        self.http().list_modules(device_id).await
     }
 
     /// Updates a module: its keys and `managed_by`. With `module.etag` set, only if nobody
@@ -69,7 +69,7 @@ impl RegistryManager {
         } else {
             module.etag.as_str()
         };
-        self.registry().put_module(module, Some(tag)).await
+        self.http().put_module(module, Some(tag)).await
     }
 
     /// Deletes a module unconditionally (`If-Match: "*"`, as the official SDKs do when given
@@ -78,9 +78,7 @@ impl RegistryManager {
     /// Errors: [`ErrorKind::ModuleNotFound`](crate::ErrorKind::ModuleNotFound),
     /// [`ErrorKind::DeviceNotFound`](crate::ErrorKind::DeviceNotFound).
     pub async fn delete_module(&self, device_id: &str, module_id: &str) -> Result<()> {
-        self.registry()
-            .delete_module(device_id, module_id, "*")
-            .await
+        self.http().delete_module(device_id, module_id, "*").await
     }
 
     /// Deletes a module only if its etag is still `etag`, else
@@ -91,8 +89,6 @@ impl RegistryManager {
         module_id: &str,
         etag: &str,
     ) -> Result<()> {
-        self.registry()
-            .delete_module(device_id, module_id, etag)
-            .await
+        self.http().delete_module(device_id, module_id, etag).await
     }
 }

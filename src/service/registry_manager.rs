@@ -222,7 +222,7 @@ impl std::fmt::Debug for RegistryManager {
 }
 
 impl RegistryManager {
-    /// The HTTPS registry client (for the twin and method calls in sibling modules).
+    /// The HTTPS registry client (for the module, twin and method calls in sibling modules).
     pub(super) fn http(&self) -> &HttpRegistry {
         &self.shared.registry
     }
@@ -244,11 +244,6 @@ impl RegistryManager {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             retry: RetryPolicy::default(),
         }
-    }
-
-    /// The HTTPS registry, for the request functions of sibling files.
-    pub(super) fn registry(&self) -> &HttpRegistry {
-        &self.shared.registry
     }
 
     /// Parses a service connection string into a builder.
