@@ -5,7 +5,9 @@
 //! same with `HostName=host:PORT` when AMQP is not on 5671, for clients that take the port from
 //! there, such as azure-iothub for Node), `IOTHUB_CA_FILE=…`, one
 //! `IOTHUB_DEVICE_CONNECTION_STRING_<ID>=…` per `--device` (for `--device ID:x509` also
-//! `IOTHUB_DEVICE_CERT_FILE_<ID>=…` and `IOTHUB_DEVICE_KEY_FILE_<ID>=…`), then `ready`; it logs connections,
+//! `IOTHUB_DEVICE_CERT_FILE_<ID>=…` and `IOTHUB_DEVICE_KEY_FILE_<ID>=…`), one
+//! `IOTHUB_MODULE_CONNECTION_STRING_<DEVICE>_<MODULE>='…'` per `--module` (single-quoted, so the
+//! line can be `source`d or `eval`ed by a shell despite the `;`s), then `ready`; it logs connections,
 //! C2D sends and their dispositions, and feedback deliveries to stderr (`RUST_LOG` sets the
 //! level) and stops on Ctrl-C.
 
@@ -58,6 +60,10 @@ struct Args {
     /// subject CN is the device id.
     #[arg(long = "x509-ca", value_name = "FILE")]
     x509_cas: Vec<PathBuf>,
+    /// Registers a module of a device, with a key or a generated one; repeatable. The device
+    /// is registered too (generated key) unless a `--device` names it.
+    #[arg(long = "module", value_name = "DEVICE/MODULE[:BASE64KEY]")]
+    modules: Vec<String>,
 }
 
 /// Writes `contents` to `path`, readable by the owner only (it may hold a private key).
@@ -70,6 +76,22 @@ fn write_private(path: &std::path::Path, contents: &str) -> Result<(), String> {
         .open(path)
         .and_then(|mut file| file.write_all(contents.as_bytes()))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// `DEVICE/MODULE[:KEY]`: neither id may contain `/` or `:` (IoT Hub's id rules allow neither).
+fn module_spec(spec: &str) -> Result<(&str, &str, Option<SasKey>), String> {
+    let (device_id, rest) = spec
+        .split_once('/')
+        .ok_or_else(|| format!("--module {spec}: expected DEVICE/MODULE[:BASE64KEY]"))?;
+    let (module_id, key) = match rest.split_once(':') {
+        Some((module_id, key)) => {
+            let key = SasKey::from_base64(key)
+                .map_err(|e| format!("--module {device_id}/{module_id}: {e}"))?;
+            (module_id, Some(key))
+        }
+        None => (rest, None),
+    };
+    Ok((device_id, module_id, key))
 }
 
 fn env_name(device_id: &str) -> String {
@@ -86,6 +108,9 @@ fn env_name(device_id: &str) -> String {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    for spec in &args.modules {
+        module_spec(spec)?;
+    }
     let mut builder = LocalHub::builder()
         .host_name(&args.hostname)
         .bind_address(args.bind)
@@ -169,6 +194,28 @@ async fn run(args: Args) -> Result<(), String> {
         lines.push(format!(
             "IOTHUB_DEVICE_CONNECTION_STRING_{}={cs}",
             env_name(id)
+        ));
+    }
+    for spec in &args.modules {
+        let (device_id, module_id, key) = module_spec(spec)?;
+        if hub.device_connection_string(device_id).is_none() {
+            let cs = hub
+                .create_device(device_id)
+                .map_err(|e| format!("--module {device_id}/{module_id}: {e}"))?;
+            lines.push(format!(
+                "IOTHUB_DEVICE_CONNECTION_STRING_{}={cs}",
+                env_name(device_id)
+            ));
+        }
+        let cs = match key {
+            Some(key) => hub.create_module_with_key(device_id, module_id, key),
+            None => hub.create_module(device_id, module_id),
+        }
+        .map_err(|e| format!("--module {device_id}/{module_id}: {e}"))?;
+        lines.push(format!(
+            "IOTHUB_MODULE_CONNECTION_STRING_{}_{}='{cs}'",
+            env_name(device_id),
+            env_name(module_id)
         ));
     }
     lines.push("ready".to_owned());

@@ -472,11 +472,31 @@ impl LocalHub {
         device_id: &str,
         module_id: &str,
     ) -> Result<DeviceConnectionString> {
+        self.register_module(device_id, module_id, None)
+    }
+
+    /// Registers a module of a registered device with `key` as its primary key; the errors are
+    /// [`Self::create_module`]'s.
+    pub fn create_module_with_key(
+        &self,
+        device_id: &str,
+        module_id: &str,
+        key: SasKey,
+    ) -> Result<DeviceConnectionString> {
+        self.register_module(device_id, module_id, Some(key))
+    }
+
+    fn register_module(
+        &self,
+        device_id: &str,
+        module_id: &str,
+        key: Option<SasKey>,
+    ) -> Result<DeviceConnectionString> {
         let record = self.state.put_module(
             ModuleSpec {
                 device_id: device_id.to_owned(),
                 module_id: module_id.to_owned(),
-                primary_key: None,
+                primary_key: key,
                 secondary_key: None,
                 managed_by: None,
             },

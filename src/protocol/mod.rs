@@ -14,6 +14,7 @@ pub(crate) mod expiry_time;
 pub(crate) mod feedback;
 mod method_invoke;
 mod method_topic;
+mod module_json;
 pub(crate) mod percent;
 pub mod ports;
 mod property_bag;
@@ -38,6 +39,9 @@ pub use method_topic::{
     METHOD_REQUEST_SUBSCRIPTION, MethodRequestTopic, MethodResponseTopic, method_request_topic,
     method_response_topic, parse_method_request_topic, parse_method_response_topic,
 };
+pub use module_json::Module;
+#[cfg(any(feature = "service", feature = "local-hub"))]
+pub(crate) use module_json::check_module_id;
 pub use property_bag::{
     ACK, CONTENT_ENCODING, CONTENT_TYPE, CORRELATION_ID, EXPIRY, MESSAGE_ID, PropertyBag, TO,
     USER_ID,

@@ -203,13 +203,7 @@ impl Device {
             &self.cloud_to_device_message_count,
             reply,
         )?;
-        let authentication = AuthenticationWire {
-            symmetric_key: &self.authentication.symmetric_key,
-            kind: &self.authentication.kind,
-            x509_thumbprint: (reply || self.authentication.x509_thumbprint.is_set())
-                .then_some(&self.authentication.x509_thumbprint),
-        };
-        s.serialize_field("authentication", &authentication)?;
+        s.serialize_field("authentication", &self.authentication.wire(reply))?;
         s.serialize_field("capabilities", &self.capabilities)?;
         write_if(
             &mut s,
@@ -251,7 +245,7 @@ impl Serialize for Device {
     }
 }
 
-fn write_if<S: SerializeStruct, T: Serialize + ?Sized>(
+pub(super) fn write_if<S: SerializeStruct, T: Serialize + ?Sized>(
     s: &mut S,
     key: &'static str,
     value: &T,
@@ -265,7 +259,7 @@ fn write_if<S: SerializeStruct, T: Serialize + ?Sized>(
 }
 
 /// `null` reads as the default.
-fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(super) fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,
@@ -275,7 +269,7 @@ where
 
 /// A read-only field: whatever a client wrote there is the hub's to overwrite, so a value
 /// that does not read (or `null`) becomes the default instead of failing the request.
-fn read_only<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(super) fn read_only<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: DeserializeOwned + Default,
@@ -371,22 +365,27 @@ impl Default for Authentication {
 
 impl Serialize for Authentication {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.wire(false).serialize(serializer)
+    }
+}
+
+impl Authentication {
+    /// How the credentials are written: in a request the thumbprints only when set, in the
+    /// hub's answer always (`null`s included). Shared by devices and modules.
+    pub(super) fn wire(&self, hub_reply: bool) -> AuthenticationWire<'_> {
         AuthenticationWire {
             symmetric_key: &self.symmetric_key,
             kind: &self.kind,
-            x509_thumbprint: self
-                .x509_thumbprint
-                .is_set()
+            x509_thumbprint: (hub_reply || self.x509_thumbprint.is_set())
                 .then_some(&self.x509_thumbprint),
         }
-        .serialize(serializer)
     }
 }
 
 /// How [`Authentication`] goes on the wire, in the order Python's azure-iot-hub writes it.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct AuthenticationWire<'a> {
+pub(super) struct AuthenticationWire<'a> {
     symmetric_key: &'a SymmetricKey,
     #[serde(rename = "type")]
     kind: &'a str,

@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use crate::auth::{IssuedToken, TokenSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{
-    Device, MethodInvocation, MethodResult, PurgeResult, RegistryStatistics, Twin, error_code,
-    percent,
+    Device, MethodInvocation, MethodResult, Module, PurgeResult, RegistryStatistics, Twin,
+    error_code, percent,
 };
 
 /// The REST api-version sent by the official service SDKs (azure-iot-hub-node `src/version.ts`,
@@ -36,11 +36,14 @@ pub(crate) struct HttpRegistry {
 fn http_error(status: StatusCode, code: Option<String>, what: &str) -> Error {
     let code_name = code.clone().unwrap_or_default();
     let kind = match (status, code_name.as_str()) {
+        // Module codes before the device ones they share 404 and 409 with (azure-iot-sdk-csharp
+        // `iothub/service/src/Common/Exceptions/ErrorCode.cs`).
+        (_, "ModuleNotFound" | "404010") => ErrorKind::ModuleNotFound,
+        (_, "ModuleAlreadyExistsOnDevice" | "409301") => ErrorKind::ModuleAlreadyExists,
         // Method calls (Microsoft Learn, "Troubleshoot Azure IoT Hub error 404103
         // DeviceNotOnline" and "... error 504101 GatewayTimeout").
         (_, "DeviceNotOnline" | "404103") => ErrorKind::DeviceNotOnline,
         (_, "GatewayTimeout" | "504101") | (StatusCode::GATEWAY_TIMEOUT, _) => ErrorKind::Timeout,
-        (_, "ModuleNotFound" | "404010") => ErrorKind::ModuleNotFound,
         (_, "MessageTooLarge" | "413001") | (StatusCode::PAYLOAD_TOO_LARGE, _) => {
             ErrorKind::MessageTooLarge
         }
@@ -169,13 +172,7 @@ impl HttpRegistry {
         what: &str,
     ) -> Result<T> {
         let (_, bytes) = self.call(method, path, if_match, body, what).await?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Error::new(
-                ErrorKind::Transport,
-                format!("{what}: unexpected response body"),
-            )
-            .with_source(e)
-        })
+        decode(&bytes, what)
     }
 
     pub async fn put_device(&self, device: &Device, if_match: Option<&str>) -> Result<Device> {
@@ -301,6 +298,73 @@ fn twin_path(device_id: &str, module_id: Option<&str>) -> String {
     }
 }
 
+/// A JSON answer read as `T`.
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Transport,
+            format!("{what}: unexpected response body"),
+        )
+        .with_source(e)
+    })
+}
+
+/// Module identities, under `/devices/{id}/modules[/{mid}]` (azure-iot-hub-python
+/// `protocol/operations/modules_operations.py`; azure-iot-sdk-node `service/src/registry.ts`).
+impl HttpRegistry {
+    fn module_path(device_id: &str, module_id: &str) -> String {
+        format!(
+            "/devices/{}/modules/{}",
+            percent::encode(device_id),
+            percent::encode(module_id)
+        )
+    }
+
+    /// `PUT`: a create without `If-Match` (IoT Hub answers 201), an update with it (200).
+    pub async fn put_module(&self, module: &Module, if_match: Option<&str>) -> Result<Module> {
+        let path = Self::module_path(&module.device_id, &module.module_id);
+        let (_, bytes) = self
+            .call_with(
+                Method::PUT,
+                &path,
+                if_match,
+                Some(module),
+                None,
+                "module write",
+            )
+            .await?;
+        decode(&bytes, "module write")
+    }
+
+    pub async fn get_module(&self, device_id: &str, module_id: &str) -> Result<Module> {
+        let path = Self::module_path(device_id, module_id);
+        let (_, bytes) = self
+            .call(Method::GET, &path, None, None, "module read")
+            .await?;
+        decode(&bytes, "module read")
+    }
+
+    pub async fn list_modules(&self, device_id: &str) -> Result<Vec<Module>> {
+        let path = format!("/devices/{}/modules", percent::encode(device_id));
+        let (_, bytes) = self
+            .call(Method::GET, &path, None, None, "module list")
+            .await?;
+        decode(&bytes, "module list")
+    }
+
+    pub async fn delete_module(
+        &self,
+        device_id: &str,
+        module_id: &str,
+        if_match: &str,
+    ) -> Result<()> {
+        let path = Self::module_path(device_id, module_id);
+        self.call(Method::DELETE, &path, Some(if_match), None, "module delete")
+            .await
+            .map(|_| ())
+    }
+}
+
 /// Etags go quoted, as both SDKs send them (azure-iot-hub-node `src/registry.ts`,
 /// `_ensureQuoted`; azure-iot-hub-python `src/azure/iot/hub/iothub_registry_manager.py`,
 /// `_ensure_quoted`): `*` → `"*"`, `abc` → `"abc"`, `"abc"` unchanged.
@@ -354,6 +418,11 @@ mod tests {
         );
         assert_eq!(kind(504, Some("504101")), ErrorKind::Timeout);
         assert_eq!(kind(404, Some("ModuleNotFound")), ErrorKind::ModuleNotFound);
+        assert_eq!(kind(404, Some("404010")), ErrorKind::ModuleNotFound);
+        assert_eq!(
+            kind(409, Some("ModuleAlreadyExistsOnDevice")),
+            ErrorKind::ModuleAlreadyExists
+        );
         assert_eq!(kind(400, None), ErrorKind::InvalidMessage);
     }
 }

@@ -6,12 +6,13 @@ mod amqp;
 mod feedback;
 mod http_registry;
 mod methods;
+mod modules;
 mod registry_manager;
 mod twins;
 
 pub use crate::protocol::{
     Authentication, Capabilities, Device, DeviceConnectionState, DeviceStatus, MethodResult,
-    RegistryStatistics, SymmetricKey, Twin, TwinCollection, TwinPatch, TwinProperties,
+    Module, RegistryStatistics, SymmetricKey, Twin, TwinCollection, TwinPatch, TwinProperties,
 };
 pub use feedback::{FeedbackBatch, FeedbackReceiver};
 pub use registry_manager::{RegistryManager, RegistryManagerBuilder};

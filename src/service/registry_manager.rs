@@ -222,7 +222,7 @@ impl std::fmt::Debug for RegistryManager {
 }
 
 impl RegistryManager {
-    /// The HTTPS registry client (for the twin and method calls in sibling modules).
+    /// The HTTPS registry client (for the module, twin and method calls in sibling modules).
     pub(super) fn http(&self) -> &HttpRegistry {
         &self.shared.registry
     }

@@ -180,7 +180,7 @@ fn check_device_id(id: &str) -> Result<(), ApiError> {
 /// The `If-Match` header, passed to the state as sent: it strips quotes and `W/` and treats
 /// `*` as a wildcard (both SDKs quote etags first: Node `registry.ts`, `_ensureQuoted`;
 /// Python `iothub_registry_manager.py`, `_ensure_quoted`).
-fn if_match(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     headers
         .get(header::IF_MATCH)
         .map(|value| {
@@ -287,7 +287,7 @@ fn device_authentication(
 /// `service/src/registry.ts`, `_normalizeAuthentication`). An update without keys also gets
 /// new ones, as on IoT Hub (Azure/azure-iot-sdk-node#915: fields missing from an update are
 /// reset).
-fn device_key(text: &str, field: &str) -> Result<Option<SasKey>, ApiError> {
+pub(super) fn device_key(text: &str, field: &str) -> Result<Option<SasKey>, ApiError> {
     if text.is_empty() {
         return Ok(None);
     }

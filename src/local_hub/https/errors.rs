@@ -45,6 +45,7 @@ pub(super) enum ErrorCode {
     DeviceNotOnline,
     GatewayTimeout,
     DeviceAlreadyExists,
+    ModuleAlreadyExistsOnDevice,
     PreconditionFailed,
     NotFound,
     MethodNotAllowed,
@@ -61,6 +62,7 @@ impl ErrorCode {
             ErrorCode::DeviceNotOnline => "DeviceNotOnline",
             ErrorCode::GatewayTimeout => "GatewayTimeout",
             ErrorCode::DeviceAlreadyExists => "DeviceAlreadyExists",
+            ErrorCode::ModuleAlreadyExistsOnDevice => "ModuleAlreadyExistsOnDevice",
             ErrorCode::PreconditionFailed => "PreconditionFailed",
             ErrorCode::NotFound => "NotFound",
             ErrorCode::MethodNotAllowed => "MethodNotAllowed",
@@ -78,7 +80,9 @@ impl ErrorCode {
             | ErrorCode::DeviceNotOnline
             | ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorCode::DeviceAlreadyExists => StatusCode::CONFLICT,
+            ErrorCode::DeviceAlreadyExists | ErrorCode::ModuleAlreadyExistsOnDevice => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
@@ -184,12 +188,16 @@ pub(super) fn registry_error(error: RegistryError, device_id: &str) -> ApiError 
 }
 
 /// Maps the crate's typed errors from the hub state to IoT Hub's codes: bad input (malformed
-/// JSON, key rules, depth, oversize documents) is 400 ArgumentInvalid.
+/// JSON, key rules, depth, oversize documents, a module id outside the rules) is 400
+/// ArgumentInvalid; the module codes `ModuleNotFound` (404010) and `ModuleAlreadyExistsOnDevice`
+/// (409301) are named as in azure-iot-sdk-csharp
+/// `iothub/service/src/Common/Exceptions/ErrorCode.cs`. The texts name ids, never keys.
 pub(super) fn state_error(error: &crate::Error) -> ApiError {
     use crate::ErrorKind;
     let code = match error.kind() {
         ErrorKind::DeviceNotFound => ErrorCode::DeviceNotFound,
         ErrorKind::ModuleNotFound => ErrorCode::ModuleNotFound,
+        ErrorKind::ModuleAlreadyExists => ErrorCode::ModuleAlreadyExistsOnDevice,
         ErrorKind::PreconditionFailed => ErrorCode::PreconditionFailed,
         ErrorKind::DeviceNotOnline => ErrorCode::DeviceNotOnline,
         ErrorKind::Timeout => ErrorCode::GatewayTimeout,

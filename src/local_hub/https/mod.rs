@@ -7,6 +7,7 @@
 //! constructor). The REST routes:
 //! - [`devices`]: device create, read, update, delete and list, the C2D queue purge and device
 //!   statistics;
+//! - [`modules`]: module identity create, read, update, delete and list;
 //! - [`twins`]: device and module twins (read, merge, replace);
 //! - [`methods`]: direct-method calls;
 //! - [`errors`]: IoT Hub's error codes and body forms, for every refusal;
@@ -22,6 +23,7 @@
 mod devices;
 mod errors;
 mod methods;
+mod modules;
 mod twins;
 mod websocket;
 
@@ -69,6 +71,11 @@ fn rest_router(state: Arc<HubState>) -> Router {
             get(devices::get).put(devices::put).delete(devices::delete),
         )
         .route("/devices/{id}/commands", delete(devices::purge))
+        .route("/devices/{id}/modules", get(modules::list))
+        .route(
+            "/devices/{id}/modules/{mid}",
+            get(modules::get).put(modules::put).delete(modules::delete),
+        )
         .route("/statistics/devices", get(devices::statistics))
         .route(
             "/twins/{id}",

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use crate::auth::{AccessDenied, SasKey, SasToken, authorize_device};
 use crate::error::{Error, ErrorKind};
 use crate::local_hub::c2d_queue::C2dQueue;
+use crate::protocol::check_module_id;
 
 use super::sessions::SessionSlot;
 use super::{HubState, Inner, generate_key};
@@ -119,10 +120,6 @@ pub(crate) struct DeviceSpec {
 
 /// A module as the registry keeps it (swagger `Module`: node-hub `src/service.json`).
 #[derive(Clone, Debug)]
-#[allow(
-    dead_code,
-    reason = "read by the HTTPS module API and device twins and methods (the next issues)"
-)]
 pub(crate) struct ModuleRecord {
     pub device_id: String,
     pub module_id: String,
@@ -226,26 +223,6 @@ impl Inner {
         if let Some(slot) = self.slot_mut(identity) {
             slot.last_activity = now;
         }
-    }
-}
-
-/// Module id rules (Microsoft Learn, "Understand the identity registry in your IoT hub",
-/// "Module identity properties": the same as device ids): case-sensitive, at most 128
-/// characters, ASCII 7-bit alphanumerics plus `- . + % _ # * ? ! ( ) , = @ $ '`.
-pub(crate) fn check_module_id(module_id: &str) -> Result<(), Error> {
-    const EXTRA: &[u8] = b"-.+%_#*?!(),=@$'";
-    let valid = !module_id.is_empty()
-        && module_id.len() <= 128
-        && module_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || EXTRA.contains(&b));
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::new(
-            ErrorKind::InvalidMessage,
-            "a module id is 1 to 128 ASCII letters, digits or - . + % _ # * ? ! ( ) , = @ $ '",
-        ))
     }
 }
 
@@ -494,10 +471,6 @@ impl HubState {
     }
 
     /// The modules of a device, in id order. Error: [`ErrorKind::DeviceNotFound`].
-    #[allow(
-        dead_code,
-        reason = "read by the HTTPS module API and device twins and methods (the next issues)"
-    )]
     pub fn list_modules(&self, device_id: &str) -> Result<Vec<ModuleRecord>, Error> {
         let inner = self.lock();
         let device = inner
@@ -568,24 +541,6 @@ mod tests {
         assert!(etag_matches("W/\"abc\"", "abc"));
         assert!(!etag_matches("\"abd\"", "abc"));
         assert!(!etag_matches("\"\"", "abc"));
-    }
-
-    #[test]
-    fn module_ids_follow_the_device_id_rules() {
-        for good in [
-            "m1",
-            "edgeHub",
-            "$edgeAgent",
-            "a-b.c+d%e_f#g*h?i!j(k)l,m=n@o'p",
-        ] {
-            assert!(check_module_id(good).is_ok(), "{good}");
-        }
-        let long = "m".repeat(129);
-        for bad in ["", "a/b", "a b", "ünï", long.as_str()] {
-            let err = check_module_id(bad).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidMessage, "{bad}");
-        }
-        assert!(check_module_id(&"m".repeat(128)).is_ok());
     }
 
     #[test]

@@ -50,7 +50,7 @@ use crate::message::Message;
 )]
 pub(crate) use identities::{
     DeviceAuthentication, DeviceRecord, DeviceSpec, DeviceStatus, Identity, ModuleRecord,
-    ModuleSpec, RegistryError, check_module_id, etag_matches,
+    ModuleSpec, RegistryError, etag_matches,
 };
 #[allow(
     unused_imports,
