@@ -18,6 +18,7 @@
 mod c2d;
 mod cbs;
 mod feedback;
+mod frame_guard;
 mod sasl;
 
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,7 @@ use crate::protocol::amqp_error;
 use crate::protocol::amqp_message::{
     C2D_LINK_TARGET, FEEDBACK_LINK_SOURCE, FILE_NOTIFICATION_LINK_SOURCE,
 };
+use frame_guard::FrameGuard;
 use sasl::{HubSasl, SaslGrant};
 
 /// The SASL protocol header (OASIS AMQP 1.0, part 5.3.1 "SASL negotiation").
@@ -55,6 +57,9 @@ const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
 const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
 /// Time a client has to finish TLS and send its protocol header.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest frame the hub accepts and advertises in its OPEN (fe2o3-amqp's default,
+/// `fe2o3_amqp::connection::DEFAULT_MAX_FRAME_SIZE`, 256 KiB).
+const MAX_FRAME_SIZE: u32 = 256 * 1024;
 /// The container id in the hub's OPEN.
 const CONTAINER_ID: &str = "iothub-local";
 
@@ -114,12 +119,13 @@ where
         Ok(Err(e)) => return Err(ConnectionEnd::Header(e)),
         Err(_) => return Err(ConnectionEnd::HeaderTimeout),
     }
-    let stream = Rewind::new(header.to_vec(), stream);
+    let stream = FrameGuard::new(Rewind::new(header.to_vec(), stream), MAX_FRAME_SIZE);
     let (mut connection, grant) = match header {
         SASL_HEADER => {
             let (sasl, slot) = HubSasl::new(state.clone());
             let acceptor = ConnectionAcceptor::builder()
                 .container_id(CONTAINER_ID)
+                .max_frame_size(MAX_FRAME_SIZE)
                 .sasl_acceptor(sasl)
                 .build();
             let connection = acceptor
@@ -130,7 +136,10 @@ where
             (connection, grant)
         }
         AMQP_HEADER => {
-            let connection = ConnectionAcceptor::new(CONTAINER_ID)
+            let connection = ConnectionAcceptor::builder()
+                .container_id(CONTAINER_ID)
+                .max_frame_size(MAX_FRAME_SIZE)
+                .build()
                 .accept(stream)
                 .await
                 .map_err(|e| ConnectionEnd::Open(e.to_string()))?;

@@ -1,0 +1,103 @@
+//! Hardening of the local hub against hostile and idle peers (issue 17): bad bytes never
+//! panic a hub task, unsupported MQTT levels get CONNACK 0x01, idle connections are bounded.
+//! Each test also checks that a healthy device and back end are still served.
+#![cfg(feature = "local-hub")]
+
+mod common;
+
+use std::sync::{Mutex, Once};
+
+use common::{RawClient, WAIT, tls_stream};
+use iothub::Message;
+use iothub::local_hub::LocalHub;
+use iothub::service::RegistryManager;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{ConnectReturnCode, Packet, Subscribe};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
+
+/// Every panic message seen in this test process (a hub task that panics is caught by Tokio,
+/// so the hook is the only witness).
+static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn record_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.lock().unwrap().push(info.to_string());
+            previous(info);
+        }));
+    });
+}
+
+fn panics() -> Vec<String> {
+    PANICS.lock().unwrap().clone()
+}
+
+/// A device connects over MQTT and gets a C2D message that a back end sends over AMQP.
+async fn healthy_device_and_back_end(hub: &LocalHub, device_id: &str) {
+    let cs = match hub.device_connection_string(device_id) {
+        Some(cs) => cs,
+        None => hub.create_device(device_id).unwrap(),
+    };
+    let (mut device, connack) = RawClient::connect(hub, &cs).await;
+    let Packet::ConnAck(connack) = connack else {
+        panic!("expected CONNACK, got {connack:?}")
+    };
+    assert_eq!(connack.code, ConnectReturnCode::Success);
+    device
+        .send(Packet::Subscribe(Subscribe::new(
+            format!("devices/{device_id}/messages/devicebound/#"),
+            QoS::AtLeastOnce,
+        )))
+        .await;
+    assert!(matches!(device.recv().await, Packet::SubAck(_)));
+    let registry = RegistryManager::builder(hub.service_connection_string())
+        .trust_ca_pem(hub.ca_pem())
+        .https_port(hub.https_addr().port())
+        .amqp_port(hub.amqp_addr().port())
+        .build()
+        .unwrap();
+    timeout(
+        WAIT,
+        registry.send_c2d_message(device_id, Message::new(b"still served".to_vec())),
+    )
+    .await
+    .expect("the send finished in time")
+    .expect("the hub took the C2D message");
+    match device.recv().await {
+        Packet::Publish(p) => {
+            assert_eq!(&p.payload[..], b"still served");
+            device
+                .send(Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(p.pkid)))
+                .await;
+        }
+        other => panic!("expected the C2D PUBLISH, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn short_amqp_frames_close_the_connection_without_a_panic() {
+    record_panics();
+    let hub = LocalHub::builder().start().await.unwrap();
+    for header in [*b"AMQP\x00\x01\x00\x00", *b"AMQP\x03\x01\x00\x00"] {
+        for size in 4u32..8 {
+            let mut tls = tls_stream(&hub, hub.amqp_addr().port()).await;
+            let mut bytes = header.to_vec();
+            bytes.extend_from_slice(&size.to_be_bytes());
+            bytes.resize(8 + size as usize, 0);
+            tls.write_all(&bytes).await.unwrap();
+            tls.flush().await.unwrap();
+            // The hub answers with its header (and SASL mechanisms), then closes.
+            let mut sink = Vec::new();
+            let read = timeout(WAIT, tls.read_to_end(&mut sink))
+                .await
+                .expect("the hub closes the connection");
+            let _ = read;
+        }
+    }
+    healthy_device_and_back_end(&hub, "healthy").await;
+    let seen = panics();
+    assert!(seen.is_empty(), "hub tasks panicked: {seen:?}");
+}
