@@ -101,3 +101,40 @@ async fn short_amqp_frames_close_the_connection_without_a_panic() {
     let seen = panics();
     assert!(seen.is_empty(), "hub tasks panicked: {seen:?}");
 }
+
+/// A CONNECT as an MQTT 3.1 (`MQIsdp`, level 3), 3.1.1-named level 3, or MQTT 5 client writes
+/// it (MQTT 5 adds a property length after the keep-alive), for device `dev`.
+fn connect_bytes(name: &str, level: u8) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    body.extend_from_slice(name.as_bytes());
+    body.push(level);
+    body.push(0x02); // clean session
+    body.extend_from_slice(&60u16.to_be_bytes());
+    if level == 5 {
+        body.push(0); // no properties
+    }
+    body.extend_from_slice(&3u16.to_be_bytes());
+    body.extend_from_slice(b"dev");
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+#[tokio::test]
+async fn mqtt_levels_other_than_4_get_connack_1() {
+    let hub = LocalHub::builder().start().await.unwrap();
+    for (name, level) in [("MQIsdp", 3), ("MQTT", 3), ("MQTT", 5)] {
+        let mut tls = tls_stream(&hub, hub.mqtt_addr().port()).await;
+        tls.write_all(&connect_bytes(name, level)).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut answer = Vec::new();
+        timeout(WAIT, tls.read_to_end(&mut answer))
+            .await
+            .expect("the hub answers and closes")
+            .ok();
+        // CONNACK, remaining length 2, no session, return code 1 (MQTT 3.1.1 section 3.2.2.3).
+        assert_eq!(answer, [0x20, 0x02, 0x00, 0x01], "{name} level {level}");
+    }
+    healthy_device_and_back_end(&hub, "healthy").await;
+}
