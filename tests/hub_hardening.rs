@@ -138,3 +138,129 @@ async fn mqtt_levels_other_than_4_get_connack_1() {
     }
     healthy_device_and_back_end(&hub, "healthy").await;
 }
+
+/// A TLS connection to `port` from the source address `from`, or `None` when the hub closed
+/// it before the handshake finished.
+async fn tls_from(
+    hub: &LocalHub,
+    from: std::net::Ipv4Addr,
+    port: u16,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let tcp = socket.connect(([127, 0, 0, 1], port).into()).await.ok()?;
+    let connector = tokio_rustls::TlsConnector::from(common::tls_config(hub.ca_pem()));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    timeout(WAIT, connector.connect(name, tcp)).await.ok()?.ok()
+}
+
+/// Waits until the hub closes `stream` (end of stream or an error), reading whatever it sends.
+async fn closed_by_hub<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> bool {
+    let mut buf = [0u8; 512];
+    timeout(WAIT, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn idle_amqp_connections_are_bounded_per_address_and_timed_out() {
+    use futures_util::StreamExt;
+    use iothub::local_hub::ConnectionLimits;
+    use std::time::Duration;
+
+    let hub = LocalHub::builder()
+        .connection_limits(
+            ConnectionLimits::new()
+                .with_max_connections(100)
+                .with_max_connections_per_address(20)
+                .with_handshake_timeout(Duration::from_secs(20))
+                .with_amqp_auth_timeout(Duration::from_secs(20)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let hostile = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let port = hub.amqp_addr().port();
+    // 2,000 connections from one address that send the AMQP header and then nothing.
+    let held: Vec<_> = futures_util::stream::iter(0..2000)
+        .map(|_| {
+            let hub = &hub;
+            async move {
+                let mut tls = tls_from(hub, hostile, port).await?;
+                tls.write_all(b"AMQP\x00\x01\x00\x00").await.ok()?;
+                tls.flush().await.ok()?;
+                let mut header = [0u8; 8];
+                timeout(WAIT, tls.read_exact(&mut header))
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(tls)
+            }
+        })
+        .buffer_unordered(64)
+        .filter_map(|tls| async move { tls })
+        .collect()
+        .await;
+    assert!(
+        !held.is_empty() && held.len() <= 20,
+        "{} idle connections were admitted from one address (bound 20)",
+        held.len()
+    );
+    // Another address is served at once (device over MQTT, back end over AMQP).
+    healthy_device_and_back_end(&hub, "healthy").await;
+    drop(held);
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_at_their_deadlines() {
+    use iothub::local_hub::ConnectionLimits;
+    use std::time::Duration;
+
+    let hub = LocalHub::builder()
+        .connection_limits(
+            ConnectionLimits::new()
+                .with_handshake_timeout(Duration::from_millis(500))
+                .with_amqp_auth_timeout(Duration::from_millis(500))
+                .with_https_idle_timeout(Duration::from_millis(500)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let here = std::net::Ipv4Addr::LOCALHOST;
+    // AMQP: header and OPEN, then no token.
+    let tls = tls_from(&hub, here, hub.amqp_addr().port()).await.unwrap();
+    let opened = timeout(
+        WAIT,
+        fe2o3_amqp::Connection::builder()
+            .container_id("silent")
+            .hostname("localhost")
+            .scheme("amqp")
+            .open_with_stream(tls),
+    )
+    .await
+    .unwrap();
+    let mut connection = opened.expect("the hub opens the connection");
+    let closed = timeout(WAIT, connection.on_close()).await;
+    assert!(
+        closed.is_ok(),
+        "the hub closed the tokenless AMQP connection"
+    );
+    // AMQP: header only.
+    let mut tls = tls_from(&hub, here, hub.amqp_addr().port()).await.unwrap();
+    tls.write_all(b"AMQP\x00\x01\x00\x00").await.unwrap();
+    assert!(closed_by_hub(&mut tls).await, "AMQP after the header");
+    // AMQP: TLS only.
+    let mut tls = tls_from(&hub, here, hub.amqp_addr().port()).await.unwrap();
+    assert!(closed_by_hub(&mut tls).await, "AMQP after TLS");
+    // HTTPS: TLS only.
+    let mut tls = tls_from(&hub, here, hub.https_addr().port()).await.unwrap();
+    assert!(closed_by_hub(&mut tls).await, "HTTPS after TLS");
+    healthy_device_and_back_end(&hub, "healthy").await;
+}

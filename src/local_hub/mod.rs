@@ -25,6 +25,7 @@ mod c2d_queue;
 mod clock;
 mod feedback_queue;
 mod https;
+mod limits;
 mod mqtt;
 mod rewind;
 mod state;
@@ -47,6 +48,7 @@ use crate::message::Message;
 use crate::protocol::ports::{AMQP_TLS_PORT, MQTT_TLS_PORT};
 
 pub use c2d_queue::C2dLimits;
+pub use limits::ConnectionLimits;
 use state::{DeviceSpec, DeviceStatus, HubSettings, HubState, Identity, ModuleSpec, RegistryError};
 pub use streams::{FeedbackStream, Telemetry, TelemetryStream};
 
@@ -61,6 +63,7 @@ pub struct LocalHubBuilder {
     policy_key: Option<SasKey>,
     c2d: C2dLimits,
     feedback_flush_interval: Duration,
+    connection_limits: ConnectionLimits,
 }
 
 impl Default for LocalHubBuilder {
@@ -74,6 +77,7 @@ impl Default for LocalHubBuilder {
             policy_key: None,
             c2d: C2dLimits::default(),
             feedback_flush_interval: Duration::from_secs(15),
+            connection_limits: ConnectionLimits::default(),
         }
     }
 }
@@ -125,6 +129,14 @@ impl LocalHubBuilder {
     /// How long feedback records wait to be batched (default 15 s, as IoT Hub).
     pub fn feedback_flush_interval(mut self, interval: Duration) -> Self {
         self.feedback_flush_interval = interval;
+        self
+    }
+
+    /// Bounds on the AMQP and HTTPS listeners' connections and the deadlines of idle ones
+    /// (default: [`ConnectionLimits::default`]). AMQP over WebSockets is bounded as HTTPS and
+    /// has the default AMQP deadlines.
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.connection_limits = limits;
         self
     }
 
@@ -189,11 +201,13 @@ impl LocalHubBuilder {
                 tls.acceptor.clone(),
                 https_listener,
                 shutdown_rx,
+                self.connection_limits.clone(),
             )),
             tokio::spawn(amqp::serve(
                 state.clone(),
                 tls.acceptor.clone(),
                 amqp_listener,
+                self.connection_limits.clone(),
             )),
             tokio::spawn(sweep(state.clone())),
         ];

@@ -41,6 +41,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::ErrorKind;
+use crate::local_hub::limits::{ConnectionGate, ConnectionLimits};
 use crate::local_hub::rewind::Rewind;
 use crate::local_hub::state::HubState;
 use crate::protocol::amqp_error;
@@ -55,35 +56,55 @@ const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
 /// The AMQP protocol header without a security layer (OASIS AMQP 1.0, part 2.2 "Version
 /// negotiation").
 const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
-/// Time a client has to finish TLS and send its protocol header.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest frame the hub accepts and advertises in its OPEN (fe2o3-amqp's default,
 /// `fe2o3_amqp::connection::DEFAULT_MAX_FRAME_SIZE`, 256 KiB).
 const MAX_FRAME_SIZE: u32 = 256 * 1024;
 /// The container id in the hub's OPEN.
 const CONTAINER_ID: &str = "iothub-local";
 
-/// Accepts AMQP-over-TLS connections until the listener fails.
-pub(crate) async fn serve(state: Arc<HubState>, acceptor: TlsAcceptor, listener: TcpListener) {
-    crate::local_hub::tls::accept_loop(
+/// Accepts AMQP-over-TLS connections until the listener fails, within `limits`.
+pub(crate) async fn serve(
+    state: Arc<HubState>,
+    acceptor: TlsAcceptor,
+    listener: TcpListener,
+    limits: ConnectionLimits,
+) {
+    let gate = ConnectionGate::new(&limits);
+    let handshake_timeout = limits.handshake_timeout;
+    let limits = Arc::new(limits);
+    crate::local_hub::tls::accept_loop_bounded(
         listener,
         acceptor,
         "AMQP",
-        HANDSHAKE_TIMEOUT,
-        move |tls, peer| run_connection(state.clone(), tls, peer),
+        gate,
+        handshake_timeout,
+        move |tls, peer| run_connection_within(state.clone(), tls, peer, limits.clone()),
     )
     .await
 }
 
-/// Runs one AMQP connection over an established stream (TLS, or a WebSocket bridge) until it
-/// ends or the hub stops.
+/// Runs one AMQP connection over an established stream (a WebSocket bridge) with the default
+/// deadlines until it ends or the hub stops.
 pub(crate) async fn run_connection<S>(state: Arc<HubState>, stream: S, peer: String)
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
+    run_connection_within(state, stream, peer, Arc::new(ConnectionLimits::default())).await
+}
+
+/// Runs one AMQP connection over an established stream with the deadlines of `limits` until
+/// it ends or the hub stops.
+async fn run_connection_within<S>(
+    state: Arc<HubState>,
+    stream: S,
+    peer: String,
+    limits: Arc<ConnectionLimits>,
+) where
+    S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+{
     let mut stopping = state.stopping();
     tokio::select! {
-        result = connection(state.clone(), stream, &peer) => {
+        result = connection(state.clone(), stream, &peer, &limits) => {
             if let Err(e) = result {
                 tracing::info!(%peer, error = %e, "AMQP connection ended");
             } else {
@@ -105,16 +126,25 @@ enum ConnectionEnd {
     UnsupportedHeader([u8; 8]),
     #[error("handshake failed: {0}")]
     Open(String),
+    #[error("no SASL outcome and OPEN in time")]
+    OpenTimeout,
+    #[error("no valid token in time")]
+    AuthTimeout,
     #[error("session failed: {0}")]
     Session(String),
 }
 
-async fn connection<S>(state: Arc<HubState>, mut stream: S, peer: &str) -> Result<(), ConnectionEnd>
+async fn connection<S>(
+    state: Arc<HubState>,
+    mut stream: S,
+    peer: &str,
+    limits: &ConnectionLimits,
+) -> Result<(), ConnectionEnd>
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
     let mut header = [0u8; 8];
-    match timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut header)).await {
+    match timeout(limits.handshake_timeout, stream.read_exact(&mut header)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(ConnectionEnd::Header(e)),
         Err(_) => return Err(ConnectionEnd::HeaderTimeout),
@@ -126,22 +156,25 @@ where
             let acceptor = ConnectionAcceptor::builder()
                 .container_id(CONTAINER_ID)
                 .max_frame_size(MAX_FRAME_SIZE)
+                .idle_time_out(idle_millis(limits))
                 .sasl_acceptor(sasl)
                 .build();
-            let connection = acceptor
-                .accept(stream)
+            let connection = timeout(limits.handshake_timeout, acceptor.accept(stream))
                 .await
+                .map_err(|_| ConnectionEnd::OpenTimeout)?
                 .map_err(|e| ConnectionEnd::Open(e.to_string()))?;
             let grant = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             (connection, grant)
         }
         AMQP_HEADER => {
-            let connection = ConnectionAcceptor::builder()
+            let acceptor = ConnectionAcceptor::builder()
                 .container_id(CONTAINER_ID)
                 .max_frame_size(MAX_FRAME_SIZE)
-                .build()
-                .accept(stream)
+                .idle_time_out(idle_millis(limits))
+                .build();
+            let connection = timeout(limits.handshake_timeout, acceptor.accept(stream))
                 .await
+                .map_err(|_| ConnectionEnd::OpenTimeout)?
                 .map_err(|e| ConnectionEnd::Open(e.to_string()))?;
             (connection, None)
         }
@@ -172,9 +205,36 @@ where
         cbs_replies: cbs_tx,
         cbs_reply_rx: Mutex::new(Some(cbs_rx)),
     });
-    let result = sessions(&mut connection, &conn).await;
-    let _ = connection.close().await;
+    let result = tokio::select! {
+        result = sessions(&mut connection, &conn) => result,
+        _ = first_token(&conn, limits.amqp_auth_timeout) => Err(ConnectionEnd::AuthTimeout),
+    };
+    if matches!(result, Err(ConnectionEnd::AuthTimeout)) {
+        tracing::info!(%peer, "AMQP connection closed: no valid token in time");
+        let error = unauthorized("no valid token within the hub's authorization deadline");
+        let _ = timeout(limits.handshake_timeout, connection.close_with_error(error)).await;
+    } else {
+        let _ = timeout(limits.handshake_timeout, connection.close()).await;
+    }
     result
+}
+
+/// The idle timeout advertised in the hub's OPEN, in milliseconds.
+fn idle_millis(limits: &ConnectionLimits) -> u32 {
+    u32::try_from(limits.amqp_idle_timeout.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Resolves when `deadline` passes before the connection was ever authorized; never once it
+/// was (a lapsed token closes the links instead, see [`Conn::lapsed`]).
+async fn first_token(conn: &Conn, deadline: Duration) {
+    let mut rx = conn.auth.subscribe();
+    let authorized = timeout(deadline, async {
+        rx.wait_for(Option::is_some).await.is_ok()
+    })
+    .await;
+    if authorized == Ok(true) {
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn sessions(

@@ -112,15 +112,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         }
     }
 
-    pub async fn next_packet(&mut self) -> Result<Packet, End> {
-        loop {
-            if let Some(packet) = self.buffered_packet()? {
-                return Ok(packet);
-            }
-            self.fill().await?;
-        }
-    }
-
     pub async fn send(&mut self, packet: Packet) -> Result<(), End> {
         self.write.clear();
         packet
