@@ -264,3 +264,61 @@ async fn silent_connections_are_closed_at_their_deadlines() {
     assert!(closed_by_hub(&mut tls).await, "HTTPS after TLS");
     healthy_device_and_back_end(&hub, "healthy").await;
 }
+
+#[tokio::test]
+async fn a_cbs_flood_with_unread_replies_closes_its_connection() {
+    use fe2o3_amqp::types::messaging::{ApplicationProperties, Message as AmqpMessage, Properties};
+    use fe2o3_amqp::types::primitives::SimpleValue;
+    use fe2o3_amqp::{Connection, Sender, Session};
+
+    let hub = LocalHub::builder().start().await.unwrap();
+    let tls = tls_stream(&hub, hub.amqp_addr().port()).await;
+    let mut connection = timeout(
+        WAIT,
+        Connection::builder()
+            .container_id("flood")
+            .hostname("localhost")
+            .scheme("amqp")
+            .open_with_stream(tls),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    // A `$cbs` sender and no `$cbs` receiver: no reply is ever read.
+    let mut requests = Sender::attach(&mut session, "$cbs-sender", "$cbs")
+        .await
+        .unwrap();
+    let mut sent = 0;
+    let refused = timeout(WAIT, async {
+        for i in 0..1000u64 {
+            let request = AmqpMessage::builder()
+                .properties(Properties {
+                    message_id: Some(i.into()),
+                    reply_to: Some("cbs".into()),
+                    ..Properties::default()
+                })
+                .application_properties(
+                    ApplicationProperties::builder()
+                        .insert("operation", SimpleValue::String("put-token".into()))
+                        .insert("name", SimpleValue::String("localhost".into()))
+                        .build(),
+                )
+                .value("SharedAccessSignature sr=localhost&sig=x&se=1&skn=nobody".to_owned())
+                .build();
+            if requests.send(request).await.is_err() {
+                return true;
+            }
+            sent += 1;
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        refused,
+        "the hub took {sent} put-tokens whose replies were never read"
+    );
+    assert!(sent <= 100, "{sent} put-tokens before the close");
+    healthy_device_and_back_end(&hub, "healthy").await;
+}

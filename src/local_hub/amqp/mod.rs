@@ -36,7 +36,7 @@ use fe2o3_amqp_types::performatives::Attach;
 use fe2o3_amqp_types::primitives::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
@@ -130,6 +130,8 @@ enum ConnectionEnd {
     OpenTimeout,
     #[error("no valid token in time")]
     AuthTimeout,
+    #[error("a per-connection bound was exceeded")]
+    OverLimit,
     #[error("session failed: {0}")]
     Session(String),
 }
@@ -197,25 +199,37 @@ where
         }
         None => tracing::info!(%peer, "AMQP connection opened (no SASL), waiting for CBS"),
     }
-    let (cbs_tx, cbs_rx) = mpsc::unbounded_channel();
+    let (cbs_tx, cbs_rx) = mpsc::channel(cbs::CBS_REPLY_BOUND);
     let conn = Arc::new(Conn {
         state,
         peer: peer.to_owned(),
         auth,
         cbs_replies: cbs_tx,
         cbs_reply_rx: Mutex::new(Some(cbs_rx)),
+        over_limit: Notify::new(),
     });
     let result = tokio::select! {
         result = sessions(&mut connection, &conn) => result,
         _ = first_token(&conn, limits.amqp_auth_timeout) => Err(ConnectionEnd::AuthTimeout),
+        _ = conn.over_limit.notified() => Err(ConnectionEnd::OverLimit),
     };
-    if matches!(result, Err(ConnectionEnd::AuthTimeout)) {
-        tracing::info!(%peer, "AMQP connection closed: no valid token in time");
-        let error = unauthorized("no valid token within the hub's authorization deadline");
-        let _ = timeout(limits.handshake_timeout, connection.close_with_error(error)).await;
-    } else {
-        let _ = timeout(limits.handshake_timeout, connection.close()).await;
-    }
+    let error = match result {
+        Err(ConnectionEnd::AuthTimeout) => Some(unauthorized(
+            "no valid token within the hub's authorization deadline",
+        )),
+        Err(ConnectionEnd::OverLimit) => Some(link_error(
+            AmqpError::ResourceLimitExceeded,
+            "too many CBS responses waiting: read the $cbs replies",
+        )),
+        _ => None,
+    };
+    let close = async {
+        match error {
+            Some(error) => connection.close_with_error(error).await,
+            None => connection.close().await,
+        }
+    };
+    let _ = timeout(limits.handshake_timeout, close).await;
     result
 }
 
@@ -258,9 +272,13 @@ struct Conn {
     peer: String,
     /// Until when the connection is authorized; `None` before any valid token.
     auth: watch::Sender<Option<SystemTime>>,
-    /// CBS responses, sent on the client's `$cbs` receiver link.
-    cbs_replies: mpsc::UnboundedSender<AmqpMessage<Body<Value>>>,
-    cbs_reply_rx: Mutex<Option<mpsc::UnboundedReceiver<AmqpMessage<Body<Value>>>>>,
+    /// CBS responses, sent on the client's `$cbs` receiver link; bounded by
+    /// [`cbs::CBS_REPLY_BOUND`].
+    cbs_replies: mpsc::Sender<AmqpMessage<Body<Value>>>,
+    cbs_reply_rx: Mutex<Option<mpsc::Receiver<AmqpMessage<Body<Value>>>>>,
+    /// Notified when the client exceeded a per-connection bound: the connection is closed
+    /// with `amqp:resource-limit-exceeded`.
+    over_limit: Notify,
 }
 
 impl Conn {
