@@ -322,3 +322,82 @@ async fn a_cbs_flood_with_unread_replies_closes_its_connection() {
     assert!(sent <= 100, "{sent} put-tokens before the close");
     healthy_device_and_back_end(&hub, "healthy").await;
 }
+
+/// A TCP proxy to `target`; aborting the returned task cuts every connection through it.
+async fn cuttable_proxy(
+    target: std::net::SocketAddr,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            connections.spawn(async move {
+                let mut hub = tokio::net::TcpStream::connect(target).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut hub).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_cut_feedback_connection_releases_its_batch_at_once() {
+    use iothub::Ack;
+    use std::time::Duration;
+
+    let hub = LocalHub::builder()
+        .feedback_flush_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    let cs = hub.create_device("dev1").unwrap();
+    let (mut device, _) = RawClient::connect(&hub, &cs).await;
+    device
+        .send(Packet::Subscribe(Subscribe::new(
+            "devices/dev1/messages/devicebound/#",
+            QoS::AtLeastOnce,
+        )))
+        .await;
+    assert!(matches!(device.recv().await, Packet::SubAck(_)));
+    hub.enqueue_c2d(
+        "dev1",
+        Message::new("x").with_message_id("m1").with_ack(Ack::Full),
+    )
+    .unwrap();
+    let Packet::Publish(publish) = device.recv().await else {
+        panic!("expected the C2D PUBLISH")
+    };
+    device
+        .send(Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(
+            publish.pkid,
+        )))
+        .await;
+
+    let (proxy, cut) = cuttable_proxy(hub.amqp_addr()).await;
+    let registry = RegistryManager::builder(hub.service_connection_string())
+        .trust_ca_pem(hub.ca_pem())
+        .https_port(hub.https_addr().port())
+        .amqp_port(proxy.port())
+        .build()
+        .unwrap();
+    let mut receiver = registry.feedback_receiver();
+    let held = timeout(WAIT, receiver.recv())
+        .await
+        .expect("a feedback batch in time")
+        .expect("a batch")
+        .expect("no error");
+    assert_eq!(held.records()[0].original_message_id, "m1");
+    // Cut the connection with the batch held (neither completed nor abandoned).
+    cut.abort();
+    let mut second = hub.feedback();
+    let batch = timeout(WAIT, second.recv())
+        .await
+        .expect("the batch back well before its 60 s lock")
+        .unwrap();
+    assert_eq!(batch[0].original_message_id, "m1");
+    drop(held);
+}

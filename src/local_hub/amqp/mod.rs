@@ -207,12 +207,16 @@ where
         cbs_replies: cbs_tx,
         cbs_reply_rx: Mutex::new(Some(cbs_rx)),
         over_limit: Notify::new(),
+        ended: watch::channel(false).0,
     });
     let result = tokio::select! {
         result = sessions(&mut connection, &conn) => result,
         _ = first_token(&conn, limits.amqp_auth_timeout) => Err(ConnectionEnd::AuthTimeout),
         _ = conn.over_limit.notified() => Err(ConnectionEnd::OverLimit),
     };
+    // Link tasks waiting on this connection (a feedback batch sent and not yet settled)
+    // learn here that it is gone: fe2o3 does not fail their pending sends.
+    conn.ended.send_replace(true);
     let error = match result {
         Err(ConnectionEnd::AuthTimeout) => Some(unauthorized(
             "no valid token within the hub's authorization deadline",
@@ -279,6 +283,8 @@ struct Conn {
     /// Notified when the client exceeded a per-connection bound: the connection is closed
     /// with `amqp:resource-limit-exceeded`.
     over_limit: Notify,
+    /// Set once the connection has ended (closed, cut, or closed by the hub).
+    ended: watch::Sender<bool>,
 }
 
 impl Conn {
@@ -294,6 +300,12 @@ impl Conn {
                 *current = Some(until);
             }
         });
+    }
+
+    /// Resolves once the connection has ended.
+    async fn ended(&self) {
+        let mut rx = self.ended.subscribe();
+        let _ = rx.wait_for(|ended| *ended).await;
     }
 
     /// Resolves when the authorization has lapsed (at once if there is none).
