@@ -25,6 +25,7 @@ mod c2d_queue;
 mod clock;
 mod feedback_queue;
 mod https;
+mod limits;
 mod mqtt;
 mod rewind;
 mod state;
@@ -49,6 +50,7 @@ use crate::message::Message;
 use crate::protocol::ports::{AMQP_TLS_PORT, MQTT_TLS_PORT};
 
 pub use c2d_queue::C2dLimits;
+pub use limits::ConnectionLimits;
 use state::{DeviceSpec, DeviceStatus, HubSettings, HubState, Identity, ModuleSpec, RegistryError};
 pub use streams::{FeedbackStream, Telemetry, TelemetryStream};
 pub use x509_devices::X509Device;
@@ -65,6 +67,7 @@ pub struct LocalHubBuilder {
     c2d: C2dLimits,
     feedback_flush_interval: Duration,
     x509_ca_pems: Vec<String>,
+    connection_limits: ConnectionLimits,
 }
 
 impl Default for LocalHubBuilder {
@@ -79,6 +82,7 @@ impl Default for LocalHubBuilder {
             c2d: C2dLimits::default(),
             feedback_flush_interval: Duration::from_secs(15),
             x509_ca_pems: Vec::new(),
+            connection_limits: ConnectionLimits::default(),
         }
     }
 }
@@ -139,6 +143,14 @@ impl LocalHubBuilder {
     /// more than once; [`LocalHub::add_x509_ca_pem`] adds more later.
     pub fn x509_ca_pem(mut self, pem: impl Into<String>) -> Self {
         self.x509_ca_pems.push(pem.into());
+        self
+    }
+
+    /// Bounds on the AMQP and HTTPS listeners' connections and the deadlines of idle ones
+    /// (default: [`ConnectionLimits::default`]). AMQP over WebSockets is bounded as HTTPS and
+    /// has the default AMQP deadlines.
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.connection_limits = limits;
         self
     }
 
@@ -206,11 +218,13 @@ impl LocalHubBuilder {
                 tls.device_acceptor.clone(),
                 https_listener,
                 shutdown_rx,
+                self.connection_limits.clone(),
             )),
             tokio::spawn(amqp::serve(
                 state.clone(),
                 tls.acceptor.clone(),
                 amqp_listener,
+                self.connection_limits.clone(),
             )),
             tokio::spawn(sweep(state.clone())),
         ];

@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::local_hub::limits::ConnectionGate;
 
 /// The hub's certificates and TLS acceptor.
 #[derive(Clone)]
@@ -199,6 +200,30 @@ pub(crate) async fn accept_loop<F, Fut>(
     F: Fn(TlsStream<TcpStream>, String) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    accept_loop_bounded(
+        listener,
+        acceptor,
+        protocol,
+        ConnectionGate::unbounded(),
+        handshake_timeout,
+        serve,
+    )
+    .await
+}
+
+/// [`accept_loop`] within `gate`'s bounds: a connection past them is closed right after
+/// `accept`; an admitted one keeps its place until `serve` returns.
+pub(crate) async fn accept_loop_bounded<F, Fut>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    protocol: &'static str,
+    gate: ConnectionGate,
+    handshake_timeout: Duration,
+    serve: F,
+) where
+    F: Fn(TlsStream<TcpStream>, String) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -208,10 +233,16 @@ pub(crate) async fn accept_loop<F, Fut>(
                 continue;
             }
         };
+        let Some(admission) = gate.admit(peer.ip()) else {
+            tracing::debug!(protocol, %peer, "connection bound reached: closing");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let serve = serve.clone();
         tokio::spawn(async move {
+            let _admission = admission;
             match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => serve(tls, peer.to_string()).await,
                 Ok(Err(e)) => tracing::debug!(protocol, %peer, error = %e, "TLS handshake failed"),

@@ -39,6 +39,19 @@ use crate::retry::RetryPolicy;
 /// `ClaimsBasedSecurityAgent.putToken`).
 const SAS_TOKEN_TYPE: &str = "servicebus.windows.net:sastoken";
 
+/// How long opening a connection may take, from TCP connect through TLS, the AMQP OPEN, the
+/// session, the CBS link and put-token (the feedback receiver's deadline; a C2D send has its
+/// request timeout, whichever is shorter).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a token renewal (CBS put-token) on an open connection may take.
+const RENEW_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long closing a session and connection may wait for the peer's answer.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The idle timeout the client advertises in its OPEN and enforces: the hub must send a frame
+/// (fe2o3 and IoT Hub send empty frames at half of it, OASIS AMQP 1.0 part 2.4.5) or the
+/// connection is dropped and reopened.
+const IDLE_TIMEOUT_MS: u32 = 120_000;
+
 /// Where and how to connect.
 #[derive(Clone)]
 pub(crate) struct AmqpConfig {
@@ -122,7 +135,22 @@ struct Link {
 }
 
 impl Link {
+    /// Opens and authorizes a connection within [`OPEN_TIMEOUT`].
     async fn open(config: &AmqpConfig) -> Result<Self> {
+        tokio::time::timeout(OPEN_TIMEOUT, Self::open_unbounded(config))
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the hub at {}:{} did not complete the AMQP connection within {OPEN_TIMEOUT:?}",
+                        config.host, config.port
+                    ),
+                )
+            })?
+    }
+
+    async fn open_unbounded(config: &AmqpConfig) -> Result<Self> {
         let tcp = TcpStream::connect((config.host.as_str(), config.port))
             .await
             .map_err(|e| {
@@ -138,7 +166,8 @@ impl Link {
         let container = format!("iothub-rs-{}", uuid::Uuid::new_v4());
         let builder = Connection::builder()
             .container_id(container)
-            .hostname(config.host.as_str());
+            .hostname(config.host.as_str())
+            .idle_time_out(IDLE_TIMEOUT_MS);
         let opened = if config.websockets {
             builder
                 .open_with_stream(websocket_pipe(config, tls).await?)
@@ -179,7 +208,18 @@ impl Link {
     async fn authorize(&mut self, config: &AmqpConfig) -> Result<()> {
         let issued = config.tokens.token()?;
         let token = CbsToken::new(issued.token.to_string(), SAS_TOKEN_TYPE, None);
-        match self.cbs.put_token(config.audience.as_str(), token).await {
+        let put = tokio::time::timeout(
+            RENEW_TIMEOUT,
+            self.cbs.put_token(config.audience.as_str(), token),
+        )
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                "the hub did not answer the CBS put-token in time",
+            )
+        })?;
+        match put {
             Ok(()) => {}
             // IoT Hub answers a good put-token with 200 (azure-iot-hub-node
             // `src/common-amqp/amqp_cbs.ts`, `ClaimsBasedSecurityAgent`, whose put-token response
@@ -202,9 +242,11 @@ impl Link {
         Ok(())
     }
 
+    /// Ends the session and closes the connection, waiting at most [`CLOSE_TIMEOUT`] for the
+    /// peer each (a silent peer must not hold up the next attempt).
     async fn close(mut self) {
-        let _ = self.session.end().await;
-        let _ = self.connection.close().await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.session.end()).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.connection.close()).await;
     }
 }
 
@@ -522,17 +564,23 @@ async fn feedback_task(
 async fn open_feedback(config: &AmqpConfig) -> Result<(Link, Receiver)> {
     let mut link = Link::open(config).await?;
     let name = format!("feedback-receiver-{}", uuid::Uuid::new_v4());
-    match Receiver::builder()
+    let attach = Receiver::builder()
         .name(name)
         .source(FEEDBACK_LINK_SOURCE)
         .target(format!("iothub-rs-{}", uuid::Uuid::new_v4()))
-        .attach(&mut link.session)
-        .await
-    {
-        Ok(receiver) => Ok((link, receiver)),
-        Err(e) => {
+        .attach(&mut link.session);
+    match tokio::time::timeout(OPEN_TIMEOUT, attach).await {
+        Ok(Ok(receiver)) => Ok((link, receiver)),
+        Ok(Err(e)) => {
             link.close().await;
             Err(transport("the hub refused the feedback link").with_source(e))
+        }
+        Err(_) => {
+            link.close().await;
+            Err(Error::new(
+                ErrorKind::Timeout,
+                "the hub did not answer the feedback link's ATTACH in time",
+            ))
         }
     }
 }

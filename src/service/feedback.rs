@@ -95,7 +95,11 @@ impl FeedbackReceiver {
         FeedbackReceiver { batches, settle }
     }
 
-    /// The next batch; `None` once the receiver has stopped.
+    /// The next batch; `None` once the receiver has stopped. A connection attempt that the hub
+    /// does not complete within 30 s (TCP, TLS, AMQP OPEN, CBS put-token, link ATTACH) yields
+    /// an [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) error here, and the receiver
+    /// retries by its retry policy; an open connection on which the hub sends nothing for
+    /// 120 s (the AMQP idle timeout the client advertises) is reopened.
     pub async fn recv(&mut self) -> Option<Result<FeedbackBatch>> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }

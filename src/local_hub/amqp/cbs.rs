@@ -31,6 +31,12 @@ use crate::auth::{HostAndPort, Permission, SasToken};
 use crate::local_hub::state::HubState;
 use crate::protocol::amqp_message::AmqpBodyMessage;
 
+/// CBS responses a connection may have waiting for its `$cbs` receiver (which reads them
+/// only as fast as it gives credit); past this many the connection is closed with
+/// `amqp:resource-limit-exceeded`. Clients wait for each response before the next put-token
+/// (`amqp_cbs.ts`, `putToken`; uamqp's `cbs_put_token_async` callback), so a few suffice.
+pub(super) const CBS_REPLY_BOUND: usize = 64;
+
 /// A refused put-token: the status code and description of the response. Every refusal is
 /// 401, which Node turns into `UnauthorizedError` (`amqp_cbs.ts`, `putToken`: any status but
 /// 200 is one).
@@ -140,8 +146,14 @@ pub(super) async fn requests(mut receiver: Receiver, conn: Arc<Conn>) {
         if receiver.accept(&delivery).await.is_err() {
             break;
         }
-        if conn.cbs_replies.send(reply).is_err() {
-            break;
+        match conn.cbs_replies.try_send(reply) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::info!(peer = %conn.peer, bound = CBS_REPLY_BOUND, "CBS replies not read: closing the connection");
+                conn.over_limit.notify_one();
+                break;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => break,
         }
     }
 }
@@ -149,7 +161,7 @@ pub(super) async fn requests(mut receiver: Receiver, conn: Arc<Conn>) {
 /// Serves the client's `$cbs` receiver link: sends the queued responses.
 pub(super) async fn responses(
     mut sender: Sender,
-    mut replies: mpsc::UnboundedReceiver<AmqpMessage<Body<Value>>>,
+    mut replies: mpsc::Receiver<AmqpMessage<Body<Value>>>,
 ) {
     while let Some(reply) = replies.recv().await {
         if sender.send(reply).await.is_err() {

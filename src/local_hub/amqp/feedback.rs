@@ -92,6 +92,7 @@ async fn next_feedback(sender: &mut Sender, conn: &Conn) -> Result<FeedbackDeliv
             _ = ready => {}
             _ = sender.on_detach() => return Err(Stop::Detached),
             _ = conn.lapsed() => return Err(Stop::Lapsed),
+            _ = conn.ended() => return Err(Stop::Detached),
         }
     }
 }
@@ -119,6 +120,13 @@ pub(super) async fn send(mut sender: Sender, conn: Arc<Conn>) {
             _ = conn.lapsed() => {
                 conn.state.release_feedback(delivery.lock);
                 close_expired(LinkEndpoint::Sender(sender), &conn).await;
+                return;
+            }
+            _ = conn.ended() => {
+                // The connection is gone with the batch unsettled: put it back at once
+                // rather than at its lock expiry.
+                tracing::info!(peer = %conn.peer, records, "AMQP connection lost; feedback batch released");
+                conn.state.release_feedback(delivery.lock);
                 return;
             }
         };

@@ -18,6 +18,7 @@
 mod c2d;
 mod cbs;
 mod feedback;
+mod frame_guard;
 mod sasl;
 
 use std::sync::{Arc, Mutex};
@@ -35,17 +36,19 @@ use fe2o3_amqp_types::performatives::Attach;
 use fe2o3_amqp_types::primitives::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::ErrorKind;
+use crate::local_hub::limits::{ConnectionGate, ConnectionLimits};
 use crate::local_hub::rewind::Rewind;
 use crate::local_hub::state::HubState;
 use crate::protocol::amqp_error;
 use crate::protocol::amqp_message::{
     C2D_LINK_TARGET, FEEDBACK_LINK_SOURCE, FILE_NOTIFICATION_LINK_SOURCE,
 };
+use frame_guard::FrameGuard;
 use sasl::{HubSasl, SaslGrant};
 
 /// The SASL protocol header (OASIS AMQP 1.0, part 5.3.1 "SASL negotiation").
@@ -53,32 +56,55 @@ const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
 /// The AMQP protocol header without a security layer (OASIS AMQP 1.0, part 2.2 "Version
 /// negotiation").
 const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
-/// Time a client has to finish TLS and send its protocol header.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest frame the hub accepts and advertises in its OPEN (fe2o3-amqp's default,
+/// `fe2o3_amqp::connection::DEFAULT_MAX_FRAME_SIZE`, 256 KiB).
+const MAX_FRAME_SIZE: u32 = 256 * 1024;
 /// The container id in the hub's OPEN.
 const CONTAINER_ID: &str = "iothub-local";
 
-/// Accepts AMQP-over-TLS connections until the listener fails.
-pub(crate) async fn serve(state: Arc<HubState>, acceptor: TlsAcceptor, listener: TcpListener) {
-    crate::local_hub::tls::accept_loop(
+/// Accepts AMQP-over-TLS connections until the listener fails, within `limits`.
+pub(crate) async fn serve(
+    state: Arc<HubState>,
+    acceptor: TlsAcceptor,
+    listener: TcpListener,
+    limits: ConnectionLimits,
+) {
+    let gate = ConnectionGate::new(&limits);
+    let handshake_timeout = limits.handshake_timeout;
+    let limits = Arc::new(limits);
+    crate::local_hub::tls::accept_loop_bounded(
         listener,
         acceptor,
         "AMQP",
-        HANDSHAKE_TIMEOUT,
-        move |tls, peer| run_connection(state.clone(), tls, peer),
+        gate,
+        handshake_timeout,
+        move |tls, peer| run_connection_within(state.clone(), tls, peer, limits.clone()),
     )
     .await
 }
 
-/// Runs one AMQP connection over an established stream (TLS, or a WebSocket bridge) until it
-/// ends or the hub stops.
+/// Runs one AMQP connection over an established stream (a WebSocket bridge) with the default
+/// deadlines until it ends or the hub stops.
 pub(crate) async fn run_connection<S>(state: Arc<HubState>, stream: S, peer: String)
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
+    run_connection_within(state, stream, peer, Arc::new(ConnectionLimits::default())).await
+}
+
+/// Runs one AMQP connection over an established stream with the deadlines of `limits` until
+/// it ends or the hub stops.
+async fn run_connection_within<S>(
+    state: Arc<HubState>,
+    stream: S,
+    peer: String,
+    limits: Arc<ConnectionLimits>,
+) where
+    S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+{
     let mut stopping = state.stopping();
     tokio::select! {
-        result = connection(state.clone(), stream, &peer) => {
+        result = connection(state.clone(), stream, &peer, &limits) => {
             if let Err(e) = result {
                 tracing::info!(%peer, error = %e, "AMQP connection ended");
             } else {
@@ -100,39 +126,57 @@ enum ConnectionEnd {
     UnsupportedHeader([u8; 8]),
     #[error("handshake failed: {0}")]
     Open(String),
+    #[error("no SASL outcome and OPEN in time")]
+    OpenTimeout,
+    #[error("no valid token in time")]
+    AuthTimeout,
+    #[error("a per-connection bound was exceeded")]
+    OverLimit,
     #[error("session failed: {0}")]
     Session(String),
 }
 
-async fn connection<S>(state: Arc<HubState>, mut stream: S, peer: &str) -> Result<(), ConnectionEnd>
+async fn connection<S>(
+    state: Arc<HubState>,
+    mut stream: S,
+    peer: &str,
+    limits: &ConnectionLimits,
+) -> Result<(), ConnectionEnd>
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
     let mut header = [0u8; 8];
-    match timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut header)).await {
+    match timeout(limits.handshake_timeout, stream.read_exact(&mut header)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(ConnectionEnd::Header(e)),
         Err(_) => return Err(ConnectionEnd::HeaderTimeout),
     }
-    let stream = Rewind::new(header.to_vec(), stream);
+    let stream = FrameGuard::new(Rewind::new(header.to_vec(), stream), MAX_FRAME_SIZE);
     let (mut connection, grant) = match header {
         SASL_HEADER => {
             let (sasl, slot) = HubSasl::new(state.clone());
             let acceptor = ConnectionAcceptor::builder()
                 .container_id(CONTAINER_ID)
+                .max_frame_size(MAX_FRAME_SIZE)
+                .idle_time_out(idle_millis(limits))
                 .sasl_acceptor(sasl)
                 .build();
-            let connection = acceptor
-                .accept(stream)
+            let connection = timeout(limits.handshake_timeout, acceptor.accept(stream))
                 .await
+                .map_err(|_| ConnectionEnd::OpenTimeout)?
                 .map_err(|e| ConnectionEnd::Open(e.to_string()))?;
             let grant = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             (connection, grant)
         }
         AMQP_HEADER => {
-            let connection = ConnectionAcceptor::new(CONTAINER_ID)
-                .accept(stream)
+            let acceptor = ConnectionAcceptor::builder()
+                .container_id(CONTAINER_ID)
+                .max_frame_size(MAX_FRAME_SIZE)
+                .idle_time_out(idle_millis(limits))
+                .build();
+            let connection = timeout(limits.handshake_timeout, acceptor.accept(stream))
                 .await
+                .map_err(|_| ConnectionEnd::OpenTimeout)?
                 .map_err(|e| ConnectionEnd::Open(e.to_string()))?;
             (connection, None)
         }
@@ -155,17 +199,60 @@ where
         }
         None => tracing::info!(%peer, "AMQP connection opened (no SASL), waiting for CBS"),
     }
-    let (cbs_tx, cbs_rx) = mpsc::unbounded_channel();
+    let (cbs_tx, cbs_rx) = mpsc::channel(cbs::CBS_REPLY_BOUND);
     let conn = Arc::new(Conn {
         state,
         peer: peer.to_owned(),
         auth,
         cbs_replies: cbs_tx,
         cbs_reply_rx: Mutex::new(Some(cbs_rx)),
+        over_limit: Notify::new(),
+        ended: watch::channel(false).0,
     });
-    let result = sessions(&mut connection, &conn).await;
-    let _ = connection.close().await;
+    let result = tokio::select! {
+        result = sessions(&mut connection, &conn) => result,
+        _ = first_token(&conn, limits.amqp_auth_timeout) => Err(ConnectionEnd::AuthTimeout),
+        _ = conn.over_limit.notified() => Err(ConnectionEnd::OverLimit),
+    };
+    // Link tasks waiting on this connection (a feedback batch sent and not yet settled)
+    // learn here that it is gone: fe2o3 does not fail their pending sends.
+    conn.ended.send_replace(true);
+    let error = match result {
+        Err(ConnectionEnd::AuthTimeout) => Some(unauthorized(
+            "no valid token within the hub's authorization deadline",
+        )),
+        Err(ConnectionEnd::OverLimit) => Some(link_error(
+            AmqpError::ResourceLimitExceeded,
+            "too many CBS responses waiting: read the $cbs replies",
+        )),
+        _ => None,
+    };
+    let close = async {
+        match error {
+            Some(error) => connection.close_with_error(error).await,
+            None => connection.close().await,
+        }
+    };
+    let _ = timeout(limits.handshake_timeout, close).await;
     result
+}
+
+/// The idle timeout advertised in the hub's OPEN, in milliseconds.
+fn idle_millis(limits: &ConnectionLimits) -> u32 {
+    u32::try_from(limits.amqp_idle_timeout.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Resolves when `deadline` passes before the connection was ever authorized; never once it
+/// was (a lapsed token closes the links instead, see [`Conn::lapsed`]).
+async fn first_token(conn: &Conn, deadline: Duration) {
+    let mut rx = conn.auth.subscribe();
+    let authorized = timeout(deadline, async {
+        rx.wait_for(Option::is_some).await.is_ok()
+    })
+    .await;
+    if authorized == Ok(true) {
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn sessions(
@@ -189,9 +276,15 @@ struct Conn {
     peer: String,
     /// Until when the connection is authorized; `None` before any valid token.
     auth: watch::Sender<Option<SystemTime>>,
-    /// CBS responses, sent on the client's `$cbs` receiver link.
-    cbs_replies: mpsc::UnboundedSender<AmqpMessage<Body<Value>>>,
-    cbs_reply_rx: Mutex<Option<mpsc::UnboundedReceiver<AmqpMessage<Body<Value>>>>>,
+    /// CBS responses, sent on the client's `$cbs` receiver link; bounded by
+    /// [`cbs::CBS_REPLY_BOUND`].
+    cbs_replies: mpsc::Sender<AmqpMessage<Body<Value>>>,
+    cbs_reply_rx: Mutex<Option<mpsc::Receiver<AmqpMessage<Body<Value>>>>>,
+    /// Notified when the client exceeded a per-connection bound: the connection is closed
+    /// with `amqp:resource-limit-exceeded`.
+    over_limit: Notify,
+    /// Set once the connection has ended (closed, cut, or closed by the hub).
+    ended: watch::Sender<bool>,
 }
 
 impl Conn {
@@ -207,6 +300,12 @@ impl Conn {
                 *current = Some(until);
             }
         });
+    }
+
+    /// Resolves once the connection has ended.
+    async fn ended(&self) {
+        let mut rx = self.ended.subscribe();
+        let _ = rx.wait_for(|ended| *ended).await;
     }
 
     /// Resolves when the authorization has lapsed (at once if there is none).

@@ -41,6 +41,8 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::local_hub::limits::{ConnectionGate, ConnectionLimits};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
@@ -170,13 +172,18 @@ fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Respon
     }
 }
 
-/// Serves HTTPS connections until `shutdown` changes.
+/// Serves HTTPS connections until `shutdown` changes, within `limits`: the listener's
+/// connection bounds, the TLS handshake deadline, and hyper's header read timeout, which
+/// hyper starts before each request (the first, and every keep-alive one), so that it is also
+/// the keep-alive idle timeout.
 pub(crate) async fn serve(
     router: Router,
     acceptor: TlsAcceptor,
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
+    limits: ConnectionLimits,
 ) {
+    let gate = ConnectionGate::new(&limits);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -186,12 +193,18 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        let Some(admission) = gate.admit(peer.ip()) else {
+            tracing::debug!(%peer, "HTTPS connection bound reached: closing");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
         let mut shutdown = shutdown.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let tls = match timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let _admission = admission;
+            let tls = match timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "HTTPS TLS handshake failed");
@@ -211,6 +224,8 @@ pub(crate) async fn serve(
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.https_idle_timeout)
                 .serve_connection(TokioIo::new(tls), service)
                 .with_upgrades();
             tokio::select! {

@@ -30,7 +30,7 @@ use crate::auth::{HostAndPort, SasToken};
 use crate::local_hub::state::{HubState, Identity};
 
 use session::Session;
-use wire::Wire;
+use wire::{First, Wire};
 
 /// How far away a certificate session's "token expiry" is: never, in practice.
 const NO_TOKEN_EXPIRY: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
@@ -149,8 +149,16 @@ pub(crate) async fn run_session_with_certificates<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut wire = Wire::new(stream);
-    let connect = match timeout(CONNECT_TIMEOUT, wire.next_packet()).await {
-        Ok(Ok(Packet::Connect(connect))) => connect,
+    let connect = match timeout(CONNECT_TIMEOUT, wire.first_packet()).await {
+        Ok(Ok(First::Packet(Packet::Connect(connect)))) => connect,
+        Ok(Ok(First::UnsupportedLevel(level))) => {
+            // MQTT 3.1.1 section 3.2.2.3: return code 1, "unacceptable protocol level"; IoT Hub
+            // speaks 3.1.1 only on this port.
+            tracing::info!(%peer, level, "MQTT connect refused: unsupported protocol level");
+            let refuse = ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false);
+            let _ = wire.send(Packet::ConnAck(refuse)).await;
+            return;
+        }
         Ok(Ok(_)) => {
             tracing::debug!(%peer, "the first packet was not CONNECT");
             return;

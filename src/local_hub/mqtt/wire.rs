@@ -29,6 +29,39 @@ impl std::fmt::Display for End {
     }
 }
 
+/// The first packet of a connection.
+#[derive(Debug)]
+pub(super) enum First {
+    /// A packet rumqttc's 3.1.1 codec read.
+    Packet(Packet),
+    /// A CONNECT with a protocol level other than 4 (3.1.1): MQTT 3.1.1 section 3.1.2.2 wants
+    /// CONNACK 0x01 and a close.
+    UnsupportedLevel(u8),
+}
+
+/// The protocol level of a CONNECT at the start of `bytes`, once enough of it is there
+/// (MQTT 3.1.1 section 3.1.2: fixed header, remaining length, protocol name, level); `None`
+/// when `bytes` does not start with a CONNECT or is too short yet.
+pub(super) fn connect_protocol_level(bytes: &[u8]) -> Option<u8> {
+    if bytes.first()? >> 4 != 1 {
+        return None;
+    }
+    // The remaining length: 1 to 4 bytes, 7 bits each, high bit "more" (section 2.2.3).
+    let mut at = 1;
+    loop {
+        let byte = *bytes.get(at)?;
+        at += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if at > 4 {
+            return None;
+        }
+    }
+    let name_len = u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]) as usize;
+    bytes.get(at + 2 + name_len).copied()
+}
+
 /// A connection's stream with its read and write buffers.
 pub(super) struct Wire<S> {
     stream: S,
@@ -63,10 +96,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         }
     }
 
-    pub async fn next_packet(&mut self) -> Result<Packet, End> {
+    /// The first packet, or the level of a CONNECT this 3.1.1 endpoint does not speak, checked
+    /// before the codec (which reads level 5 as if it were 3.1.1 and fails on 3).
+    pub async fn first_packet(&mut self) -> Result<First, End> {
         loop {
+            if let Some(level) = connect_protocol_level(&self.read)
+                && level != 4
+            {
+                return Ok(First::UnsupportedLevel(level));
+            }
             if let Some(packet) = self.buffered_packet()? {
-                return Ok(packet);
+                return Ok(First::Packet(packet));
             }
             self.fill().await?;
         }
@@ -79,5 +119,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             .map_err(|e| End::Protocol(format!("cannot encode a packet: {e}")))?;
         self.stream.write_all(&self.write).await.map_err(End::Io)?;
         self.stream.flush().await.map_err(End::Io)
+    }
+}
+
+#[cfg(test)]
+mod level_tests {
+    use super::connect_protocol_level;
+
+    #[test]
+    fn the_level_is_read_from_a_partial_connect() {
+        // CONNECT, remaining length 12, "MQTT", level 5 (an MQTT 5 client).
+        let v5 = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60];
+        assert_eq!(connect_protocol_level(&v5), Some(5));
+        assert_eq!(connect_protocol_level(&v5[..8]), None);
+        // MQTT 3.1: "MQIsdp", level 3, with a two-byte remaining length.
+        let v3 = [
+            0x10, 0x80, 0x01, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3,
+        ];
+        assert_eq!(connect_protocol_level(&v3), Some(3));
+        // Not a CONNECT.
+        assert_eq!(connect_protocol_level(&[0x30, 0, 0, 0, 0]), None);
     }
 }
