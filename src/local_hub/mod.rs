@@ -30,6 +30,8 @@ mod mqtt;
 mod registry;
 mod rewind;
 mod state;
+#[allow(dead_code)] // wired into HubState and LocalHub at the merge of issue 12
+mod telemetry_log;
 mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
