@@ -24,6 +24,8 @@ mod amqp;
 mod amqp_sasl;
 mod c2d_queue;
 mod clock;
+#[allow(dead_code)] // started from LocalHub::start at the merge of issue 12
+pub(crate) mod event_hubs;
 mod feedback_queue;
 mod https;
 mod mqtt;
@@ -54,6 +56,9 @@ use crate::message::Message;
 use crate::protocol::FeedbackRecord;
 
 pub use c2d_queue::C2dLimits;
+#[doc(hidden)]
+// for tests/event_hubs_endpoint.rs until LocalHub starts the endpoint (issue 12)
+pub use event_hubs::test_endpoint::{AppendedEvent, TestEventHubsEndpoint};
 use state::{DeviceSpec, DeviceStatus, HubSettings, HubState, RegistryError};
 
 /// IoT Hub's MQTT over TLS port.
