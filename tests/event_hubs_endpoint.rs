@@ -58,7 +58,8 @@ const PARTITION: u32 = 2;
 
 /// Three messages from `device1` (the second from a module) with every system property set on
 /// the first, and one from another device that must not appear in partition 2.
-fn fill(endpoint: &TestEventHubsEndpoint) -> Vec<AppendedEvent> {
+/// Appends are 5 ms apart so that each has its own enqueued time (milliseconds on the wire).
+async fn fill(endpoint: &TestEventHubsEndpoint) -> Vec<AppendedEvent> {
     let first = Message::new(r#"{"temp":21.5}"#)
         .with_message_id("m-1")
         .with_correlation_id("c-1")
@@ -66,18 +67,25 @@ fn fill(endpoint: &TestEventHubsEndpoint) -> Vec<AppendedEvent> {
         .with_content_encoding("utf-8")
         .with_property("alert", "high temp")
         .with_property("grüße", "✓");
-    let events = vec![
-        endpoint.append(DEVICE, None, first),
-        endpoint.append(DEVICE, Some("sensor"), Message::new("second")),
-        endpoint.append(DEVICE, None, Message::new("third")),
-    ];
+    let mut events = Vec::new();
+    for (module, message) in [
+        (None, first),
+        (Some("sensor"), Message::new("second")),
+        (None, Message::new("third")),
+    ] {
+        events.push(endpoint.append(DEVICE, module, message));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(events[0].enqueued_ms < events[1].enqueued_ms);
     let other = endpoint.append("myDevice", None, Message::new("elsewhere"));
     assert_ne!(other.partition, PARTITION);
     assert!(events.iter().all(|e| e.partition == PARTITION));
     events
 }
 
-fn check_first_event(got: &Value, appended: &AppendedEvent) {
+/// Python lists every annotation and property in `system_properties`; Node maps the `x-opt-`
+/// annotations to their own fields and names properties in camel case.
+fn check_first_event(got: &Value, appended: &AppendedEvent, python: bool) {
     assert_eq!(got["body"], r#"{"temp":21.5}"#);
     assert_eq!(got["sequence_number"], appended.sequence_number);
     assert_eq!(got["offset"], appended.offset.to_string());
@@ -96,10 +104,14 @@ fn check_first_event(got: &Value, appended: &AppendedEvent) {
         "638000000000000001"
     );
     assert_eq!(system["iothub-enqueuedtime"], appended.enqueued_ms);
-    assert_eq!(system["x-opt-enqueued-time"], appended.enqueued_ms);
-    assert_eq!(system["x-opt-sequence-number"], appended.sequence_number);
-    assert_eq!(system["x-opt-offset"], appended.offset.to_string());
-    assert_eq!(system["content-encoding"], "utf-8");
+    if python {
+        assert_eq!(system["x-opt-enqueued-time"], appended.enqueued_ms);
+        assert_eq!(system["x-opt-sequence-number"], appended.sequence_number);
+        assert_eq!(system["x-opt-offset"], appended.offset.to_string());
+        assert_eq!(system["content-encoding"], "utf-8");
+    } else {
+        assert_eq!(system["contentEncoding"], "utf-8");
+    }
     let auth: Value =
         serde_json::from_str(system["iothub-connection-auth-method"].as_str().unwrap()).unwrap();
     assert_eq!(
@@ -157,7 +169,7 @@ async fn python_consumer_reads_every_annotation_positions_and_groups() {
         return;
     };
     let endpoint = TestEventHubsEndpoint::start(4, &["readers"]).await.unwrap();
-    let appended = fill(&endpoint);
+    let appended = fill(&endpoint).await;
     let ca = TempFile::new("ca.pem", endpoint.ca_pem());
     let cs = endpoint.emulator_connection_string("service").unwrap();
 
@@ -177,7 +189,7 @@ async fn python_consumer_reads_every_annotation_positions_and_groups() {
     );
     assert_eq!(partition["is_empty"], false);
     assert_eq!(bodies(&events), ["{\"temp\":21.5}", "second", "third"]);
-    check_first_event(&events[0], &appended[0]);
+    check_first_event(&events[0], &appended[0], true);
     assert_eq!(
         events[1]["system_properties"]["iothub-connection-module-id"],
         "sensor"
@@ -207,6 +219,94 @@ async fn python_consumer_reads_every_annotation_positions_and_groups() {
     assert_eq!(bodies(&from), ["second", "third"]);
     let (_, seq) = read_python(&python, ca.path(), &cs, "readers", "seq:1", 1).await;
     assert_eq!(bodies(&seq), ["third"]);
+    let (_, later) = read_python(
+        &python,
+        ca.path(),
+        &cs,
+        "readers",
+        &format!("time:{}", appended[0].enqueued_ms),
+        2,
+    )
+    .await;
+    assert_eq!(bodies(&later), ["second", "third"]);
     let (_, all) = read_python(&python, ca.path(), &cs, "readers", "earliest", 3).await;
+    assert_eq!(bodies(&all), bodies(&events));
+}
+
+async fn read_node(
+    modules: &Path,
+    ca: &Path,
+    cs: &str,
+    group: &str,
+    start: &str,
+    count: usize,
+) -> (Value, Vec<Value>) {
+    let args = python_args(cs, group, start, count);
+    let mut peer = Peer::spawn_node(modules, "node_eventhub_consumer.js", &args, ca);
+    let properties = peer.json_line("the Event Hub properties").await;
+    let mut events = Vec::new();
+    for _ in 0..count {
+        events.push(peer.json_line("an event").await);
+    }
+    peer.expect_success().await;
+    (properties, events)
+}
+
+#[tokio::test]
+async fn node_consumer_reads_every_annotation_positions_and_groups() {
+    let Some(modules) = node_with_event_hubs() else {
+        return;
+    };
+    let endpoint = TestEventHubsEndpoint::start(4, &["readers"]).await.unwrap();
+    let appended = fill(&endpoint).await;
+    let ca = TempFile::new("ca.pem", endpoint.ca_pem());
+    // Over TLS: Node honours the port in Endpoint and trusts the CA via NODE_EXTRA_CA_CERTS.
+    let cs = endpoint.tls_connection_string("service").unwrap();
+
+    let (properties, events) = read_node(&modules, ca.path(), &cs, "$Default", "earliest", 3).await;
+    assert_eq!(properties["eventhub"]["name"], endpoint.event_hub());
+    assert_eq!(
+        properties["eventhub"]["partitionIds"],
+        serde_json::json!(["0", "1", "2", "3"])
+    );
+    let partition = &properties["partition"];
+    assert_eq!(partition["lastEnqueuedSequenceNumber"], 2);
+    assert_eq!(partition["beginningSequenceNumber"], 0);
+    assert_eq!(
+        partition["lastEnqueuedOffset"],
+        appended[2].offset.to_string()
+    );
+    assert_eq!(partition["lastEnqueuedOnUtc"], appended[2].enqueued_ms);
+    assert_eq!(partition["isEmpty"], false);
+    assert_eq!(bodies(&events), ["{\"temp\":21.5}", "second", "third"]);
+    check_first_event(&events[0], &appended[0], false);
+    assert_eq!(
+        events[1]["system_properties"]["iothub-connection-module-id"],
+        "sensor"
+    );
+
+    let (_, after) = read_node(
+        &modules,
+        ca.path(),
+        &cs,
+        "READERS",
+        &format!("offset:{}", appended[0].offset),
+        2,
+    )
+    .await;
+    assert_eq!(bodies(&after), ["second", "third"]);
+    let (_, from) = read_node(&modules, ca.path(), &cs, "readers", "seq:1:inclusive", 2).await;
+    assert_eq!(bodies(&from), ["second", "third"]);
+    let (_, later) = read_node(
+        &modules,
+        ca.path(),
+        &cs,
+        "readers",
+        &format!("time:{}", appended[1].enqueued_ms),
+        1,
+    )
+    .await;
+    assert_eq!(bodies(&later), ["third"]);
+    let (_, all) = read_node(&modules, ca.path(), &cs, "readers", "earliest", 3).await;
     assert_eq!(bodies(&all), bodies(&events));
 }

@@ -23,6 +23,7 @@ REQUIREMENTS=(
     "azure-iot-device==2.14.0"
     "azure-iot-hub==2.7.0"
     "six"
+    "azure-eventhub==5.15.1"
 )
 
 VPY="$VENV_DIR/bin/python"

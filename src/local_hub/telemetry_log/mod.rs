@@ -222,6 +222,14 @@ fn stored_size(stamps: &Stamps, message: &Message) -> usize {
         + 64
 }
 
+/// `at` without its sub-millisecond part.
+fn whole_millis(at: SystemTime) -> SystemTime {
+    match at.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => std::time::UNIX_EPOCH + Duration::from_millis(d.as_millis() as u64),
+        Err(_) => at,
+    }
+}
+
 impl TelemetryLog {
     /// An empty log.
     pub fn new(mut settings: LogSettings) -> Self {
@@ -275,7 +283,10 @@ impl TelemetryLog {
         let mut p = self
             .partition(partition)
             .expect("partition_for stays below the partition count");
-        // Enqueued times never go backwards within a partition, so time filters can bisect.
+        // Enqueued times are kept to the millisecond, as they go on the wire (an AMQP
+        // timestamp), so that a time filter compares what the reader saw; and they never go
+        // backwards within a partition, so time filters can bisect.
+        let now = whole_millis(now);
         let enqueued_time = p.last.map_or(now, |(_, last)| last.max(now));
         let event = Arc::new(TelemetryEvent {
             partition,

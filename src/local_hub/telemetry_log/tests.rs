@@ -165,6 +165,27 @@ fn enqueued_times_never_go_backwards() {
 }
 
 #[test]
+fn enqueued_times_are_whole_milliseconds() {
+    let log = one_partition(Retention::default());
+    let e = log.append(
+        stamps("d"),
+        Message::new("a"),
+        t(1) + Duration::from_micros(1_500),
+    );
+    assert_eq!(e.enqueued_time, t(1) + Duration::from_millis(1));
+    let mut after = log
+        .cursor(
+            0,
+            &Position::EnqueuedTime {
+                at: t(1) + Duration::from_millis(1),
+                inclusive: false,
+            },
+        )
+        .unwrap();
+    assert!(matches!(log.next(&mut after), Next::Empty));
+}
+
+#[test]
 fn consumer_groups_compare_case_insensitively() {
     let log = one_partition(Retention::default());
     assert_eq!(log.consumer_group("$default"), Some("$Default"));
