@@ -11,67 +11,58 @@
 
 use std::sync::{Arc, Mutex};
 
-use fe2o3_amqp::acceptor::LinkEndpoint;
 use fe2o3_amqp::{Receiver, Sender};
-use fe2o3_amqp_types::definitions::AmqpError;
 use fe2o3_amqp_types::messaging::{
     AmqpValue, ApplicationProperties, Body, Message as AmqpMessage, Properties,
 };
 use fe2o3_amqp_types::primitives::{SimpleValue, Value};
 use tokio::sync::mpsc;
 
+use super::Conn;
 use super::token::check_token;
-use super::{Conn, amqp_error, refuse};
 
-/// Replies waiting for the client's response link; bounded, so a client that never attaches
-/// one stalls its own requests instead of growing a queue.
+/// Replies queued for the client's response link; bounded, so a client that does not read
+/// them stalls its own requests instead of growing a queue.
 const REPLY_QUEUE: usize = 16;
 
 /// A message body as the request/response nodes receive it.
 pub(crate) type Request = AmqpMessage<Body<Value>>;
 
-/// Where a node's replies go: the client's receiver link from that node on this connection.
+/// Where a node's replies go: the client's latest receiver link from that node on this
+/// connection. azure_messaging_eventhubs attaches a new `$cbs` response link for each partition
+/// receiver it authorizes, so a new one replaces the previous one.
+#[derive(Default)]
 pub(crate) struct ReplyRoute {
-    tx: mpsc::Sender<Request>,
-    rx: Mutex<Option<mpsc::Receiver<Request>>>,
-}
-
-impl Default for ReplyRoute {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::channel(REPLY_QUEUE);
-        ReplyRoute {
-            tx,
-            rx: Mutex::new(Some(rx)),
-        }
-    }
+    current: Mutex<Option<mpsc::Sender<Request>>>,
 }
 
 impl ReplyRoute {
-    /// Starts sending replies on `sender`; a second response link is refused.
+    /// Sends replies on `sender` from now on.
     pub(crate) fn attach(&self, mut sender: Sender) {
-        let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(mut rx) = rx else {
-            refuse(
-                LinkEndpoint::Sender(sender),
-                amqp_error(
-                    AmqpError::ResourceLocked,
-                    "this connection already has a response link for this node",
-                ),
-            );
-            return;
-        };
+        let (tx, mut rx) = mpsc::channel::<Request>(REPLY_QUEUE);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         tokio::spawn(async move {
             while let Some(reply) = rx.recv().await {
                 if sender.send(reply).await.is_err() {
-                    break;
+                    return;
                 }
             }
+            // Replaced by a newer response link.
+            let _ = sender.close().await;
         });
     }
 
-    /// Queues a reply; `false` when the connection is gone.
+    /// Queues a reply; `false` when there is no response link to send it on.
     pub(crate) async fn send(&self, reply: Request) -> bool {
-        self.tx.send(reply).await.is_ok()
+        let tx = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match tx {
+            Some(tx) => tx.send(reply).await.is_ok(),
+            None => false,
+        }
     }
 }
 
@@ -130,8 +121,11 @@ pub(crate) async fn put_token_requests(mut receiver: Receiver, conn: Arc<Conn>) 
         };
         tracing::info!(peer = %conn.peer, status, description = %description, "Event Hubs CBS put-token");
         let answer = reply(request, status, &description, Value::Null);
-        if receiver.accept(&delivery).await.is_err() || !conn.cbs.send(answer).await {
+        if receiver.accept(&delivery).await.is_err() {
             break;
+        }
+        if !conn.cbs.send(answer).await {
+            tracing::info!(peer = %conn.peer, "Event Hubs CBS reply dropped: no $cbs response link");
         }
     }
 }

@@ -125,8 +125,11 @@ pub(crate) async fn requests(mut receiver: Receiver, conn: Arc<Conn>) {
         let (status, description, body) = answer(&conn, request);
         tracing::info!(peer = %conn.peer, status, description = %description, "Event Hubs management request");
         let answer = reply(request, status, &description, body);
-        if receiver.accept(&delivery).await.is_err() || !conn.management.send(answer).await {
+        if receiver.accept(&delivery).await.is_err() {
             break;
+        }
+        if !conn.management.send(answer).await {
+            tracing::info!(peer = %conn.peer, "Event Hubs management reply dropped: no response link");
         }
     }
 }
