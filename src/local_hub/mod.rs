@@ -23,12 +23,16 @@
 mod amqp;
 mod c2d_queue;
 mod clock;
+#[allow(dead_code)] // started from LocalHub::start at the merge of issue 12
+pub(crate) mod event_hubs;
 mod feedback_queue;
 mod https;
 mod mqtt;
 mod rewind;
 mod state;
 mod streams;
+#[allow(dead_code)] // wired into HubState and LocalHub at the merge of issue 12
+mod telemetry_log;
 mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -49,6 +53,9 @@ use crate::protocol::ports::{AMQP_TLS_PORT, MQTT_TLS_PORT};
 pub use c2d_queue::C2dLimits;
 use state::{DeviceSpec, DeviceStatus, HubSettings, HubState, Identity, ModuleSpec, RegistryError};
 pub use streams::{FeedbackStream, Telemetry, TelemetryStream};
+#[doc(hidden)]
+// for tests/event_hubs_endpoint.rs until LocalHub starts the endpoint (issue 12)
+pub use event_hubs::test_endpoint::{AppendedEvent, TestEventHubsEndpoint};
 
 /// Configures and starts a [`LocalHub`].
 #[derive(Clone, Debug)]

@@ -18,7 +18,7 @@
 mod c2d;
 mod cbs;
 mod feedback;
-mod sasl;
+pub(crate) mod sasl;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
