@@ -22,8 +22,6 @@ mod filter;
 mod full_frames;
 mod management;
 mod receiver;
-#[doc(hidden)]
-pub mod test_endpoint;
 mod token;
 
 use std::sync::Arc;

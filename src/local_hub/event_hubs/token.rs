@@ -68,13 +68,14 @@ pub(crate) fn check_token(
     if !entity.is_empty() && !entity.eq_ignore_ascii_case(event_hub) {
         return Err(TokenRefused::WrongResource(event_hub.to_owned()));
     }
-    let key = state
-        .policy_key(&policy)
+    let record = state
+        .policy(&policy)
         .ok_or_else(|| TokenRefused::UnknownPolicy(policy.clone()))?;
-    let event_hubs_key = SasKey::from_bytes(key.to_base64().as_bytes());
-    if !token.verify(&event_hubs_key) {
-        return Err(TokenRefused::BadSignature(policy));
-    }
+    // Either of the policy's keys signs (the portal shows a connection string for each).
+    let key = [&record.primary_key, &record.secondary_key]
+        .into_iter()
+        .find(|key| token.verify(&SasKey::from_bytes(key.to_base64().as_bytes())))
+        .ok_or_else(|| TokenRefused::BadSignature(policy.clone()))?;
     // The policy's rights and the expiry, checked by the hub's own rule on an equivalent
     // hub-scope token of the same policy.
     let equivalent = key.token(

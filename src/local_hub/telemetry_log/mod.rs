@@ -40,7 +40,7 @@ pub(crate) const TELEMETRY_SOURCE: &str = "Telemetry";
 
 /// How long and how much the log keeps, per partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Retention {
+pub struct Retention {
     /// Events kept per partition at most.
     pub max_events: usize,
     /// Stored bytes (bodies, properties, stamps) kept per partition at most.
@@ -193,6 +193,8 @@ struct Partition {
 pub(crate) struct TelemetryLog {
     settings: LogSettings,
     partitions: Vec<Mutex<Partition>>,
+    /// Counts appends to any partition, for readers of several partitions.
+    appended_any: watch::Sender<u64>,
 }
 
 /// The bytes an event counts for against retention.
@@ -249,12 +251,8 @@ impl TelemetryLog {
         TelemetryLog {
             settings,
             partitions,
+            appended_any: watch::channel(0).0,
         }
-    }
-
-    /// The settings the log was made with.
-    pub fn settings(&self) -> &LogSettings {
-        &self.settings
     }
 
     /// The number of partitions.
@@ -305,6 +303,8 @@ impl TelemetryLog {
         self.trim(&mut p, now);
         let next = p.next_sequence;
         p.appended.send_replace(next);
+        drop(p);
+        self.appended_any.send_modify(|n| *n = n.wrapping_add(1));
         event
     }
 
@@ -381,6 +381,11 @@ impl TelemetryLog {
     /// sequence number); `None` for an unknown partition.
     pub fn watch(&self, partition: u32) -> Option<watch::Receiver<i64>> {
         Some(self.partition(partition)?.appended.subscribe())
+    }
+
+    /// A receiver that changes whenever any partition gets an event.
+    pub fn watch_all(&self) -> watch::Receiver<u64> {
+        self.appended_any.subscribe()
     }
 
     /// The partition's figures for `$management`; `None` for an unknown partition.
