@@ -19,7 +19,7 @@ impl LocalHub {
     }
 
     /// Telemetry from `start` on: the oldest retained message, now, an enqueued time, or one
-    /// partition's offset ([`Telemetry::partition`] and [`Telemetry::offset`] of a message
+    /// partition's offset ([`Telemetry::partition`](super::Telemetry::partition) and [`Telemetry::offset`](super::Telemetry::offset) of a message
     /// read before).
     ///
     /// Error: [`ErrorKind::InvalidMessage`] for a partition the hub does not have.
