@@ -7,7 +7,11 @@
 //! `IOTHUB_DEVICE_CONNECTION_STRING_<ID>=…` per `--device` (for `--device ID:x509` also
 //! `IOTHUB_DEVICE_CERT_FILE_<ID>=…` and `IOTHUB_DEVICE_KEY_FILE_<ID>=…`), one
 //! `IOTHUB_MODULE_CONNECTION_STRING_<DEVICE>_<MODULE>='…'` per `--module` (single-quoted, so the
-//! line can be `source`d or `eval`ed by a shell despite the `;`s), then `ready`; it logs connections,
+//! line can be `source`d or `eval`ed by a shell despite the `;`s),
+//! `EVENTHUB_CONNECTION_STRING="…"` (the built-in Event Hubs-compatible endpoint's connection
+//! string as the portal shows it, over TLS; quoted so that the line can be `source`d),
+//! `EVENTHUB_EMULATOR_CONNECTION_STRING="…"` (the same endpoint over plain TCP with
+//! `UseDevelopmentEmulator=true`), `EVENTHUB_PORT=…` and `EVENTHUB_EMULATOR_PORT=…`, then `ready`; it logs connections,
 //! C2D sends and their dispositions, and feedback deliveries to stderr (`RUST_LOG` sets the
 //! level) and stops on Ctrl-C.
 
@@ -41,6 +45,20 @@ struct Args {
     /// AMQP over TLS port, for the service endpoint (0: any free port).
     #[arg(long, default_value_t = AMQP_TLS_PORT)]
     amqp_port: u16,
+    /// The built-in Event Hubs-compatible endpoint's TLS port (0: any free port; IoT Hub has
+    /// it on 5671 of another host name, which the AMQP port takes here).
+    #[arg(long, default_value_t = 0)]
+    event_hubs_port: u16,
+    /// The same endpoint over plain TCP, for `UseDevelopmentEmulator=true` connection strings
+    /// (0: any free port; the Event Hubs emulator uses 5672).
+    #[arg(long, default_value_t = 0)]
+    event_hubs_emulator_port: u16,
+    /// Partitions of the Event Hubs-compatible endpoint (IoT Hub's default: 4).
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// A consumer group besides `$Default`; repeatable.
+    #[arg(long = "consumer-group", value_name = "NAME")]
+    consumer_groups: Vec<String>,
     /// Where to write the CA certificate (PEM) that clients must trust.
     #[arg(long)]
     ca_out: Option<PathBuf>,
@@ -117,11 +135,17 @@ async fn run(args: Args) -> Result<(), String> {
         .mqtt_port(args.mqtt_port)
         .https_port(args.https_port)
         .amqp_port(args.amqp_port)
+        .event_hubs_port(args.event_hubs_port)
+        .event_hubs_emulator_port(args.event_hubs_emulator_port)
+        .event_hubs_partitions(args.partitions)
         .feedback_flush_interval(std::time::Duration::from_millis(args.feedback_flush_ms));
     for path in &args.x509_cas {
         let pem = std::fs::read_to_string(path)
             .map_err(|e| format!("--x509-ca {}: {e}", path.display()))?;
         builder = builder.x509_ca_pem(pem);
+    }
+    for group in &args.consumer_groups {
+        builder = builder.consumer_group(group);
     }
     if let Some(key) = &args.policy_key {
         let key = SasKey::from_base64(key).map_err(|e| format!("--policy-key: {e}"))?;
@@ -218,6 +242,19 @@ async fn run(args: Args) -> Result<(), String> {
             env_name(module_id)
         ));
     }
+    lines.push(format!(
+        "EVENTHUB_CONNECTION_STRING=\"{}\"",
+        hub.event_hubs_connection_string()
+    ));
+    lines.push(format!(
+        "EVENTHUB_EMULATOR_CONNECTION_STRING=\"{}\"",
+        hub.event_hubs_emulator_connection_string()
+    ));
+    lines.push(format!("EVENTHUB_PORT={}", hub.event_hubs_addr().port()));
+    lines.push(format!(
+        "EVENTHUB_EMULATOR_PORT={}",
+        hub.event_hubs_emulator_addr().port()
+    ));
     lines.push("ready".to_owned());
     for line in lines {
         writeln!(out, "{line}").map_err(|e| e.to_string())?;
@@ -228,6 +265,8 @@ async fn run(args: Args) -> Result<(), String> {
         mqtt = %hub.mqtt_addr(),
         https = %hub.https_addr(),
         amqp = %hub.amqp_addr(),
+        event_hubs = %hub.event_hubs_addr(),
+        event_hubs_emulator = %hub.event_hubs_emulator_addr(),
         "serving; Ctrl-C stops"
     );
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;

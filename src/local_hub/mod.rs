@@ -23,6 +23,7 @@
 mod amqp;
 mod c2d_queue;
 mod clock;
+pub(crate) mod event_hubs;
 mod feedback_queue;
 mod https;
 mod limits;
@@ -30,6 +31,8 @@ mod mqtt;
 mod rewind;
 mod state;
 mod streams;
+mod telemetry_access;
+mod telemetry_log;
 mod tls;
 mod twin_access;
 mod x509_devices;
@@ -52,7 +55,9 @@ use crate::protocol::ports::{AMQP_TLS_PORT, MQTT_TLS_PORT};
 pub use c2d_queue::C2dLimits;
 pub use limits::ConnectionLimits;
 use state::{DeviceSpec, DeviceStatus, HubSettings, HubState, Identity, ModuleSpec, RegistryError};
-pub use streams::{FeedbackStream, Telemetry, TelemetryStream};
+pub use streams::{FeedbackStream, Telemetry, TelemetryStart, TelemetryStream};
+use telemetry_log::LogSettings;
+pub use telemetry_log::Retention as TelemetryRetention;
 pub use x509_devices::X509Device;
 
 /// Configures and starts a [`LocalHub`].
@@ -68,6 +73,9 @@ pub struct LocalHubBuilder {
     feedback_flush_interval: Duration,
     x509_ca_pems: Vec<String>,
     connection_limits: ConnectionLimits,
+    event_hubs_port: u16,
+    event_hubs_emulator_port: u16,
+    telemetry: LogSettings,
 }
 
 impl Default for LocalHubBuilder {
@@ -83,6 +91,9 @@ impl Default for LocalHubBuilder {
             feedback_flush_interval: Duration::from_secs(15),
             x509_ca_pems: Vec::new(),
             connection_limits: ConnectionLimits::default(),
+            event_hubs_port: 0,
+            event_hubs_emulator_port: 0,
+            telemetry: LogSettings::default(),
         }
     }
 }
@@ -154,6 +165,41 @@ impl LocalHubBuilder {
         self
     }
 
+    /// The port of the built-in Event Hubs-compatible endpoint over TLS (AMQP, as IoT Hub's
+    /// on 5671 of its own host); 0 (the default) picks a free one.
+    pub fn event_hubs_port(mut self, port: u16) -> Self {
+        self.event_hubs_port = port;
+        self
+    }
+
+    /// The port of the same endpoint over plain TCP, for connection strings with
+    /// `UseDevelopmentEmulator=true` (the Event Hubs emulator's form, which the Python and
+    /// Node Event Hubs SDKs dial without TLS); 0 (the default) picks a free one.
+    pub fn event_hubs_emulator_port(mut self, port: u16) -> Self {
+        self.event_hubs_emulator_port = port;
+        self
+    }
+
+    /// The number of partitions of the telemetry log and the Event Hubs-compatible endpoint
+    /// (default 4, as IoT Hub; at least 1). A device's messages always go to the same one.
+    pub fn event_hubs_partitions(mut self, partitions: u32) -> Self {
+        self.telemetry.partition_count = partitions.max(1);
+        self
+    }
+
+    /// Adds a consumer group to the Event Hubs-compatible endpoint, besides `$Default`.
+    pub fn consumer_group(mut self, name: impl Into<String>) -> Self {
+        self.telemetry.consumer_groups.push(name.into());
+        self
+    }
+
+    /// How much telemetry each partition keeps (default: 100,000 messages, 256 MiB, one day;
+    /// the oldest go first).
+    pub fn telemetry_retention(mut self, retention: TelemetryRetention) -> Self {
+        self.telemetry.retention = retention;
+        self
+    }
+
     /// Binds the listeners and starts serving. Must be called inside a Tokio runtime.
     pub async fn start(self) -> Result<LocalHub> {
         let owner_key = self.policy_key.unwrap_or_else(state::generate_key);
@@ -182,6 +228,7 @@ impl LocalHubBuilder {
                 c2d: self.c2d,
                 feedback_flush_interval: self.feedback_flush_interval,
                 feedback: feedback_queue::FeedbackLimits::default(),
+                telemetry: self.telemetry.clone(),
             },
             policies,
         ));
@@ -206,6 +253,16 @@ impl LocalHubBuilder {
         let mqtt_addr = local_addr(&mqtt_listener)?;
         let https_addr = local_addr(&https_listener)?;
         let amqp_addr = local_addr(&amqp_listener)?;
+        let event_hubs_listener = bind(self.event_hubs_port).await?;
+        let event_hubs_emulator_listener = bind(self.event_hubs_emulator_port).await?;
+        let event_hubs_addr = local_addr(&event_hubs_listener)?;
+        let event_hubs_emulator_addr = local_addr(&event_hubs_emulator_listener)?;
+        let event_hub = event_hubs::event_hub_name(&self.host_name);
+        let endpoint = event_hubs::Endpoint::new(
+            state.clone(),
+            state.telemetry_log().clone(),
+            event_hub.clone(),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(mqtt::serve(
@@ -226,9 +283,19 @@ impl LocalHubBuilder {
                 amqp_listener,
                 self.connection_limits.clone(),
             )),
+            tokio::spawn(event_hubs::serve(
+                endpoint.clone(),
+                Some(tls.acceptor.clone()),
+                event_hubs_listener,
+            )),
+            tokio::spawn(event_hubs::serve(
+                endpoint,
+                None,
+                event_hubs_emulator_listener,
+            )),
             tokio::spawn(sweep(state.clone())),
         ];
-        tracing::info!(host = %self.host_name, %mqtt_addr, %https_addr, %amqp_addr, "local IoT Hub started");
+        tracing::info!(host = %self.host_name, %mqtt_addr, %https_addr, %amqp_addr, %event_hubs_addr, %event_hubs_emulator_addr, "local IoT Hub started");
         Ok(LocalHub {
             state,
             ca_pem: tls.ca_pem,
@@ -236,6 +303,9 @@ impl LocalHubBuilder {
             mqtt_addr,
             https_addr,
             amqp_addr,
+            event_hubs_addr,
+            event_hubs_emulator_addr,
+            event_hub,
             tasks,
             shutdown,
         })
@@ -272,6 +342,9 @@ pub struct LocalHub {
     mqtt_addr: SocketAddr,
     https_addr: SocketAddr,
     amqp_addr: SocketAddr,
+    event_hubs_addr: SocketAddr,
+    event_hubs_emulator_addr: SocketAddr,
+    event_hub: String,
     tasks: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
 }
@@ -283,6 +356,8 @@ impl std::fmt::Debug for LocalHub {
             .field("mqtt_addr", &self.mqtt_addr)
             .field("https_addr", &self.https_addr)
             .field("amqp_addr", &self.amqp_addr)
+            .field("event_hubs_addr", &self.event_hubs_addr)
+            .field("event_hubs_emulator_addr", &self.event_hubs_emulator_addr)
             .finish_non_exhaustive()
     }
 }
@@ -554,11 +629,6 @@ impl LocalHub {
     pub fn disconnect_module(&self, device_id: &str, module_id: &str) -> bool {
         self.state
             .disconnect(&Identity::module(device_id, module_id))
-    }
-
-    /// Every telemetry message received from now on, from devices and modules.
-    pub fn telemetry(&self) -> TelemetryStream {
-        TelemetryStream::new(self.state.subscribe_telemetry())
     }
 
     /// Feedback batches as the hub releases them (64 records, or after the flush interval).

@@ -11,6 +11,9 @@
 //
 // Output on stdout, one line each, flushed:
 //   connected                 once open and the C2D subscription (SUBACK) is in place
+//   sent                      after the optional --send-telemetry message was acknowledged: its
+//                             body is TEXT, messageId d2c-1, correlationId corr-1,
+//                             application/json, utf-8 and the custom property k = "v v"
 //   {"data": ..., ...}        one JSON object per C2D message (sorted keys): data (UTF-8 text),
 //                             messageId, correlationId, userId, to, contentType, contentEncoding,
 //                             expiryTimeUtc (as the SDK holds them; absent ones are null) and
@@ -32,7 +35,7 @@ function usage(text) {
 }
 
 function parseArgs(argv) {
-  const names = ['connection-string', 'ca-file', 'count', 'timeout'];
+  const names = ['connection-string', 'ca-file', 'count', 'timeout', 'send-telemetry'];
   const args = { count: '1', timeout: '60' };
   for (let i = 0; i < argv.length; i += 2) {
     const name = argv[i].replace(/^--/, '');
@@ -134,6 +137,19 @@ function messageToJson(msg) {
   stage = 'subscribing to C2D';
   await subscribed;
   out('connected');
+
+  if (args['send-telemetry'] !== undefined) {
+    stage = 'sending telemetry';
+    const { Message } = require('azure-iot-device');
+    const message = new Message(args['send-telemetry']);
+    message.messageId = 'd2c-1';
+    message.correlationId = 'corr-1';
+    message.contentType = 'application/json';
+    message.contentEncoding = 'utf-8';
+    message.properties.add('k', 'v v');
+    await client.sendEvent(message);
+    out('sent');
+  }
 
   stage = 'waiting for ' + args.count + ' C2D message(s)';
   await allReceived;

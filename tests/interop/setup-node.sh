@@ -20,6 +20,7 @@ PACKAGES=(
     "azure-iot-device-mqtt@1.16.4"
     "azure-iothub@1.16.6"
     "azure-iot-common@1.13.3"
+    "@azure/event-hubs@6.0.4"
 )
 
 check() {

@@ -23,6 +23,7 @@ REQUIREMENTS=(
     "azure-iot-device==2.14.0"
     "azure-iot-hub==2.7.0"
     "six"
+    "azure-eventhub==5.15.1"
 )
 
 VPY="$VENV_DIR/bin/python"
@@ -31,7 +32,7 @@ check() {
     # Succeeds only if the pinned versions are installed and both SDKs import.
     "$VPY" - <<'EOF' >/dev/null 2>&1
 import importlib.metadata as md, sys
-want = {"azure-iot-device": "2.14.0", "azure-iot-hub": "2.7.0"}
+want = {"azure-iot-device": "2.14.0", "azure-iot-hub": "2.7.0", "azure-eventhub": "5.15.1"}
 for name, ver in want.items():
     if md.version(name) != ver:
         sys.exit(1)

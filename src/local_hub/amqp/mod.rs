@@ -19,7 +19,7 @@ mod c2d;
 mod cbs;
 mod feedback;
 mod frame_guard;
-mod sasl;
+pub(crate) mod sasl;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

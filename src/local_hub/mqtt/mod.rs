@@ -27,7 +27,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{HostAndPort, SasToken};
-use crate::local_hub::state::{HubState, Identity};
+use crate::local_hub::state::{Credential, HubState, Identity};
 
 use session::Session;
 use wire::{First, Wire};
@@ -200,7 +200,13 @@ pub(crate) async fn run_session_with_certificates<S>(
         Some(token) => state.clock.instant_at(token.expiry()),
         None => tokio::time::Instant::now() + NO_TOKEN_EXPIRY,
     };
-    let mut session = Session::new(state.clone(), identity.clone(), ticket.id);
+    let credential = if token.is_some() {
+        Credential::Sas
+    } else {
+        Credential::X509
+    };
+    let mut session =
+        Session::new(state.clone(), identity.clone(), ticket.id).with_credential(credential);
     let mut outbox = ticket.outbox;
     let end = session
         .run(

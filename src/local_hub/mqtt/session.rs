@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
 use crate::local_hub::c2d_queue::LockToken;
-use crate::local_hub::state::{Feature, HubState, Identity, Outbound, Outbox};
+use crate::local_hub::state::{Credential, Feature, HubState, Identity, Outbound, Outbox};
 use crate::protocol::{
     DESIRED_PATCH_SUBSCRIPTION, METHOD_REQUEST_SUBSCRIPTION, MethodResult,
     TWIN_RESPONSE_SUBSCRIPTION, TwinRequestKind, c2d_subscription, c2d_topic, parse_collection,
@@ -62,6 +62,8 @@ pub(super) struct Session {
     /// (MQTT 3.1.1 section 4.3.1) and so count as completed once sent (inferred: the IoT Hub
     /// docs do not say what a QoS 0 C2D subscription does to the queue).
     c2d_qos: QoS,
+    /// How the connection authenticated, stamped on its telemetry.
+    credential: Credential,
 }
 
 /// How a session ended, for the log.
@@ -97,7 +99,14 @@ impl Session {
             in_flight: HashMap::new(),
             next_pkid: 0,
             c2d_qos: QoS::AtLeastOnce,
+            credential: Credential::Sas,
         }
+    }
+
+    /// Records that the connection authenticated with `credential` (SAS by default).
+    pub fn with_credential(mut self, credential: Credential) -> Self {
+        self.credential = credential;
+        self
     }
 
     /// The C2D deliveries still waiting for their PUBACK.
@@ -350,7 +359,8 @@ impl Session {
             return Err(End::Protocol("telemetry for another identity".into()));
         }
         tracing::debug!(identity = %self.identity, message_id = ?message.message_id(), "telemetry");
-        self.state.publish_telemetry(&self.identity, message);
+        self.state
+            .publish_telemetry_authenticated(&self.identity, self.credential, message);
         Ok(None)
     }
 

@@ -57,6 +57,7 @@ async fn connected() -> (Arc<HubState>, Client) {
             c2d: C2dLimits::default(),
             feedback_flush_interval: Duration::from_secs(15),
             feedback: FeedbackLimits::default(),
+            telemetry: crate::local_hub::telemetry_log::LogSettings::default(),
         },
         Vec::new(),
     ));

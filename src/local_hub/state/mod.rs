@@ -23,6 +23,7 @@ mod feedback;
 mod identities;
 mod methods;
 mod sessions;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -32,17 +33,16 @@ mod x509;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::auth::{AccessDenied, AccessPolicy, Permission, SasKey, SasToken, authorize_service};
-use crate::local_hub::Telemetry;
 use crate::local_hub::c2d_queue::C2dLimits;
 use crate::local_hub::clock::Clock;
 use crate::local_hub::feedback_queue::{FeedbackLimits, FeedbackQueue};
-use crate::message::Message;
+use crate::local_hub::telemetry_log::{LogSettings, TelemetryLog};
 
 #[allow(
     unused_imports,
@@ -57,6 +57,7 @@ pub(crate) use identities::{
     reason = "read by the HTTPS module API and device twins and methods (the next issues)"
 )]
 pub(crate) use sessions::{OUTBOX_CAPACITY, Outbound, Outbox, SessionTicket};
+pub(crate) use telemetry::Credential;
 
 pub(crate) use features::Feature;
 pub(crate) use methods::MethodFailure;
@@ -85,6 +86,8 @@ pub(crate) struct HubSettings {
     pub c2d: C2dLimits,
     pub feedback_flush_interval: Duration,
     pub feedback: FeedbackLimits,
+    /// The telemetry log's partitions, consumer groups and retention.
+    pub telemetry: LogSettings,
 }
 
 /// The hub.
@@ -99,7 +102,8 @@ pub(crate) struct HubState {
     pub sweep_wake: Notify,
     /// Woken when a session subscribes to method requests.
     method_subscribers_changed: Notify,
-    telemetry: broadcast::Sender<Telemetry>,
+    /// Every accepted telemetry message, retained (see `telemetry`).
+    telemetry_log: Arc<TelemetryLog>,
     next_id: AtomicU64,
     /// Set once the hub stops, for connections that have no session slot (AMQP).
     stopping: watch::Sender<bool>,
@@ -119,7 +123,7 @@ pub(crate) fn generate_key() -> SasKey {
 
 impl HubState {
     pub fn new(settings: HubSettings, policies: Vec<AccessPolicy>) -> Self {
-        let (telemetry, _) = broadcast::channel(1024);
+        let telemetry_log = Arc::new(TelemetryLog::new(settings.telemetry.clone()));
         HubState {
             settings,
             clock: Clock::new(),
@@ -135,7 +139,7 @@ impl HubState {
             feedback_ready: Notify::new(),
             sweep_wake: Notify::new(),
             method_subscribers_changed: Notify::new(),
-            telemetry,
+            telemetry_log,
             next_id: AtomicU64::new(1),
             stopping: watch::channel(false).0,
         }
@@ -149,6 +153,15 @@ impl HubState {
 
     fn fresh_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The policy called `name` (both keys and its permissions).
+    pub fn policy(&self, name: &str) -> Option<AccessPolicy> {
+        self.lock()
+            .policies
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
     }
 
     /// The primary key of the policy called `name`.
@@ -177,9 +190,11 @@ impl HubState {
     }
 
     /// Expires messages, releases lapsed locks (waking the session that may deliver them
-    /// again), cuts due feedback batches; returns when the next sweep is needed.
+    /// again), cuts due feedback batches, drops telemetry past retention; returns when the
+    /// next sweep is needed.
     pub fn sweep(&self) -> Option<SystemTime> {
         let now = self.clock.now();
+        self.telemetry_log.expire(now);
         let mut inner = self.lock();
         let ids: Vec<String> = inner.devices.keys().cloned().collect();
         let mut next = None::<SystemTime>;
@@ -207,22 +222,6 @@ impl HubState {
     /// A receiver that turns `true` when the hub stops.
     pub fn stopping(&self) -> watch::Receiver<bool> {
         self.stopping.subscribe()
-    }
-
-    /// Publishes telemetry from `from` to the handle's subscribers.
-    pub fn publish_telemetry(&self, from: &Identity, message: Message) {
-        let now = self.clock.now();
-        self.lock().touch(from, now);
-        let _ = self.telemetry.send(Telemetry {
-            device_id: from.device_id.clone(),
-            module_id: from.module_id.clone(),
-            message,
-        });
-    }
-
-    /// A receiver of every telemetry message from now on.
-    pub fn subscribe_telemetry(&self) -> broadcast::Receiver<Telemetry> {
-        self.telemetry.subscribe()
     }
 }
 

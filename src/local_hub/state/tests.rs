@@ -7,7 +7,7 @@ use super::*;
 use crate::auth::{ResourceUri, SasKey};
 use crate::error::ErrorKind;
 use crate::local_hub::feedback_queue::FeedbackLimits;
-use crate::message::Ack;
+use crate::message::{Ack, Message};
 use crate::protocol::FeedbackStatus;
 
 fn hub() -> HubState {
@@ -21,6 +21,7 @@ fn hub_with(c2d: C2dLimits) -> HubState {
             c2d,
             feedback_flush_interval: Duration::from_secs(15),
             feedback: FeedbackLimits::default(),
+            telemetry: crate::local_hub::telemetry_log::LogSettings::default(),
         },
         Vec::new(),
     )

@@ -19,6 +19,7 @@ fn hub() -> HubState {
             c2d: C2dLimits::default(),
             feedback_flush_interval: Duration::from_secs(15),
             feedback: FeedbackLimits::default(),
+            telemetry: crate::local_hub::telemetry_log::LogSettings::default(),
         },
         Vec::new(),
     )
