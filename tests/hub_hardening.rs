@@ -401,3 +401,42 @@ async fn a_cut_feedback_connection_releases_its_batch_at_once() {
     assert_eq!(batch[0].original_message_id, "m1");
     drop(held);
 }
+
+#[tokio::test]
+async fn idle_mqtt_connections_are_bounded_per_address() {
+    use futures_util::StreamExt;
+    use iothub::local_hub::ConnectionLimits;
+    use std::time::Duration;
+
+    let hub = LocalHub::builder()
+        .connection_limits(
+            ConnectionLimits::new()
+                .with_max_connections(100)
+                .with_max_connections_per_address(20)
+                .with_handshake_timeout(Duration::from_secs(20)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let hostile = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let port = hub.mqtt_addr().port();
+    // 500 TCP connections from one address that finish TLS and then send nothing: the hub
+    // holds at most 20 of them open and closes the rest at once.
+    let held: Vec<_> = futures_util::stream::iter(0..500)
+        .map(|_| {
+            let hub = &hub;
+            async move { tls_from(hub, hostile, port).await }
+        })
+        .buffer_unordered(64)
+        .filter_map(|tls| async move { tls })
+        .collect()
+        .await;
+    assert!(
+        !held.is_empty() && held.len() <= 20,
+        "{} idle MQTT connections were admitted from one address (bound 20)",
+        held.len()
+    );
+    // A device on another address connects at once (MQTT, and a back end over AMQP).
+    healthy_device_and_back_end(&hub, "healthy-mqtt").await;
+    drop(held);
+}

@@ -212,6 +212,7 @@ impl LocalHubBuilder {
                 state.clone(),
                 tls.device_acceptor.clone(),
                 mqtt_listener,
+                self.connection_limits.clone(),
             )),
             tokio::spawn(https::serve(
                 https::router(state.clone()),

@@ -29,12 +29,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ConnectionLimits {
-    /// Open connections per listener (AMQP, HTTPS); default 10,000. Past it, new connections
+    /// Open connections per listener (MQTT, AMQP, HTTPS); default 10,000. Past it, new connections
     /// are closed right after `accept`.
     pub max_connections: usize,
     /// Open connections per listener from one source IP address; default 1,000.
     pub max_connections_per_address: usize,
-    /// Time a new AMQP or HTTPS connection has for TLS, and on AMQP the protocol header, SASL
+    /// Time a new MQTT, AMQP or HTTPS connection has for TLS, and on AMQP the protocol header, SASL
     /// and OPEN; default 10 s.
     pub handshake_timeout: Duration,
     /// Time an open AMQP connection has to present a valid token (SASL PLAIN or a CBS

@@ -27,6 +27,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{HostAndPort, SasToken};
+use crate::local_hub::limits::{ConnectionGate, ConnectionLimits};
 use crate::local_hub::state::{Credential, HubState, Identity};
 
 use session::Session;
@@ -35,16 +36,23 @@ use wire::{First, Wire};
 /// How far away a certificate session's "token expiry" is: never, in practice.
 const NO_TOKEN_EXPIRY: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
-/// Time a client has to finish TLS and send CONNECT.
+/// Time a client has to send CONNECT once TLS is up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts MQTT-over-TLS connections until the listener fails.
-pub(crate) async fn serve(state: Arc<HubState>, acceptor: TlsAcceptor, listener: TcpListener) {
-    crate::local_hub::tls::accept_loop(
+/// Accepts MQTT-over-TLS connections until the listener fails, within `limits`' connection
+/// bounds (per listener and per source address) and TLS handshake deadline.
+pub(crate) async fn serve(
+    state: Arc<HubState>,
+    acceptor: TlsAcceptor,
+    listener: TcpListener,
+    limits: ConnectionLimits,
+) {
+    crate::local_hub::tls::accept_loop_bounded(
         listener,
         acceptor,
         "MQTT",
-        CONNECT_TIMEOUT,
+        ConnectionGate::new(&limits),
+        limits.handshake_timeout,
         move |tls, peer| {
             let certificates = crate::local_hub::tls::peer_certificates(&tls);
             run_session_with_certificates(state.clone(), tls, peer, certificates)
