@@ -248,7 +248,9 @@ impl Message {
     /// Only messages received by a `DeviceClient` in `AckMode::Manual` need this; for any other
     /// message, and for a message completed already, it does nothing. If the connection that
     /// delivered the message has been lost, the hub delivers it again on the next connection
-    /// and this returns an [`crate::ErrorKind::Transport`] error.
+    /// and this returns an [`crate::ErrorKind::Transport`] error. A planned reconnect (SAS
+    /// token renewal) first waits up to 5 s for pending completions (see
+    /// [`crate::device::AckMode::Manual`]).
     pub async fn complete(&self) -> Result<()> {
         match &self.completion {
             Some(completion) => completion.0.complete().await,

@@ -370,3 +370,63 @@ async fn reconnects_through_ten_hub_disconnects_without_losing_a_message() {
     let away = watcher.await.unwrap();
     assert!(away >= 1, "the state showed the disconnections");
 }
+
+#[tokio::test]
+async fn manual_completions_across_sas_renewals_succeed_without_duplicates() {
+    let hub = hub().await;
+    let cs = hub.create_device("dev1").unwrap();
+    let client = timeout(
+        WAIT,
+        DeviceClient::builder(cs)
+            .trust_ca_pem(hub.ca_pem())
+            .ack_mode(AckMode::Manual)
+            .sas_ttl(Duration::from_secs(2))
+            .retry_policy(fast_retry())
+            .connect(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let total = 100;
+    let sender = {
+        let hub_messages: Vec<Message> = (0..total)
+            .map(|i| Message::new(format!("{i}")).with_message_id(format!("m{i}")))
+            .collect();
+        async move {
+            for message in hub_messages {
+                // 10 per second for 10 s: about six token renewals.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                hub.enqueue_c2d("dev1", message).unwrap();
+            }
+            hub
+        }
+    };
+    let receiver = async {
+        let mut ids = BTreeSet::new();
+        let mut duplicates = Vec::new();
+        let mut failed = Vec::new();
+        while ids.len() < total {
+            let message = timeout(WAIT, client.receive_message())
+                .await
+                .expect("no stall")
+                .unwrap();
+            let id = message.message_id().unwrap().to_owned();
+            // The application works on each message for a while before completing it, so
+            // some deliveries straddle a planned reconnect.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            if let Err(e) = message.complete().await {
+                failed.push(format!("{id}: {e}"));
+            }
+            if !ids.insert(id.clone()) {
+                duplicates.push(id);
+            }
+        }
+        (ids, duplicates, failed)
+    };
+    let (hub, (ids, duplicates, failed)) = tokio::join!(sender, receiver);
+    assert_eq!(ids.len(), total);
+    assert!(failed.is_empty(), "complete() failed: {failed:?}");
+    assert!(duplicates.is_empty(), "delivered twice: {duplicates:?}");
+    client.close().await.unwrap();
+    drop(hub);
+}

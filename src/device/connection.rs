@@ -4,11 +4,13 @@
 //! ([`crate::device::inbound::route`]), sends PUBACKs when the application (or auto mode) says
 //! so, sends telemetry and resolves each send on its PUBACK, keeps the subscriptions the
 //! application asked for (restored after a reconnect without a session), matches `$rid`
-//! responses to their requests, renews the SAS token by a planned reconnect, and reconnects
+//! responses to their requests, renews the SAS token by a planned reconnect (after the
+//! application's pending acknowledgements, within [`RENEWAL_ACK_WAIT`]), and reconnects
 //! with backoff after a failure. Acknowledgements are tied to the connection ("epoch") that
 //! delivered the message: a PUBACK must never go out on a later connection, where the same
 //! packet id can mean another message.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -33,6 +35,12 @@ use crate::retry::RetryPolicy;
 
 /// How far away "never" is for the timers of the select loop.
 const FAR: Duration = Duration::from_secs(86_400 * 365);
+
+/// How long a planned reconnect (SAS token renewal) waits for the application to acknowledge
+/// the messages the current connection delivered (never past the token's expiry). Their
+/// PUBACKs can go out on this connection only; a message still unacknowledged then is
+/// delivered again on the next connection, and its `complete()` returns an error.
+pub(crate) const RENEWAL_ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// What the handle asks of the task.
 pub(crate) enum Command {
@@ -90,6 +98,9 @@ pub(crate) struct Task {
     pub requests: PendingRequests,
     pub state: watch::Sender<ConnectionState>,
     pub live_epoch: Arc<AtomicU64>,
+    /// Packet ids of the QoS 1 messages the live connection handed to the application and
+    /// that it has not acknowledged yet.
+    pub awaiting_ack: HashSet<u16>,
 }
 
 /// The QoS a feature's filter is subscribed at: 1 for messages, 0 for twin and methods, as
@@ -267,6 +278,9 @@ impl Task {
                 sends.fail_all("the connection was lost before the hub acknowledged the message");
             }
             self.purge_stale_requests();
+            self.awaiting_ack.clear();
+            // Set when the token is due for renewal while messages await their ack.
+            let mut ack_wait: Option<Instant> = None;
             self.subscriptions.on_connected(session_present);
             self.flush_subscriptions();
             // Until every wanted filter is granted again, the connection is not "Connected".
@@ -281,13 +295,25 @@ impl Task {
                     .requests
                     .next_deadline()
                     .unwrap_or_else(|| Instant::now() + FAR);
+                let ack_wait_end = ack_wait.unwrap_or_else(|| Instant::now() + FAR);
                 let step = tokio::select! {
                     event = self.eventloop.poll() => match event {
                         Ok(event) => self.on_event(event, epoch, &mut sends, &mut restoring, &mut ready).await,
                         Err(e) => Step::Reconnect { planned: false, reason: describe(&e) },
                     },
                     command = self.commands.recv() => self.on_command(command, epoch, &mut sends).await,
-                    _ = sleep_until(renew) => Step::Reconnect { planned: true, reason: "SAS token renewal".into() },
+                    _ = sleep_until(renew), if ack_wait.is_none() => {
+                        if self.awaiting_ack.is_empty() {
+                            Step::Reconnect { planned: true, reason: "SAS token renewal".into() }
+                        } else {
+                            let expiry = issued.as_ref().map_or(FAR, |i| {
+                                i.token.expiry().duration_since(SystemTime::now()).unwrap_or_default()
+                            });
+                            ack_wait = Some(Instant::now() + RENEWAL_ACK_WAIT.min(expiry));
+                            Step::Continue
+                        }
+                    }
+                    _ = sleep_until(ack_wait_end) => Step::Reconnect { planned: true, reason: "SAS token renewal".into() },
                     _ = sleep_until(warn) => {
                         warn_at = None;
                         if let Some(issued) = &issued {
@@ -301,10 +327,22 @@ impl Task {
                     }
                 };
                 match step {
+                    Step::Continue if ack_wait.is_some() && self.awaiting_ack.is_empty() => {
+                        break Step::Reconnect {
+                            planned: true,
+                            reason: "SAS token renewal".into(),
+                        };
+                    }
                     Step::Continue => continue,
                     other => break other,
                 }
             };
+            if matches!(step, Step::Reconnect { planned: true, .. }) {
+                // A clean DISCONNECT after the PUBACKs already queued, so the hub takes them
+                // before the next connection.
+                let _ = self.client.try_disconnect();
+                self.flush_disconnect().await;
+            }
             self.subscriptions.on_disconnected();
             self.requests.on_disconnected();
             self.live_epoch.store(0, Ordering::SeqCst);
@@ -414,7 +452,12 @@ impl Task {
                     .hand_over(routed, epoch, pkid, &mut self.requests)
                     .await
                 {
-                    Handed::Held => return Step::Continue,
+                    Handed::Held => {
+                        if needs_ack {
+                            self.awaiting_ack.insert(pkid);
+                        }
+                        return Step::Continue;
+                    }
                     Handed::C2dClosed => return Step::Stop(CloseReason::ClosedByApplication),
                     Handed::AckNow => {}
                 }
@@ -494,6 +537,7 @@ impl Task {
             }) => {
                 let live = delivered_on == epoch && self.live_epoch.load(Ordering::SeqCst) == epoch;
                 let result = if live {
+                    self.awaiting_ack.remove(&pkid);
                     self.puback(pkid);
                     Ok(())
                 } else {

@@ -10,7 +10,10 @@ pub enum AckMode {
     #[default]
     Auto,
     /// The PUBACK goes out when the application calls [`crate::Message::complete`]. A message
-    /// not completed before the connection drops is delivered again by the hub.
+    /// not completed before the connection drops is delivered again by the hub. The planned
+    /// reconnect that renews the SAS token waits up to 5 s (never past the token's expiry) for
+    /// the application to complete the messages the current connection delivered, so
+    /// completions made within that time succeed and those messages do not come again.
     Manual,
 }
 
