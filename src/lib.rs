@@ -17,6 +17,7 @@ pub mod error;
 #[cfg(feature = "local-hub")]
 #[cfg_attr(docsrs, doc(cfg(feature = "local-hub")))]
 pub mod local_hub;
+pub mod log_targets;
 pub mod message;
 pub mod protocol;
 #[cfg(feature = "service")]

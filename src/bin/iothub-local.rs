@@ -24,6 +24,7 @@ use clap::Parser;
 use iothub::SasKey;
 use iothub::local_hub::LocalHub;
 use iothub::protocol::ports::{AMQP_TLS_PORT, HTTPS_PORT, MQTT_TLS_PORT};
+use tracing_subscriber::prelude::*;
 
 /// An Azure IoT Hub on loopback: MQTT (TLS and WebSockets) for devices, AMQP (TLS and
 /// WebSockets) for C2D sends and feedback, HTTPS for the registry.
@@ -277,11 +278,21 @@ async fn run(args: Args) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    // tungstenite logs WebSocket frames whole at TRACE, SAS tokens included
+    // (`iothub::log_targets`): those lines never reach the log, whatever RUST_LOG says.
+    let hide_frames = tracing_subscriber::filter::filter_fn(|meta| {
+        !(*meta.level() == tracing::Level::TRACE
+            && iothub::log_targets::websocket_frame_target(meta.target()))
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_filter(hide_frames),
         )
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
