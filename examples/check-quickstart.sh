@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the README's quickstart (`cargo run --features local-hub --example quickstart`) and checks
 # its output: both tutorial messages received with their data and properties, and a `Success`
-# feedback record for each. Exits non-zero, saying what is missing, if anything is.
+# feedback record for each, and the device's telemetry read back. Exits non-zero, saying what is
+# missing, if anything is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,10 +49,11 @@ expect_count 2 '    ack: full'
 expect_count 2 'Feedback for message_[01]: Success \(device quickstart-device\)'
 expect_line "Total calls received: 1"
 expect_line "Total calls received: 2"
+expect_count 1 'Telemetry from quickstart-device \(partition [0-9]+, sequence number 0\): \{"messagesReceived": 2\}'
 expect_line "Done"
 
 if [ "$missing" != 0 ]; then
   echo "check-quickstart: FAILED" >&2
   exit 1
 fi
-echo "check-quickstart: the quickstart received both messages with their properties and got Success feedback for both"
+echo "check-quickstart: the quickstart received both messages with their properties and got Success feedback for both, and read the device's telemetry back"

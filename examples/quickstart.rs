@@ -9,7 +9,9 @@
 //! registry (as `az iot hub device-identity create` would), connects a [`DeviceClient`] for
 //! it, sends the tutorial's two messages with a [`RegistryManager`] asking for full delivery
 //! feedback, prints each message the device receives with its data and every property, then
-//! prints the delivery feedback the hub sends back for both, and exits.
+//! prints the delivery feedback the hub sends back for both; last, the device sends one
+//! telemetry message and the quickstart reads it back from the hub's telemetry log (the one
+//! its Event Hubs-compatible endpoint serves), and exits.
 //!
 //! `examples/simulated_device.rs` and `examples/send_cloud_to_device_message.rs` are the same
 //! two sides as separate programs, for a hub in Azure or `iothub-local`.
@@ -84,6 +86,8 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| format!("the device cannot connect: {e}"))?;
     println!("Device connected, waiting for C2D messages");
+    // Telemetry the hub receives from now on (read in step 8).
+    let mut telemetry = hub.telemetry();
 
     // 5. The back end (SendCloudToDeviceMessage): send the tutorial's messages, each asking
     //    for full delivery feedback. `send_c2d_message` returns once the hub has queued it.
@@ -130,6 +134,27 @@ async fn run() -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot complete the feedback batch: {e}"))?;
     }
+
+    // 8. Device-to-cloud: the device reports how many messages it got; the back end reads the
+    //    telemetry back, as an Event Hubs consumer of the built-in endpoint would.
+    device
+        .send_message(
+            Message::new(format!("{{\"messagesReceived\": {MESSAGE_COUNT}}}"))
+                .with_content_type("application/json"),
+        )
+        .await
+        .map_err(|e| format!("the device cannot send telemetry: {e}"))?;
+    let event = tokio::time::timeout(WAIT, telemetry.recv())
+        .await
+        .map_err(|_| format!("no telemetry within {WAIT:?}"))?
+        .ok_or("the hub stopped")?;
+    println!(
+        "Telemetry from {} (partition {}, sequence number {}): {}",
+        event.device_id,
+        event.partition,
+        event.sequence_number,
+        event.message.body_str().unwrap_or("<binary>")
+    );
 
     device
         .close()

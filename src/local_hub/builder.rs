@@ -201,6 +201,7 @@ impl LocalHubBuilder {
         let event_hubs_addr = local_addr(&event_hubs_listener)?;
         let event_hubs_emulator_addr = local_addr(&event_hubs_emulator_listener)?;
         let event_hub = event_hubs::event_hub_name(&self.host_name);
+        state.set_event_hubs_port(event_hubs_addr.port());
         let endpoint = event_hubs::Endpoint::new(
             state.clone(),
             state.telemetry_log().clone(),

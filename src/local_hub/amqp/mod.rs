@@ -8,7 +8,8 @@
 //! adds a SASL layer only when it is given mechanisms or credentials, and
 //! `azure-iot-sdk-node` `service/src/amqp.ts`, `_getConnectionUri`, gives it neither); then
 //! fe2o3-amqp's acceptor runs the connection, and every ATTACH is dispatched here by its
-//! address to [`cbs`], [`c2d`] or [`feedback`].
+//! address to [`cbs`], [`c2d`] or [`feedback`]; a receiver on `/messages/events/…` is
+//! refused with `amqp:link:redirect` to the Event Hubs-compatible endpoint ([`redirect`]).
 //!
 //! Authorization: a connection is authorized by a SASL PLAIN policy token or by a CBS
 //! put-token of a policy with ServiceConnect, until that token expires (on the hub's clock).
@@ -19,6 +20,7 @@ mod c2d;
 mod cbs;
 mod feedback;
 mod frame_guard;
+mod redirect;
 pub(crate) mod sasl;
 
 use std::sync::{Arc, Mutex};
@@ -349,6 +351,8 @@ enum LinkKind {
     Feedback,
     /// The client's receiver from `/messages/serviceBound/filenotifications`.
     FileNotifications,
+    /// The client's receiver from `/messages/events/…`: redirected to the Event Hubs endpoint.
+    Events,
 }
 
 /// An address without any `amqps://host[:port]` prefix or trailing `/`, lowercased: clients
@@ -398,6 +402,8 @@ fn classify(attach: &Attach) -> Option<LinkKind> {
                 Some(LinkKind::Feedback)
             } else if path.eq_ignore_ascii_case(FILE_NOTIFICATION_LINK_SOURCE) {
                 Some(LinkKind::FileNotifications)
+            } else if redirect::is_events_path(&path) {
+                Some(LinkKind::Events)
             } else {
                 None
             }
@@ -469,6 +475,7 @@ async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Conn>) {
     while let Some(attach) = session.next_incoming_attach().await {
         let name = attach.name.clone();
         let kind = classify(&attach);
+        let source = attach.source.as_ref().and_then(|s| s.address.clone());
         let endpoint = match links
             .accept_incoming_attach(fill_termini(attach), &mut session)
             .await
@@ -528,6 +535,10 @@ async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Conn>) {
             }
             (LinkKind::FileNotifications, LinkEndpoint::Sender(s)) => {
                 tokio::spawn(feedback::file_notifications(s, conn.clone()));
+            }
+            (LinkKind::Events, endpoint) => {
+                let source = source.unwrap_or_default();
+                refuse(endpoint, redirect::to_event_hubs(&conn.state, &source));
             }
             (_, endpoint) => refuse(
                 endpoint,

@@ -104,6 +104,9 @@ pub(crate) struct HubState {
     method_subscribers_changed: Notify,
     /// Every accepted telemetry message, retained (see `telemetry`).
     telemetry_log: Arc<TelemetryLog>,
+    /// The TLS port of the Event Hubs-compatible endpoint, once it listens (the target of
+    /// the service endpoint's `amqp:link:redirect`).
+    event_hubs_port: std::sync::OnceLock<u16>,
     next_id: AtomicU64,
     /// Set once the hub stops, for connections that have no session slot (AMQP).
     stopping: watch::Sender<bool>,
@@ -140,6 +143,7 @@ impl HubState {
             sweep_wake: Notify::new(),
             method_subscribers_changed: Notify::new(),
             telemetry_log,
+            event_hubs_port: std::sync::OnceLock::new(),
             next_id: AtomicU64::new(1),
             stopping: watch::channel(false).0,
         }

@@ -56,6 +56,16 @@ impl Inner {
 }
 
 impl HubState {
+    /// Records the TLS port of the Event Hubs-compatible endpoint (set once, at start).
+    pub fn set_event_hubs_port(&self, port: u16) {
+        let _ = self.event_hubs_port.set(port);
+    }
+
+    /// The TLS port of the Event Hubs-compatible endpoint; `None` before it listens.
+    pub fn event_hubs_port(&self) -> Option<u16> {
+        self.event_hubs_port.get().copied()
+    }
+
     /// The retained telemetry log.
     pub fn telemetry_log(&self) -> &Arc<TelemetryLog> {
         &self.telemetry_log
