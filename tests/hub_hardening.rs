@@ -102,6 +102,32 @@ async fn short_amqp_frames_close_the_connection_without_a_panic() {
     assert!(seen.is_empty(), "hub tasks panicked: {seen:?}");
 }
 
+#[tokio::test]
+async fn short_amqp_frames_on_the_event_hubs_endpoint_close_without_a_panic() {
+    record_panics();
+    let hub = LocalHub::builder().start().await.unwrap();
+    for header in [*b"AMQP\x00\x01\x00\x00", *b"AMQP\x03\x01\x00\x00"] {
+        for size in 4u32..8 {
+            // The emulator form of the endpoint: plain TCP.
+            let mut tcp = tokio::net::TcpStream::connect(hub.event_hubs_emulator_addr())
+                .await
+                .unwrap();
+            let mut bytes = header.to_vec();
+            bytes.extend_from_slice(&size.to_be_bytes());
+            bytes.resize(8 + size as usize, 0);
+            tcp.write_all(&bytes).await.unwrap();
+            let mut sink = Vec::new();
+            let read = timeout(WAIT, tcp.read_to_end(&mut sink))
+                .await
+                .expect("the endpoint closes the connection");
+            let _ = read;
+        }
+    }
+    healthy_device_and_back_end(&hub, "healthy").await;
+    let seen = panics();
+    assert!(seen.is_empty(), "endpoint tasks panicked: {seen:?}");
+}
+
 /// A CONNECT as an MQTT 3.1 (`MQIsdp`, level 3), 3.1.1-named level 3, or MQTT 5 client writes
 /// it (MQTT 5 adds a property length after the keep-alive), for device `dev`.
 fn connect_bytes(name: &str, level: u8) -> Vec<u8> {

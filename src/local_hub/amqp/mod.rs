@@ -19,7 +19,7 @@
 mod c2d;
 mod cbs;
 mod feedback;
-mod frame_guard;
+pub(crate) mod frame_guard;
 mod redirect;
 pub(crate) mod sasl;
 
@@ -54,13 +54,13 @@ use frame_guard::FrameGuard;
 use sasl::{HubSasl, SaslGrant};
 
 /// The SASL protocol header (OASIS AMQP 1.0, part 5.3.1 "SASL negotiation").
-const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
+pub(crate) const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
 /// The AMQP protocol header without a security layer (OASIS AMQP 1.0, part 2.2 "Version
 /// negotiation").
-const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
+pub(crate) const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
 /// The largest frame the hub accepts and advertises in its OPEN (fe2o3-amqp's default,
 /// `fe2o3_amqp::connection::DEFAULT_MAX_FRAME_SIZE`, 256 KiB).
-const MAX_FRAME_SIZE: u32 = 256 * 1024;
+pub(crate) const MAX_FRAME_SIZE: u32 = 256 * 1024;
 /// The container id in the hub's OPEN.
 const CONTAINER_ID: &str = "iothub-local";
 

@@ -43,17 +43,15 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
+use crate::local_hub::amqp::frame_guard::FrameGuard;
 use crate::local_hub::amqp::sasl::HubSasl;
+use crate::local_hub::amqp::{AMQP_HEADER, MAX_FRAME_SIZE, SASL_HEADER};
 use crate::local_hub::rewind::Rewind;
 use crate::local_hub::state::HubState;
 use crate::local_hub::telemetry_log::TelemetryLog;
 
 pub(crate) use receiver::Owners;
 
-/// The SASL protocol header (OASIS AMQP 1.0 §5.3.1).
-const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
-/// The AMQP protocol header without a security layer (OASIS AMQP 1.0 §2.2).
-const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
 /// Time a client has to finish TLS and send its protocol header.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The container id in the endpoint's OPEN.
@@ -172,7 +170,11 @@ where
         Ok(Err(e)) => return Err(format!("no protocol header: {e}")),
         Err(_) => return Err("no protocol header in time".to_owned()),
     }
-    let stream = full_frames::FullFrames::new(Rewind::new(header.to_vec(), stream));
+    // The same guard as the service endpoint: fe2o3's decoder panics on frame sizes 4 to 7.
+    let stream = full_frames::FullFrames::new(FrameGuard::new(
+        Rewind::new(header.to_vec(), stream),
+        MAX_FRAME_SIZE,
+    ));
     let mut connection = match header {
         SASL_HEADER => {
             // ANONYMOUS (all three Event Hubs SDKs; azure-sdk-for-python
