@@ -59,6 +59,15 @@ pub enum ErrorKind {
     /// The operation is not available for this identity or configuration (for example
     /// cloud-to-device messages on a module identity, which IoT Hub does not have).
     NotSupported,
+    /// A device or module id breaks IoT Hub's rules: 1 to 128 ASCII letters, digits or
+    /// `- . + % _ # * ? ! ( ) , : = @ $ '` ([`crate::protocol::check_device_id`]). Choose
+    /// another id; the error names the character IoT Hub would refuse.
+    InvalidIdentityId,
+    /// The retry policy's maximum number of connection attempts was reached and the client
+    /// stopped. The detail carries the last attempt's cause (and
+    /// [`std::error::Error::source`] its error when there is one): fix that cause, then
+    /// build a new client, or give the policy more attempts.
+    RetriesExhausted,
 }
 
 impl ErrorKind {
@@ -85,6 +94,8 @@ impl ErrorKind {
             ErrorKind::Transport => "transport error",
             ErrorKind::Closed => "closed",
             ErrorKind::NotSupported => "not supported",
+            ErrorKind::InvalidIdentityId => "invalid device or module id",
+            ErrorKind::RetriesExhausted => "retries exhausted",
         }
     }
 }

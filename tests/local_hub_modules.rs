@@ -167,7 +167,7 @@ async fn invalid_module_ids_are_refused_before_sending() {
     let long = "m".repeat(129);
     for bad in ["", "a b", "a/b", "ünï", long.as_str()] {
         let err = registry.create_module("dev1", bad).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidMessage, "{bad:?}");
+        assert_eq!(err.kind(), ErrorKind::InvalidIdentityId, "{bad:?}");
     }
     assert!(registry.list_modules("dev1").await.unwrap().is_empty());
 }

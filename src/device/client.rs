@@ -18,7 +18,7 @@ use crate::device::features::Features;
 use crate::device::inbound::{Delivered, Sinks};
 use crate::device::options::{AckMode, Transport};
 use crate::device::pending_requests::PendingRequests;
-use crate::device::state::ConnectionState;
+use crate::device::state::{CloseReason, ConnectionState};
 use crate::device::subscriptions::Subscriptions;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Completer, Completion, Message};
@@ -47,6 +47,25 @@ const CLIENT_TYPE: &str = concat!("iothub-rs/", env!("CARGO_PKG_VERSION"));
 
 fn closed_error() -> Error {
     Error::new(ErrorKind::Closed, "the device client is closed")
+}
+
+/// Why calls on a stopped client fail: [`ErrorKind::RetriesExhausted`] with the last cause
+/// when the retry policy gave up, [`ErrorKind::Closed`] otherwise.
+fn stopped_error(state: &ConnectionState) -> Error {
+    match state {
+        ConnectionState::Closed(CloseReason::RetriesExhausted {
+            attempts,
+            last_error,
+        }) => Error::new(
+            ErrorKind::RetriesExhausted,
+            format!(
+                "the client stopped after {attempts} connection attempt(s); the last one \
+                 failed: {last_error}. Fix the cause and connect a new client, or give the \
+                 retry policy more attempts"
+            ),
+        ),
+        _ => closed_error(),
+    }
 }
 
 fn no_c2d_for_modules() -> Error {
@@ -210,6 +229,7 @@ impl DeviceClientBuilder {
         );
         let (host, port) = cs.connect_host();
         let port = port.unwrap_or(self.transport.default_port());
+        let endpoint = format!("{host}:{port}");
         let tls = TlsConfiguration::Rustls(match &self.certificate {
             Some(certificate) => crate::client_tls::client_config_with_certificate(
                 self.extra_ca_pem.as_deref(),
@@ -261,6 +281,7 @@ impl DeviceClientBuilder {
             eventloop,
             tokens,
             username,
+            endpoint,
             device_id: cs.device_id().to_owned(),
             module_id: cs.module_id().map(str::to_owned),
             retry: self.retry,
@@ -282,6 +303,7 @@ impl DeviceClientBuilder {
                 incoming,
                 state: state_rx,
                 live_epoch,
+                closed: AtomicBool::new(false),
                 ack_mode: self.ack_mode,
                 device_id: cs.device_id().to_owned(),
                 module_id: cs.module_id().map(str::to_owned),
@@ -297,6 +319,9 @@ struct Shared {
     incoming: Option<Mutex<mpsc::Receiver<Delivered>>>,
     state: watch::Receiver<ConnectionState>,
     live_epoch: Arc<AtomicU64>,
+    /// Set by [`DeviceClient::close`]: from then on every call returns
+    /// [`ErrorKind::Closed`], buffered messages included.
+    closed: AtomicBool,
     ack_mode: AckMode,
     device_id: String,
     module_id: Option<String>,
@@ -416,7 +441,15 @@ impl DeviceClient {
             .ok_or_else(no_c2d_for_modules)?;
         let mut incoming = incoming.lock().await;
         loop {
-            let delivered = incoming.recv().await.ok_or_else(closed_error)?;
+            if self.shared.closed.load(Ordering::SeqCst) {
+                return Err(closed_error());
+            }
+            let delivered = incoming.recv().await.ok_or_else(|| self.stopped())?;
+            if self.shared.closed.load(Ordering::SeqCst) {
+                // Closed while this call waited: the message is not handed over (nor
+                // acknowledged); the hub delivers it again to the next client.
+                return Err(closed_error());
+            }
             if delivered.epoch != self.shared.live_epoch.load(Ordering::SeqCst) {
                 continue;
             }
@@ -431,7 +464,7 @@ impl DeviceClient {
                         .commands
                         .send(ack)
                         .await
-                        .map_err(|_| closed_error())?;
+                        .map_err(|_| self.stopped())?;
                     Ok(delivered.message)
                 }
                 AckMode::Manual => {
@@ -484,12 +517,36 @@ impl DeviceClient {
             payload: message.body().clone(),
             done,
         };
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(closed_error());
+        }
         self.shared
             .commands
             .send(command)
             .await
-            .map_err(|_| closed_error())?;
-        result.await.map_err(|_| closed_error())?
+            .map_err(|_| self.stopped())?;
+        match result.await {
+            Ok(Ok(())) => Ok(()),
+            // A send the stopping task failed gets the reason it stopped.
+            Ok(Err(e)) if self.is_stopped() => Err(self.stopped().with_source(e)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// Whether the connection task has stopped for good.
+    fn is_stopped(&self) -> bool {
+        matches!(*self.shared.state.borrow(), ConnectionState::Closed(_))
+    }
+
+    /// The error of a call on a stopped client: [`ErrorKind::Closed`] after
+    /// [`Self::close`], [`ErrorKind::RetriesExhausted`] when the retry policy gave up.
+    fn stopped(&self) -> Error {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            closed_error()
+        } else {
+            stopped_error(&self.shared.state.borrow())
+        }
     }
 
     /// The connection state, now and as it changes.
@@ -498,8 +555,11 @@ impl DeviceClient {
     }
 
     /// Disconnects cleanly (MQTT DISCONNECT) and stops the client; every handle then returns
-    /// [`ErrorKind::Closed`].
+    /// [`ErrorKind::Closed`], [`Self::receive_message`] included: messages received but not
+    /// yet returned are not handed over (nor acknowledged), so the hub delivers them again to
+    /// the next client.
     pub async fn close(&self) -> Result<()> {
+        self.shared.closed.store(true, Ordering::SeqCst);
         let (done, closed) = oneshot::channel();
         if self
             .shared

@@ -87,6 +87,8 @@ pub(crate) struct Task {
     /// certificate (no password, nothing to renew).
     pub tokens: Option<TokenSource>,
     pub username: String,
+    /// The hub's `host:port` as dialled, for error texts.
+    pub endpoint: String,
     pub device_id: String,
     pub module_id: Option<String>,
     pub retry: RetryPolicy,
@@ -129,9 +131,13 @@ fn is_auth_refusal(error: &ConnectionError) -> bool {
     )
 }
 
-/// A description of a connection error without credentials (rumqttc's errors carry none).
+/// A description of a connection error without credentials (rumqttc's errors carry none),
+/// with what to do when the hub's certificate was refused.
 fn describe(error: &ConnectionError) -> String {
-    error.to_string()
+    match crate::client_tls::trust_hint(error) {
+        Some(hint) => format!("{error}: {hint}"),
+        None => error.to_string(),
+    }
 }
 
 fn to_instant(at: SystemTime) -> Instant {
@@ -159,15 +165,30 @@ impl Task {
             .set_credentials(self.username.clone(), password);
     }
 
-    /// What a CONNACK "not authorized" means for this client's credential.
-    fn refusal_text(&self) -> &'static str {
+    /// What a CONNACK "not authorized" means for this client's credential. MQTT 3.1.1 has
+    /// only return codes 4 and 5 for a refusal, so the text lists the causes IoT Hub folds into
+    /// them (Microsoft Learn, "Troubleshoot 401003 IoTHubUnauthorized").
+    fn refusal_text(&self) -> String {
+        let endpoint = &self.endpoint;
+        let identity = match &self.module_id {
+            Some(module) => format!("'{}/{module}'", self.device_id),
+            None => format!("'{}'", self.device_id),
+        };
         if self.tokens.is_some() {
-            "the hub refused the device's credentials (CONNACK not authorized)"
+            format!(
+                "the hub at {endpoint} refused {identity} (CONNACK not authorized): the id is \
+                 not registered on this hub, the device is disabled, or the key (or the \
+                 SharedAccessSignature) is wrong or expired; check the connection string \
+                 against the registry (iothub-local logs which one at info level)"
+            )
         } else {
-            "the hub refused the device's certificate (CONNACK not authorized): register the \
-             certificate's SHA-1 or SHA-256 thumbprint on the device (self-signed), or sign it \
-             with a CA the hub has verified with CN = the device id (CA-signed); the device \
-             must be enabled and registered with X.509 authentication"
+            format!(
+                "the hub at {endpoint} refused the certificate of {identity} (CONNACK not \
+                 authorized): register the certificate's SHA-1 or SHA-256 thumbprint on the \
+                 device (self-signed), or sign it with a CA the hub has verified with CN = the \
+                 device id (CA-signed); the device must be enabled and registered with X.509 \
+                 authentication"
+            )
         }
     }
 
@@ -246,16 +267,26 @@ impl Task {
                 }
                 Err(e) => {
                     let reason = describe(&e);
+                    let reason = format!("cannot connect to the hub at {}: {reason}", self.endpoint);
                     if let Some(ready) = ready.take() {
-                        let err = transport_error(format!("cannot connect to the hub: {reason}"));
+                        let err = transport_error(reason.clone());
                         let _ = ready.send(Err(err));
-                        self.state
-                            .send_replace(ConnectionState::Closed(CloseReason::RetriesExhausted));
+                        self.state.send_replace(ConnectionState::Closed(
+                            CloseReason::RetriesExhausted {
+                                attempts: 1,
+                                last_error: reason,
+                            },
+                        ));
                         return;
                     }
                     attempt += 1;
+                    tracing::warn!(device = %self.device_id, attempt, %reason, "connection attempt failed");
                     if self.retry.max_attempts.is_some_and(|max| attempt > max) {
-                        self.stop(CloseReason::RetriesExhausted, &mut sends, None, None);
+                        let exhausted = CloseReason::RetriesExhausted {
+                            attempts: attempt - 1,
+                            last_error: reason,
+                        };
+                        self.stop(exhausted, &mut sends, None, None);
                         return;
                     }
                     if !planned || attempt > 1 {
@@ -415,6 +446,9 @@ impl Task {
         error: Option<Error>,
     ) {
         self.live_epoch.store(0, Ordering::SeqCst);
+        // The state first, so that a caller woken by the failures below reads why.
+        self.state
+            .send_replace(ConnectionState::Closed(reason.clone()));
         sends.fail_all("the client stopped before the hub acknowledged the message");
         self.subscriptions
             .fail_all("the client stopped before the hub granted the subscription");
@@ -426,7 +460,6 @@ impl Task {
             ));
         }
         tracing::info!(device = %self.device_id, ?reason, "client stopped");
-        self.state.send_replace(ConnectionState::Closed(reason));
     }
 
     async fn on_event(

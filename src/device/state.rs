@@ -40,6 +40,15 @@ pub enum CloseReason {
     ClosedByApplication,
     /// The hub refused the credentials (CONNACK 4 or 5), or the fixed token expired.
     Unauthorized,
-    /// The retry policy's maximum number of attempts was reached.
-    RetriesExhausted,
+    /// The retry policy's maximum number of attempts was reached (or the first connection
+    /// failed). Calls on the client then fail with
+    /// [`ErrorKind::RetriesExhausted`](crate::ErrorKind::RetriesExhausted) carrying
+    /// `last_error`.
+    RetriesExhausted {
+        /// The connection attempts made.
+        attempts: u32,
+        /// Why the last attempt failed, in words (with the hub's host and port, never a
+        /// credential).
+        last_error: String,
+    },
 }

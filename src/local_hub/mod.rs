@@ -104,6 +104,8 @@ fn registry_error(e: RegistryError, device_id: &str) -> Error {
         RegistryError::PreconditionFailed => {
             Error::new(ErrorKind::PreconditionFailed, "the etag does not match")
         }
+        RegistryError::InvalidId(text) => Error::new(ErrorKind::InvalidIdentityId, text),
+        RegistryError::InvalidScope(text) => Error::new(ErrorKind::InvalidMessage, text),
     }
 }
 
@@ -283,8 +285,8 @@ impl LocalHub {
     /// connection string (`ModuleId=` included).
     ///
     /// Errors: [`ErrorKind::DeviceNotFound`], [`ErrorKind::ModuleAlreadyExists`], and
-    /// [`ErrorKind::InvalidMessage`] for a module id that breaks IoT Hub's rules (1 to 128
-    /// ASCII letters, digits or `- . + % _ # * ? ! ( ) , = @ $ '`).
+    /// [`ErrorKind::InvalidIdentityId`] for a module id that breaks IoT Hub's rules (1 to 128
+    /// ASCII letters, digits or `- . + % _ # * ? ! ( ) , : = @ $ '`).
     pub fn create_module(
         &self,
         device_id: &str,

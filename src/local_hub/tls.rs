@@ -84,7 +84,12 @@ impl HubTls {
             .signed_by(&key, &issuer)
             .map_err(|e| tls_error("server certificate signing failed", e))?;
 
-        let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone(), ca_cert.der().clone()];
+        // The chain as IoT Hub serves it: the server certificate and any intermediates, never
+        // the self-signed root, which a client must already trust (RFC 8446 section 4.4.2: a
+        // self-signed root "MAY be omitted"; RFC 5246 section 7.4.2 likewise). With the root in
+        // the chain, Node reports SELF_SIGNED_CERT_IN_CHAIN to a client that does not trust it
+        // where IoT Hub gives UNABLE_TO_VERIFY_LEAF_SIGNATURE.
+        let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone()];
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let versions: &[&rustls::SupportedProtocolVersion] =
             &[&rustls::version::TLS13, &rustls::version::TLS12];

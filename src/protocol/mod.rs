@@ -9,9 +9,11 @@
 pub(crate) mod amqp_error;
 #[cfg(any(feature = "local-hub", feature = "service"))]
 pub(crate) mod amqp_message;
+mod bulk_registry;
 mod c2d_address;
 pub(crate) mod expiry_time;
 pub(crate) mod feedback;
+mod identity_id;
 mod method_invoke;
 mod method_topic;
 mod module_json;
@@ -25,6 +27,10 @@ mod topic_query;
 mod twin;
 mod twin_topic;
 
+pub use bulk_registry::{
+    BulkDeviceOperation, BulkRegistryOperationResult, DeviceRegistryOperationError,
+    DeviceRegistryOperationWarning, ImportMode, MAX_BULK_DEVICES,
+};
 pub use c2d_address::{c2d_address, parse_c2d_address};
 pub use feedback::{
     FEEDBACK_CONTENT_TYPE, FeedbackRecord, FeedbackStatus, decode_feedback_batch,
@@ -39,9 +45,10 @@ pub use method_topic::{
     METHOD_REQUEST_SUBSCRIPTION, MethodRequestTopic, MethodResponseTopic, method_request_topic,
     method_response_topic, parse_method_request_topic, parse_method_response_topic,
 };
+pub use identity_id::{
+    IDENTITY_ID_SPECIAL_CHARACTERS, MAX_IDENTITY_ID_LEN, check_device_id, check_module_id,
+};
 pub use module_json::Module;
-#[cfg(any(feature = "service", feature = "local-hub"))]
-pub(crate) use module_json::check_module_id;
 pub use property_bag::{
     ACK, CONTENT_ENCODING, CONTENT_TYPE, CORRELATION_ID, EXPIRY, MESSAGE_ID, PropertyBag, TO,
     USER_ID,

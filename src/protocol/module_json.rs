@@ -19,7 +19,6 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use super::registry_json::{nullable, read_only, write_if};
 use super::{Authentication, DeviceConnectionState, SymmetricKey};
-use crate::error::{Error, ErrorKind};
 
 /// A module identity of a device.
 ///
@@ -152,32 +151,6 @@ impl Serialize for Module {
     }
 }
 
-/// Checks a module id against IoT Hub's rules (Microsoft Learn, "Understand the identity
-/// registry in your IoT hub", module identity properties: the device id rules): case-sensitive,
-/// 1 to 128 ASCII 7-bit letters, digits or `- . + % _ # * ? ! ( ) , = @ $ '`. The service
-/// client checks before sending and the local hub before storing; an error is
-/// [`ErrorKind::InvalidMessage`].
-#[cfg_attr(
-    not(any(feature = "service", feature = "local-hub", test)),
-    allow(dead_code, reason = "used by the service client and the local hub")
-)]
-pub(crate) fn check_module_id(module_id: &str) -> Result<(), Error> {
-    const EXTRA: &[u8] = b"-.+%_#*?!(),=@$'";
-    let valid = !module_id.is_empty()
-        && module_id.len() <= 128
-        && module_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || EXTRA.contains(&b));
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::new(
-            ErrorKind::InvalidMessage,
-            "a module id is 1 to 128 ASCII letters, digits or - . + % _ # * ? ! ( ) , = @ $ '",
-        ))
-    }
-}
-
 #[cfg(feature = "local-hub")]
 struct HubReply<'a>(&'a Module);
 
@@ -227,24 +200,6 @@ mod tests {
             serde_json::to_string(&module).unwrap(),
             r#"{"moduleId":"m1","deviceId":"dev1","authentication":{"symmetricKey":{"primaryKey":"","secondaryKey":""},"type":"sas"}}"#
         );
-    }
-
-    #[test]
-    fn module_ids_follow_the_device_id_rules() {
-        for good in [
-            "m1",
-            "edgeHub",
-            "$edgeAgent",
-            "a-b.c+d%e_f#g*h?i!j(k)l,m=n@o'p",
-        ] {
-            assert!(check_module_id(good).is_ok(), "{good}");
-        }
-        let long = "m".repeat(129);
-        for bad in ["", "a/b", "a b", "ünï", long.as_str()] {
-            let err = check_module_id(bad).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidMessage, "{bad}");
-        }
-        assert!(check_module_id(&"m".repeat(128)).is_ok());
     }
 
     #[test]

@@ -77,9 +77,16 @@ pub struct Device {
     /// What the device can do.
     #[serde(default, deserialize_with = "nullable")]
     pub capabilities: Capabilities,
-    /// Read-only here: an IoT Edge device's scope, `ms-azure-iot-edge://{id}-{generationId}`.
-    #[serde(default, deserialize_with = "read_only")]
+    /// The device's scope under IoT Edge. An edge device's own scope is set by the hub
+    /// (`ms-azure-iot-edge://{id}-{generationId}`); for a leaf device, set it to its parent
+    /// edge device's `device_scope` to place it under that gateway ([`Device::with_parent`]).
+    #[serde(default)]
     pub device_scope: Option<String>,
+    /// The scopes of the edge devices above this one: for a leaf device its `device_scope`
+    /// (set by the hub), for an edge device at most one parent edge device's scope (nested
+    /// IoT Edge).
+    #[serde(default, deserialize_with = "nullable")]
+    pub parent_scopes: Vec<String>,
 }
 
 impl Device {
@@ -149,6 +156,20 @@ impl Device {
         self
     }
 
+    /// Places the device under the edge device whose `device_scope` is `parent_scope` (read it
+    /// from the edge device): a leaf device gets it as its `device_scope`, an edge device as
+    /// its one parent scope (Microsoft Learn, "Understand the identity registry in your IoT
+    /// hub", `deviceScope` and `parentScopes`).
+    pub fn with_parent(mut self, parent_scope: impl Into<String>) -> Self {
+        let scope = parent_scope.into();
+        if self.capabilities.iot_edge {
+            self.parent_scopes = vec![scope];
+        } else {
+            self.device_scope = Some(scope);
+        }
+        self
+    }
+
     /// Sets the etag an update or delete must match.
     pub fn with_etag(mut self, etag: impl Into<String>) -> Self {
         self.etag = etag.into();
@@ -167,7 +188,7 @@ impl Device {
 
     fn write<S: Serializer>(&self, form: Form, serializer: S) -> Result<S::Ok, S::Error> {
         let reply = form == Form::HubReply;
-        let mut s = serializer.serialize_struct("Device", 13)?;
+        let mut s = serializer.serialize_struct("Device", 14)?;
         s.serialize_field("deviceId", &self.device_id)?;
         write_if(
             &mut s,
@@ -210,6 +231,12 @@ impl Device {
             "deviceScope",
             &self.device_scope,
             reply || self.device_scope.is_some(),
+        )?;
+        write_if(
+            &mut s,
+            "parentScopes",
+            &self.parent_scopes,
+            reply || !self.parent_scopes.is_empty(),
         )?;
         s.end()
     }

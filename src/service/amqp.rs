@@ -226,13 +226,7 @@ impl Link {
             // handler fails on `status-code !== 200`),
             // where fe2o3-amqp-cbs expects Service Bus's 202 and reports 200 as a status error.
             Err(MgmtError::Status(status)) if status.code.0.get() == 200 => {}
-            Err(e) => {
-                return Err(Error::new(
-                    ErrorKind::Unauthorized,
-                    "the hub refused the policy token (CBS put-token)",
-                )
-                .with_source(e));
-            }
+            Err(e) => return Err(cbs_refusal(e)),
         }
         let renew_in = issued
             .renew_at
@@ -583,4 +577,26 @@ async fn open_feedback(config: &AmqpConfig) -> Result<(Link, Receiver)> {
             ))
         }
     }
+}
+
+/// A refused CBS put-token as an error that carries the hub's status description (IoT Hub
+/// says there why: an unknown policy, a wrong key, a missing permission, an expired token).
+fn cbs_refusal(error: MgmtError) -> Error {
+    let hub_said = match &error {
+        MgmtError::Status(status) => format!(
+            " (status {}: {})",
+            status.code.0,
+            status.description.as_deref().unwrap_or("no description")
+        ),
+        _ => String::new(),
+    };
+    Error::new(
+        ErrorKind::Unauthorized,
+        format!(
+            "the hub refused the policy token (CBS put-token){hub_said}: check the connection \
+             string's SharedAccessKeyName and SharedAccessKey against the hub's policies; the \
+             policy needs the ServiceConnect permission"
+        ),
+    )
+    .with_source(error)
 }

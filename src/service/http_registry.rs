@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::{IssuedToken, TokenSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{
-    Device, MethodInvocation, MethodResult, Module, PurgeResult, RegistryStatistics, Twin,
+    BulkDeviceOperation, BulkRegistryOperationResult, Device, MethodInvocation, MethodResult, Module, PurgeResult, RegistryStatistics, Twin,
     error_code, percent,
 };
 
@@ -102,8 +102,10 @@ impl HttpRegistry {
         Ok(cached.as_ref().expect("set above").token.to_string())
     }
 
+    /// The URL of `path`, which may carry a query of its own (`/devices?top=5`).
     fn url(&self, path: &str) -> String {
-        format!("{}{path}?api-version={API_VERSION}", self.base)
+        let separator = if path.contains('?') { '&' } else { '?' };
+        format!("{}{path}{separator}api-version={API_VERSION}", self.base)
     }
 
     async fn call(
@@ -128,6 +130,30 @@ impl HttpRegistry {
         timeout: Option<Duration>,
         what: &str,
     ) -> Result<(StatusCode, bytes::Bytes)> {
+        let (status, header, body) = self
+            .send(method, path, if_match, body, timeout, what)
+            .await?;
+        if !status.is_success() {
+            return Err(http_error(
+                status,
+                error_code(header.as_deref(), &body),
+                what,
+            ));
+        }
+        Ok((status, body))
+    }
+
+    /// Sends a request; the answer's status, `iothub-errorcode` header and body, whatever the
+    /// status.
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        if_match: Option<&str>,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+        what: &str,
+    ) -> Result<(StatusCode, Option<String>, bytes::Bytes)> {
         let mut request = self
             .client
             .request(method, self.url(path))
@@ -153,14 +179,7 @@ impl HttpRegistry {
             .bytes()
             .await
             .map_err(|e| request_failed(e, what))?;
-        if !status.is_success() {
-            return Err(http_error(
-                status,
-                error_code(header.as_deref(), &body),
-                what,
-            ));
-        }
-        Ok((status, body))
+        Ok((status, header, body))
     }
 
     async fn call_json<T: DeserializeOwned>(
@@ -187,9 +206,39 @@ impl HttpRegistry {
             .await
     }
 
-    pub async fn list_devices(&self) -> Result<Vec<Device>> {
-        self.call_json(Method::GET, "/devices", None, None, "device list")
+    /// `GET /devices[?top=N]`.
+    pub async fn list_devices(&self, top: Option<usize>) -> Result<Vec<Device>> {
+        let path = match top {
+            Some(top) => format!("/devices?top={top}"),
+            None => "/devices".to_owned(),
+        };
+        self.call_json(Method::GET, &path, None, None, "device list")
             .await
+    }
+
+    /// `POST /devices`: the bulk operation. IoT Hub answers 400 with the same result body
+    /// when an operation failed (see `protocol::BulkRegistryOperationResult`), so both
+    /// statuses are read as a result.
+    pub async fn bulk(
+        &self,
+        operations: &[BulkDeviceOperation],
+    ) -> Result<BulkRegistryOperationResult> {
+        let what = "bulk registry operation";
+        let (status, header, body) = self
+            .send(Method::POST, "/devices", None, Some(operations), None, what)
+            .await?;
+        // An error body (`{"Message":…}`) also reads as a result with defaults: only a body
+        // with `isSuccessful` is one.
+        let result = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .filter(|value| value.get("isSuccessful").is_some())
+            .and_then(|value| serde_json::from_value(value).ok());
+        if let Some(result) = result {
+            if status.is_success() || status == StatusCode::BAD_REQUEST {
+                return Ok(result);
+            }
+        }
+        Err(http_error(status, error_code(header.as_deref(), &body), what))
     }
 
     pub async fn delete_device(&self, device_id: &str, if_match: &str) -> Result<()> {

@@ -3,6 +3,7 @@
 //! twins and direct methods over HTTPS.
 
 mod amqp;
+mod bulk_registry;
 mod feedback;
 mod http_registry;
 mod methods;

@@ -23,9 +23,9 @@ impl RegistryManager {
     /// # Ok(()) }
     /// ```
     ///
-    /// Errors: [`ErrorKind::InvalidMessage`](crate::ErrorKind::InvalidMessage) for a module id
-    /// outside IoT Hub's rules (1 to 128 ASCII letters, digits or `- . + % _ # * ? ! ( ) , = @
-    /// $ '`), checked before anything is sent;
+    /// Errors: [`ErrorKind::InvalidIdentityId`](crate::ErrorKind::InvalidIdentityId) for a
+    /// module id outside IoT Hub's rules (1 to 128 ASCII letters, digits or
+    /// `- . + % _ # * ? ! ( ) , : = @ $ '`), checked before anything is sent;
     /// [`ErrorKind::DeviceNotFound`](crate::ErrorKind::DeviceNotFound) when the device does not
     /// exist; [`ErrorKind::ModuleAlreadyExists`](crate::ErrorKind::ModuleAlreadyExists) when
     /// the device has a module with this id.

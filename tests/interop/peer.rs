@@ -45,7 +45,7 @@ pub fn python() -> Option<PathBuf> {
              (see tests/interop/README.md)"
         ),
         None => {
-            eprintln!("skipped: set IOTHUB_PYTHON (see tests/interop/README.md)");
+            report_skip("IOTHUB_PYTHON", "tests/interop/setup-python.sh VENV", "VENV/bin/python");
             None
         }
     }
@@ -328,8 +328,51 @@ pub fn node_modules() -> Option<PathBuf> {
              (see tests/interop/README.md)"
         ),
         None => {
-            eprintln!("skipped: set IOTHUB_NODE_MODULES (see tests/interop/README.md)");
+            report_skip(
+                "IOTHUB_NODE_MODULES",
+                "tests/interop/setup-node.sh DIR",
+                "DIR/node_modules",
+            );
             None
         }
+    }
+}
+
+/// Says that an interop test is skipped. libtest captures `eprintln!` of a passing test, so
+/// `cargo test` would show the test as passed in 0.00 s and nothing else: the first skip of
+/// each test binary (for each variable) is written to the process's stderr directly, past the
+/// capture, naming the variable, the set-up script and the README; every skip also prints the
+/// usual `skipped:` line (seen with `--nocapture`).
+pub fn report_skip(variable: &str, setup: &str, value: &str) {
+    use std::io::Write as _;
+    static REPORTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let first = {
+        let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+        let first = !reported.iter().any(|v| v == variable);
+        if first {
+            reported.push(variable.to_owned());
+        }
+        first
+    };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_owned();
+    eprintln!("skipped: set {variable} (see tests/interop/README.md)");
+    if first {
+        let binary = std::env::args()
+            .next()
+            .map(|path| {
+                Path::new(&path)
+                    .file_name()
+                    .map_or(path.clone(), |n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: interop tests with the official Azure SDKs are SKIPPED in {binary} (first: \
+             {test}): {variable} is not set. To run them: `{setup}` and set {variable}={value} \
+             (see tests/interop/README.md); IOTHUB_REQUIRE_INTEROP=1 makes a skip a failure."
+        );
     }
 }

@@ -25,7 +25,8 @@ use super::errors::{ApiError, ErrorCode, registry_error};
 use super::{authorize, json_response, path_id, time_text};
 use crate::auth::{Permission, SasKey};
 use crate::local_hub::state::{
-    DeviceAuthentication, DeviceRecord, DeviceSpec, DeviceStatus, HubState, RegistryError,
+    DeviceAuthentication, DeviceRecord, DeviceScopes, DeviceSpec, DeviceStatus, HubState,
+    RegistryError, edge_scope,
 };
 use crate::protocol::{self, Device, DeviceConnectionState, PurgeResult, RegistryStatistics};
 
@@ -38,17 +39,23 @@ pub(super) async fn put(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Permission::RegistryWrite)?;
     let id = path_id(path)?;
-    check_device_id(&id)?;
     let body = body.map_err(|rejection| {
         ApiError::new(
             ErrorCode::ArgumentInvalid,
             format!("the request body could not be read: {rejection}"),
         )
     })?;
-    let spec = device_spec(&id, &body)?;
+    let device = read_device(&body)?;
+    if !device.device_id.is_empty() && device.device_id != id {
+        return Err(ApiError::new(
+            ErrorCode::ArgumentInvalid,
+            "the deviceId in the body differs from the device id in the path",
+        ));
+    }
+    let (spec, scopes) = device_spec(&id, &device)?;
     let if_match = if_match(&headers)?;
     let record = state
-        .put_device(spec, if_match)
+        .put_device_with_scopes(spec, scopes, if_match)
         .map_err(|e| registry_error(e, &id))?;
     Ok(json_response(
         StatusCode::OK,
@@ -157,26 +164,6 @@ pub(super) async fn statistics(
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// Device id rules (Microsoft Learn, "Understand the identity registry in your IoT hub",
-/// device identity properties): at most 128 ASCII 7-bit alphanumerics plus
-/// `- . + % _ # * ? ! ( ) , = @ $ '`.
-fn check_device_id(id: &str) -> Result<(), ApiError> {
-    const EXTRA: &[u8] = b"-.+%_#*?!(),=@$'";
-    let valid = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || EXTRA.contains(&b));
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::ArgumentInvalid,
-            "a device id is 1 to 128 ASCII letters, digits or - . + % _ # * ? ! ( ) , = @ $ '",
-        ))
-    }
-}
-
 /// The `If-Match` header, passed to the state as sent: it strips quotes and `W/` and treats
 /// `*` as a wildcard (both SDKs quote etags first: Node `registry.ts`, `_ensureQuoted`;
 /// Python `iothub_registry_manager.py`, `_ensure_quoted`).
@@ -194,10 +181,10 @@ pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         .transpose()
 }
 
-/// Reads a `PUT /devices/{id}` body into what the state needs. The body is a
-/// [`protocol::Device`], read leniently (see its module): both SDKs' bodies and a body copied
-/// from a `GET` are accepted, and the read-only fields are ignored.
-fn device_spec(path_id: &str, body: &[u8]) -> Result<DeviceSpec, ApiError> {
+/// Reads a `PUT /devices/{id}` body: a [`protocol::Device`], read leniently (see its
+/// module): both SDKs' bodies and a body copied from a `GET` are accepted, and the read-only
+/// fields are ignored.
+fn read_device(body: &[u8]) -> Result<Device, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(
             ErrorCode::ArgumentInvalid,
@@ -206,7 +193,7 @@ fn device_spec(path_id: &str, body: &[u8]) -> Result<DeviceSpec, ApiError> {
     }
     // serde_json's messages can quote values from the body, keys among them: report only
     // where the body went wrong.
-    let device: Device = serde_json::from_slice(body).map_err(|e| {
+    serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::ArgumentInvalid,
             format!(
@@ -215,27 +202,30 @@ fn device_spec(path_id: &str, body: &[u8]) -> Result<DeviceSpec, ApiError> {
                 e.column()
             ),
         )
-    })?;
-    if !device.device_id.is_empty() && device.device_id != path_id {
-        return Err(ApiError::new(
-            ErrorCode::ArgumentInvalid,
-            "the deviceId in the body differs from the device id in the path",
-        ));
-    }
+    })
+}
+
+/// What the state needs from a device body for the device `id`: the spec and its edge scopes.
+pub(super) fn device_spec(id: &str, device: &Device) -> Result<(DeviceSpec, DeviceScopes), ApiError> {
     let authentication = device_authentication(&device.authentication)?;
     let keys = &device.authentication.symmetric_key;
-    Ok(DeviceSpec {
-        device_id: path_id.to_owned(),
+    let spec = DeviceSpec {
+        device_id: id.to_owned(),
         status: match device.status {
             protocol::DeviceStatus::Enabled => DeviceStatus::Enabled,
             protocol::DeviceStatus::Disabled => DeviceStatus::Disabled,
         },
         primary_key: device_key(&keys.primary_key, "primaryKey")?,
         secondary_key: device_key(&keys.secondary_key, "secondaryKey")?,
-        status_reason: device.status_reason,
+        status_reason: device.status_reason.clone(),
         iot_edge: device.capabilities.iot_edge,
         authentication,
-    })
+    };
+    let scopes = DeviceScopes {
+        device_scope: device.device_scope.clone(),
+        parent_scopes: device.parent_scopes.clone(),
+    };
+    Ok((spec, scopes))
 }
 
 /// The registry's authentication types (Microsoft Learn, "Authenticate identities with X.509
@@ -301,7 +291,7 @@ pub(super) fn device_key(text: &str, field: &str) -> Result<Option<SasKey>, ApiE
 }
 
 /// A registry record as the one `Device` model, every read-only field filled in.
-fn device_json(record: &DeviceRecord) -> Device {
+pub(super) fn device_json(record: &DeviceRecord) -> Device {
     let mut device = Device::new(record.device_id.clone())
         .with_status(match record.status {
             DeviceStatus::Enabled => protocol::DeviceStatus::Enabled,
@@ -339,7 +329,13 @@ fn device_json(record: &DeviceRecord) -> Device {
     device.status_updated_time = Some(time_text(record.status_updated));
     device.last_activity_time = Some(time_text(record.last_activity));
     device.cloud_to_device_message_count = u64::try_from(record.c2d_count).unwrap_or(u64::MAX);
-    device.device_scope = device_scope(record);
+    if record.iot_edge {
+        device.device_scope = Some(edge_scope(&record.device_id, &record.generation_id));
+        device.parent_scopes = record.scopes.parent_scopes.clone();
+    } else {
+        device.device_scope = record.scopes.device_scope.clone();
+        device.parent_scopes = record.scopes.device_scope.iter().cloned().collect();
+    }
     device
 }
 
@@ -351,38 +347,16 @@ fn x509_authentication(kind: &str) -> protocol::Authentication {
     }
 }
 
-/// An edge device's scope, `ms-azure-iot-edge://{id}-{generationId}` (the shape IoT Hub
-/// gives edge devices); other devices have none here.
-fn device_scope(record: &DeviceRecord) -> Option<String> {
-    record.iot_edge.then(|| {
-        format!(
-            "ms-azure-iot-edge://{}-{}",
-            record.device_id, record.generation_id
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn device_ids_follow_the_registry_rules() {
-        for id in [
-            "dev1",
-            "a-b.c+d%e_f#g*h?i!j(k)l,m=n@o$p'q",
-            &"x".repeat(128),
-        ] {
-            assert!(check_device_id(id).is_ok(), "{id}");
-        }
-        for id in ["", "a/b", "a b", "ü", &"x".repeat(129)] {
-            assert!(check_device_id(id).is_err(), "{id}");
-        }
-    }
-
-    #[test]
     fn x509_authentication_forms_are_read() {
-        let spec = |body: &str| device_spec("d", body.as_bytes()).map(|s| s.authentication);
+        let spec = |body: &str| {
+            let device = read_device(body.as_bytes())?;
+            device_spec("d", &device).map(|(s, _)| s.authentication)
+        };
         // Python's selfSigned form, Node's untyped thumbprints, certificateAuthority.
         let python = r#"{"deviceId":"d","authentication":{"type":"selfSigned","x509Thumbprint":{"primaryThumbprint":"AB","secondaryThumbprint":null}}}"#;
         let untyped =

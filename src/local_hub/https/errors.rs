@@ -141,6 +141,16 @@ impl ApiError {
         }
     }
 
+    /// The error code's name (`DeviceNotFound`, ...), as bulk results carry it.
+    pub(super) fn code_name(&self) -> &'static str {
+        self.code.name()
+    }
+
+    /// The text, as bulk results carry it in `errorStatus`.
+    pub(super) fn text(&self) -> &str {
+        &self.text
+    }
+
     pub(super) fn unauthorized(text: impl Into<String>) -> Self {
         ApiError::new(ErrorCode::IotHubUnauthorizedAccess, text)
     }
@@ -184,6 +194,9 @@ pub(super) fn registry_error(error: RegistryError, device_id: &str) -> ApiError 
             ErrorCode::PreconditionFailed,
             "the If-Match etag does not match the device's etag",
         ),
+        RegistryError::InvalidId(text) | RegistryError::InvalidScope(text) => {
+            ApiError::new(ErrorCode::ArgumentInvalid, text)
+        }
     }
 }
 
@@ -201,7 +214,9 @@ pub(super) fn state_error(error: &crate::Error) -> ApiError {
         ErrorKind::PreconditionFailed => ErrorCode::PreconditionFailed,
         ErrorKind::DeviceNotOnline => ErrorCode::DeviceNotOnline,
         ErrorKind::Timeout => ErrorCode::GatewayTimeout,
-        ErrorKind::InvalidMessage | ErrorKind::MessageTooLarge => ErrorCode::ArgumentInvalid,
+        ErrorKind::InvalidMessage
+        | ErrorKind::MessageTooLarge
+        | ErrorKind::InvalidIdentityId => ErrorCode::ArgumentInvalid,
         _ => ErrorCode::ServerError,
     };
     ApiError::new(code, error.detail())

@@ -7,6 +7,7 @@
 //! constructor). The REST routes:
 //! - [`devices`]: device create, read, update, delete and list, the C2D queue purge and device
 //!   statistics;
+//! - [`bulk_devices`]: the bulk registry operation (`POST /devices`);
 //! - [`modules`]: module identity create, read, update, delete and list;
 //! - [`twins`]: device and module twins (read, merge, replace);
 //! - [`methods`]: direct-method calls;
@@ -19,7 +20,12 @@
 //! authenticated with policy SAS tokens (`Authorization: SharedAccessSignature sr={host}&…`);
 //! any `api-version` query parameter is accepted and ignored (Node and Python send
 //! `2021-04-12`, the C SDK `2020-09-30`).
+//!
+//! A trailing slash names the same resource (`/devices/` is `/devices`), as on IoT Hub:
+//! azure-iothub for Node lists devices with `GET /devices/?api-version=…`
+//! (`service/src/registry.ts`, `list`: `endpoint.devicePath('')`).
 
+mod bulk_devices;
 mod devices;
 mod errors;
 mod methods;
@@ -58,16 +64,51 @@ const JSON_UTF8: &str = "application/json; charset=utf-8";
 /// `DateTime.MinValue`, in every new device's JSON).
 const NEVER: &str = "0001-01-01T00:00:00";
 
-/// Routes served on the HTTPS port: the WebSocket paths and the REST API.
+/// Routes served on the HTTPS port: the WebSocket paths and the REST API, with trailing
+/// slashes removed before routing (a middleware added with `Router::layer` runs after
+/// routing, so the rewrite wraps the whole router instead).
 pub(crate) fn router(state: Arc<HubState>) -> Router {
-    websocket::router(state.clone()).merge(rest_router(state))
+    let routes = websocket::router(state.clone()).merge(rest_router(state));
+    Router::new().fallback(move |request: Request| {
+        let mut routes = routes.clone();
+        async move {
+            match tower_service::Service::call(&mut routes, without_trailing_slash(request)).await
+            {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    })
+}
+
+/// `request` with its path's trailing slashes removed (`/devices/` → `/devices`); the root
+/// `/` and the query are kept.
+fn without_trailing_slash(mut request: Request) -> Request {
+    let uri = request.uri();
+    let path = uri.path();
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.len() == path.len() || trimmed.is_empty() {
+        return request;
+    }
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{trimmed}?{query}"),
+        None => trimmed.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    if let Ok(path_and_query) = path_and_query.parse() {
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
 }
 
 /// The REST API, authenticated with policy SAS tokens checked against `state`. Unknown paths
 /// answer 404, and known paths with another method 405, both with a legacy error body.
 fn rest_router(state: Arc<HubState>) -> Router {
     Router::new()
-        .route("/devices", get(devices::list))
+        .route("/devices", get(devices::list).post(bulk_devices::post))
         .route(
             "/devices/{id}",
             get(devices::get).put(devices::put).delete(devices::delete),

@@ -26,9 +26,9 @@ use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::{HostAndPort, SasToken};
+use crate::auth::{AccessDenied, HostAndPort, SasToken};
 use crate::local_hub::limits::{ConnectionGate, ConnectionLimits};
-use crate::local_hub::state::{Credential, HubState, Identity};
+use crate::local_hub::state::{Credential, DeviceStatus, HubState, Identity};
 
 use session::Session;
 use wire::{First, Wire};
@@ -128,8 +128,34 @@ fn authorize(
         .map_err(|_| "the password is not a SAS token")?;
     state
         .authorize_device(&token, &identity.device_id, identity.module_id.as_deref())
-        .map_err(|_| "the token does not grant this identity")?;
+        .map_err(|denied| token_refusal(state, &identity, &denied))?;
     Ok((identity, Some(token)))
+}
+
+/// Why a device's token is refused, for the hub's log. MQTT 3.1.1 has only CONNACK 4 and 5 to
+/// tell the device, so the device cannot learn which; IoT Hub's REST and AMQP answers tell
+/// apart an unknown device (404001 DeviceNotFound), a disabled one and a bad token (401003
+/// IotHubUnauthorized: Microsoft Learn, "Troubleshoot 401003 IoTHubUnauthorized").
+fn token_refusal(state: &HubState, identity: &Identity, denied: &AccessDenied) -> Cow<'static, str> {
+    let device_id = &identity.device_id;
+    match state.get_device(device_id) {
+        None => format!("device '{device_id}' is not registered on this hub").into(),
+        Some(device) if device.status == DeviceStatus::Disabled => {
+            format!("device '{device_id}' is disabled").into()
+        }
+        Some(_) => match &identity.module_id {
+            Some(module_id) if state.get_module(device_id, module_id).is_none() => format!(
+                "module '{module_id}' is not registered on device '{device_id}'"
+            )
+            .into(),
+            _ => match denied {
+                AccessDenied::BadSignature => "wrong key: the token's signature matches none of \
+                     the identity's keys nor a policy with DeviceConnect"
+                    .into(),
+                other => format!("the token does not grant this identity: {other}").into(),
+            },
+        },
+    }
 }
 
 /// Refuses a connection with CONNACK 5 (not authorized).

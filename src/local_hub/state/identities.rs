@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use crate::auth::{AccessDenied, SasKey, SasToken, authorize_device};
 use crate::error::{Error, ErrorKind};
 use crate::local_hub::c2d_queue::C2dQueue;
-use crate::protocol::check_module_id;
+use crate::protocol::{check_device_id, check_module_id};
 
 use super::sessions::SessionSlot;
 use super::{HubState, Inner, generate_key};
@@ -103,6 +103,29 @@ pub(crate) struct DeviceRecord {
     pub status_updated: SystemTime,
     pub last_activity: SystemTime,
     pub c2d_count: usize,
+    /// A leaf device's parent scope, or an edge device's parents (the edge device's own scope
+    /// is derived: [`edge_scope`]).
+    pub scopes: DeviceScopes,
+}
+
+/// Where a device sits under IoT Edge gateways (Microsoft Learn, "Understand the identity
+/// registry in your IoT hub", device identity properties `deviceScope` and `parentScopes`;
+/// azure-iot-hub-python `protocol/models/device_py3.py`, `device_scope` / `parent_scopes`).
+/// A leaf device's `deviceScope` is its parent edge device's scope and its `parentScopes` is
+/// that one scope; an edge device's `deviceScope` is its own and its `parentScopes` names at
+/// most one parent edge device (nested edge).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DeviceScopes {
+    /// A leaf device's parent scope (ignored for an edge device, whose scope is its own).
+    pub device_scope: Option<String>,
+    /// An edge device's parent scopes (a leaf device's is its `device_scope`).
+    pub parent_scopes: Vec<String>,
+}
+
+/// An edge device's own scope, `ms-azure-iot-edge://{id}-{generationId}`, the shape IoT Hub
+/// gives edge devices (and the one `az iot hub device-identity` shows).
+pub(crate) fn edge_scope(device_id: &str, generation_id: &str) -> String {
+    format!("ms-azure-iot-edge://{device_id}-{generation_id}")
 }
 
 /// What a registry write asks for.
@@ -151,6 +174,11 @@ pub(crate) enum RegistryError {
     DeviceNotFound,
     DeviceAlreadyExists,
     PreconditionFailed,
+    /// The id breaks IoT Hub's rules; the text says which character and the rule.
+    InvalidId(String),
+    /// A `deviceScope` or `parentScopes` entry that names no edge device of this hub, or an
+    /// edge device naming itself.
+    InvalidScope(String),
 }
 
 /// A registered device, its modules, its C2D queue and its session slot.
@@ -200,6 +228,59 @@ impl Module {
 }
 
 impl Inner {
+    /// `scopes` for `spec`, checked against the registry: a leaf device's `deviceScope` and an
+    /// edge device's `parentScopes` must each be the scope of another edge device here (IoT
+    /// Hub refuses others with 400). An edge device's `deviceScope` is the hub's to set, so
+    /// whatever a request carries there (a body copied from a `GET`) is dropped.
+    fn checked_scopes(
+        &self,
+        spec: &DeviceSpec,
+        mut scopes: DeviceScopes,
+    ) -> Result<DeviceScopes, RegistryError> {
+        if spec.iot_edge {
+            scopes.device_scope = None;
+            if scopes.parent_scopes.len() > 1 {
+                return Err(RegistryError::InvalidScope(
+                    "an edge device has at most one parent: parentScopes holds more than one                      scope"
+                        .to_owned(),
+                ));
+            }
+        } else {
+            // A leaf device's parentScopes is its deviceScope (IoT Hub derives it).
+            if scopes.device_scope.is_none() {
+                scopes.device_scope = scopes.parent_scopes.first().cloned();
+            }
+            scopes.parent_scopes.clear();
+        }
+        let wanted = scopes
+            .device_scope
+            .iter()
+            .chain(scopes.parent_scopes.iter())
+            .filter(|scope| !scope.is_empty());
+        for scope in wanted {
+            let owner = self.devices.values().find(|d| {
+                d.record.iot_edge
+                    && edge_scope(&d.record.device_id, &d.record.generation_id) == *scope
+            });
+            match owner {
+                Some(d) if d.record.device_id == spec.device_id => {
+                    return Err(RegistryError::InvalidScope(format!(
+                        "the scope '{scope}' is the device's own: a device cannot be its own parent"
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(RegistryError::InvalidScope(format!(
+                        "the scope '{scope}' is not the deviceScope of an edge device of this                          hub: read the parent edge device and copy its deviceScope"
+                    )));
+                }
+            }
+        }
+        scopes.device_scope = scopes.device_scope.filter(|s| !s.is_empty());
+        scopes.parent_scopes.retain(|s| !s.is_empty());
+        Ok(scopes)
+    }
+
     /// The session slot of a registered identity.
     pub(super) fn slot(&self, identity: &Identity) -> Option<&SessionSlot> {
         let device = self.devices.get(&identity.device_id)?;
@@ -295,10 +376,24 @@ impl HubState {
         spec: DeviceSpec,
         if_match: Option<&str>,
     ) -> Result<DeviceRecord, RegistryError> {
+        self.put_device_with_scopes(spec, DeviceScopes::default(), if_match)
+    }
+
+    /// [`Self::put_device`] with the device's edge scopes (checked: every scope must be an
+    /// edge device's of this hub, and an edge device cannot be its own parent).
+    pub fn put_device_with_scopes(
+        &self,
+        spec: DeviceSpec,
+        scopes: DeviceScopes,
+        if_match: Option<&str>,
+    ) -> Result<DeviceRecord, RegistryError> {
+        check_device_id(&spec.device_id)
+            .map_err(|e| RegistryError::InvalidId(e.detail().to_owned()))?;
         let now = self.clock.now();
         let etag = encode_etag(self.fresh_id());
         let generation_id = self.fresh_generation_id();
         let mut inner = self.lock();
+        let scopes = inner.checked_scopes(&spec, scopes)?;
         match (inner.devices.get_mut(&spec.device_id), if_match) {
             (Some(_), None) => Err(RegistryError::DeviceAlreadyExists),
             (None, Some(_)) => Err(RegistryError::DeviceNotFound),
@@ -315,6 +410,7 @@ impl HubState {
                 record.primary_key = spec.primary_key.unwrap_or_else(generate_key);
                 record.secondary_key = spec.secondary_key.unwrap_or_else(generate_key);
                 record.iot_edge = spec.iot_edge;
+                record.scopes = scopes;
                 // A device whose authentication changes reconnects under the new one.
                 let reauthenticate = record.authentication != spec.authentication;
                 record.authentication = spec.authentication;
@@ -341,6 +437,7 @@ impl HubState {
                         status_updated: now,
                         last_activity: now,
                         c2d_count: 0,
+                        scopes,
                     },
                     queue: C2dQueue::default(),
                     slot: SessionSlot::new(now),

@@ -52,6 +52,7 @@ pub(crate) use identities::{
     DeviceAuthentication, DeviceRecord, DeviceSpec, DeviceStatus, Identity, ModuleRecord,
     ModuleSpec, RegistryError, etag_matches,
 };
+pub(crate) use identities::{DeviceScopes, edge_scope};
 #[allow(
     unused_imports,
     reason = "read by the HTTPS module API and device twins and methods (the next issues)"

@@ -2,7 +2,7 @@ use super::*;
 
 /// An edge device as `az iot hub device-identity show` prints it (schema: the swagger
 /// `Device` of `azure-iot-sdk-node`, `service/src/service.json`).
-const DOCUMENTED: &str = r#"{"deviceId":"sensor-th-0067","generationId":"637093398936580016","etag":"OTg0MjI1NzE1","connectionState":"Disconnected","status":"enabled","statusReason":null,"connectionStateUpdatedTime":"0001-01-01T00:00:00","statusUpdatedTime":"0001-01-01T00:00:00","lastActivityTime":"0001-01-01T00:00:00","cloudToDeviceMessageCount":0,"authentication":{"symmetricKey":{"primaryKey":"jftBfeefPsXgrd87UcotVKJ88kBl5Zjk1oWmMwwxlME=","secondaryKey":"vbegAag/mTJReQjNvuEM9HEe1zpGPnGI2j6DJ7nECxo="},"type":"sas","x509Thumbprint":{"primaryThumbprint":null,"secondaryThumbprint":null}},"capabilities":{"iotEdge":true},"deviceScope":"ms-azure-iot-edge://sensor-th-0067-637093398936580016"}"#;
+const DOCUMENTED: &str = r#"{"deviceId":"sensor-th-0067","generationId":"637093398936580016","etag":"OTg0MjI1NzE1","connectionState":"Disconnected","status":"enabled","statusReason":null,"connectionStateUpdatedTime":"0001-01-01T00:00:00","statusUpdatedTime":"0001-01-01T00:00:00","lastActivityTime":"0001-01-01T00:00:00","cloudToDeviceMessageCount":0,"authentication":{"symmetricKey":{"primaryKey":"jftBfeefPsXgrd87UcotVKJ88kBl5Zjk1oWmMwwxlME=","secondaryKey":"vbegAag/mTJReQjNvuEM9HEe1zpGPnGI2j6DJ7nECxo="},"type":"sas","x509Thumbprint":{"primaryThumbprint":null,"secondaryThumbprint":null}},"capabilities":{"iotEdge":true},"deviceScope":"ms-azure-iot-edge://sensor-th-0067-637093398936580016","parentScopes":[]}"#;
 
 #[test]
 fn reads_the_documented_device() {
@@ -96,4 +96,27 @@ fn x509_requests_are_what_python_sends() {
     let body = serde_json::to_value(Device::new("d").with_certificate_authority()).unwrap();
     assert_eq!(body["authentication"]["type"], "certificateAuthority");
     assert!(body["authentication"].get("x509Thumbprint").is_none());
+}
+
+#[test]
+fn a_leaf_device_under_an_edge_device_carries_its_parent_scope() {
+    let edge_scope = "ms-azure-iot-edge://edge1-637093398936580016";
+    let leaf = Device::new("leaf1").with_parent(edge_scope);
+    let written = serde_json::to_string(&leaf).unwrap();
+    assert!(
+        written.ends_with(r#""deviceScope":"ms-azure-iot-edge://edge1-637093398936580016"}"#),
+        "{written}"
+    );
+    let nested = Device::new("edge2").with_iot_edge(true).with_parent(edge_scope);
+    assert_eq!(nested.device_scope, None);
+    let written = serde_json::to_string(&nested).unwrap();
+    assert!(
+        written.ends_with(r#""parentScopes":["ms-azure-iot-edge://edge1-637093398936580016"]}"#),
+        "{written}"
+    );
+    let back: Device = serde_json::from_str(&written).unwrap();
+    assert_eq!(back.parent_scopes, vec![edge_scope.to_owned()]);
+    // A null parentScopes reads as none.
+    let device: Device = serde_json::from_str(r#"{"parentScopes":null}"#).unwrap();
+    assert!(device.parent_scopes.is_empty());
 }
