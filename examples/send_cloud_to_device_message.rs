@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use iothub::service::RegistryManager;
+use iothub::service::{DeviceConnectionState, RegistryManager};
 use iothub::{Ack, Message};
 
 /// How many messages to send (the tutorial's `MESSAGE_COUNT`).
@@ -161,17 +161,30 @@ fn ca_pem() -> Result<Option<String>, Failure> {
     }
 }
 
-/// IoT Hub's rule for device ids: up to 128 ASCII letters, digits and `-.+%_#*?!(),:=@$'`
-/// (Microsoft Learn, "Understand the identity registry in your IoT hub", section
-/// "Device identity properties").
+/// IoT Hub's rule for device ids (the library's check: up to 128 ASCII letters, digits and
+/// `-.+%_#*?!(),:=@$'`).
 fn check_device_id(id: &str) -> Result<(), Failure> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "-.+%_#*?!(),:=@$'".contains(c);
-    if id.len() > 128 || !id.chars().all(allowed) {
-        return Err(setup(format!(
-            "{DEVICE_ID_VAR}: '{id}' is not a device id (up to 128 letters, digits and -.+%_#*?!(),:=@$')"
-        )));
+    iothub::protocol::check_device_id(id).map_err(|e| setup(format!("{DEVICE_ID_VAR}: {e}")))
+}
+
+/// Why feedback did not come, from the registry: a device that is not connected and still
+/// has the messages queued never took them while this sample waited.
+async fn why_no_feedback(registry: &RegistryManager, device_id: &str) -> String {
+    match registry.get_device(device_id).await {
+        Ok(device) if device.connection_state == DeviceConnectionState::Disconnected => format!(
+            "device '{device_id}' is not connected and never took the messages while this \
+             sample waited ({} still queued for it): start the device (for example `cargo run \
+             --example simulated_device` with its connection string) and run this again; \
+             queued messages wait for it until they expire",
+            device.cloud_to_device_message_count
+        ),
+        Ok(device) => format!(
+            "device '{device_id}' is connected but has not completed the messages ({} still \
+             queued for it): check that it receives cloud-to-device messages",
+            device.cloud_to_device_message_count
+        ),
+        Err(e) => format!("the device's state could not be read: {e}"),
     }
-    Ok(())
 }
 
 async fn run() -> Result<(), Failure> {
@@ -222,12 +235,19 @@ async fn run() -> Result<(), Failure> {
             .await
             .map_err(|_| {
                 let missing: Vec<_> = waiting.iter().map(String::as_str).collect();
-                runtime(format!(
+                format!(
                     "timed out after {} s without feedback for {}",
                     options.timeout.as_secs(),
                     missing.join(", ")
-                ))
-            })?;
+                )
+            });
+        let next = match next {
+            Ok(next) => next,
+            Err(timed_out) => {
+                let why = why_no_feedback(&registry, &device_id).await;
+                return Err(runtime(format!("{timed_out}: {why}")));
+            }
+        };
         let batch = match next {
             Some(Ok(batch)) => batch,
             // The receiver reconnects by itself; tell the user why it is waiting.

@@ -246,10 +246,8 @@ impl Inner {
                 ));
             }
         } else {
-            // A leaf device's parentScopes is its deviceScope (IoT Hub derives it).
-            if scopes.device_scope.is_none() {
-                scopes.device_scope = scopes.parent_scopes.first().cloned();
-            }
+            // A leaf device's parentScopes is derived from its deviceScope: what a request
+            // carries there (a body copied from a `GET`) is dropped.
             scopes.parent_scopes.clear();
         }
         let wanted = scopes
