@@ -26,7 +26,7 @@ async fn node_service_sends_c2d_and_receives_feedback() {
         return;
     };
     let hub = hub().await;
-    let device_id = "node amqp"; // sent as /devices/node%20amqp/... (encodeURIComponent)
+    let device_id = "node-amqp=1"; // sent as /devices/node-amqp%3D1/... (encodeURIComponent)
     let cs = hub.create_device(device_id).unwrap().to_string();
     let ca = TempFile::new("ca.pem", hub.ca_pem());
 

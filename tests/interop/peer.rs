@@ -363,9 +363,18 @@ pub fn report_skip(variable: &str, setup: &str, value: &str) {
         let binary = std::env::args()
             .next()
             .map(|path| {
-                Path::new(&path)
+                let name = Path::new(&path)
                     .file_name()
-                    .map_or(path.clone(), |n| n.to_string_lossy().into_owned())
+                    .map_or(path.clone(), |n| n.to_string_lossy().into_owned());
+                // cargo names test binaries `{file}-{16 hex digits}`.
+                match name.rsplit_once('-') {
+                    Some((file, hash))
+                        if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                    {
+                        format!("tests/{file}.rs")
+                    }
+                    _ => name,
+                }
             })
             .unwrap_or_default();
         let _ = writeln!(
