@@ -231,7 +231,11 @@ mod tests {
     fn a_cert_variable_naming_nothing_is_reported() {
         let missing = OsStr::new("/nonexistent/iothub-ca.pem");
         let err = check_cert_variables(Some(missing), None).unwrap_err();
-        assert!(err.to_string().contains("SSL_CERT_FILE=/nonexistent/iothub-ca.pem"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("SSL_CERT_FILE=/nonexistent/iothub-ca.pem"),
+            "{err}"
+        );
         assert!(err.to_string().contains("unset it"), "{err}");
         let err = check_cert_variables(None, Some(OsStr::new("/nonexistent-dir"))).unwrap_err();
         assert!(err.to_string().contains("SSL_CERT_DIR"), "{err}");
@@ -250,7 +254,10 @@ mod tests {
             )
         };
         let hint = trust_hint(&wrapped(rustls::CertificateError::UnknownIssuer)).unwrap();
-        assert!(hint.contains("IOTHUB_CA_FILE") && hint.contains("SSL_CERT_FILE"), "{hint}");
+        assert!(
+            hint.contains("IOTHUB_CA_FILE") && hint.contains("SSL_CERT_FILE"),
+            "{hint}"
+        );
         assert!(hint.contains("trust_ca_pem"), "{hint}");
         let hint = trust_hint(&wrapped(rustls::CertificateError::BadSignature)).unwrap();
         assert!(hint.contains("--state-dir"), "{hint}");

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use iothub::RetryPolicy;
 use iothub::device::{CloseReason, ConnectionState, DeviceClient};
 use iothub::local_hub::LocalHub;
-use iothub::RetryPolicy;
 use iothub::service::RegistryManager;
 use iothub::{ErrorKind, Message};
 use tokio::time::timeout;
@@ -47,7 +47,10 @@ async fn an_untrusted_hub_certificate_names_the_ca_to_trust_and_the_endpoint() {
     assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
     let text = err.to_string();
     assert!(text.contains(&endpoint(&hub)), "names host:port: {text}");
-    assert!(text.contains("IOTHUB_CA_FILE") && text.contains("SSL_CERT_FILE"), "{text}");
+    assert!(
+        text.contains("IOTHUB_CA_FILE") && text.contains("SSL_CERT_FILE"),
+        "{text}"
+    );
 
     // The CA of an earlier hub with the same name (a restart without --state-dir): the
     // signature does not verify.
@@ -67,6 +70,16 @@ async fn an_untrusted_hub_certificate_names_the_ca_to_trust_and_the_endpoint() {
         text.contains("--state-dir") || text.contains("IOTHUB_CA_FILE"),
         "says to read the hub's CA again: {text}"
     );
+
+    // The back end's registry calls say the same.
+    let registry = RegistryManager::builder(hub.service_connection_string())
+        .trust_ca_pem(unrelated_ca_pem())
+        .https_port(hub.https_addr().port())
+        .build()
+        .unwrap();
+    let err = registry.get_device("dev1").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    assert!(err.to_string().contains("IOTHUB_CA_FILE"), "{err}");
 }
 
 #[tokio::test]
@@ -76,7 +89,9 @@ async fn a_refused_device_hears_the_possible_causes() {
     let unknown = real.replace("DeviceId=dev1", "DeviceId=nobody");
     let wrong_key = {
         let key_start = real.find("SharedAccessKey=").unwrap() + "SharedAccessKey=".len();
-        let key_end = real[key_start..].find(';').map_or(real.len(), |i| key_start + i);
+        let key_end = real[key_start..]
+            .find(';')
+            .map_or(real.len(), |i| key_start + i);
         format!(
             "{}{}{}",
             &real[..key_start],
@@ -157,13 +172,22 @@ async fn receive_after_close_is_closed_even_with_a_message_buffered() {
     let hub = LocalHub::builder().start().await.unwrap();
     let cs = hub.create_device("dev1").unwrap();
     for i in 0..3 {
-        hub.enqueue_c2d("dev1", Message::new(format!("m{i}"))).unwrap();
+        hub.enqueue_c2d("dev1", Message::new(format!("m{i}")))
+            .unwrap();
     }
-    let client = timeout(WAIT, DeviceClient::builder(cs).trust_ca_pem(hub.ca_pem()).connect())
+    let client = timeout(
+        WAIT,
+        DeviceClient::builder(cs)
+            .trust_ca_pem(hub.ca_pem())
+            .connect(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let first = timeout(WAIT, client.receive_message())
         .await
         .unwrap()
         .unwrap();
-    let first = timeout(WAIT, client.receive_message()).await.unwrap().unwrap();
     assert_eq!(first.body_str(), Some("m0"));
     client.close().await.unwrap();
     let err = client.receive_message().await.unwrap_err();
@@ -248,7 +272,9 @@ async fn the_hub_logs_which_cause_refused_a_device() {
         .unwrap();
     let off_cs = hub.device_connection_string("off").unwrap().to_string();
     let key_start = cs.find("SharedAccessKey=").unwrap() + "SharedAccessKey=".len();
-    let key_end = cs[key_start..].find(';').map_or(cs.len(), |i| key_start + i);
+    let key_end = cs[key_start..]
+        .find(';')
+        .map_or(cs.len(), |i| key_start + i);
     let wrong_key = format!(
         "{}d3Jvbmcga2V5IHdyb25nIGtleSB3cm9uZyBrZXkgISE={}",
         &cs[..key_start],
@@ -274,8 +300,37 @@ async fn the_hub_logs_which_cause_refused_a_device() {
         "wrong key",
     ] {
         assert!(
-            log.lines().any(|l| l.contains(" INFO ") && l.contains(cause)),
+            log.lines()
+                .any(|l| l.contains(" INFO ") && l.contains(cause)),
             "the hub logs '{cause}' at info: {log}"
         );
     }
+}
+
+/// `iothub-local --device "dev 1"` stops with IoT Hub's id rule instead of registering an id
+/// that IoT Hub would refuse.
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn iothub_local_refuses_a_device_id_outside_the_rules() {
+    let output = timeout(
+        WAIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_iothub-local"))
+            .args(["--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"])
+            .args(["--device", "dev 1"])
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--device dev 1"), "{stderr}");
+    assert!(stderr.contains("contains ' '"), "{stderr}");
+    assert!(
+        stderr.contains("- . + % _ # * ? ! ( ) , : = @ $ '"),
+        "{stderr}"
+    );
 }

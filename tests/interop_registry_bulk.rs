@@ -48,7 +48,11 @@ async fn node_registry_lists_and_manages_devices_in_bulk() {
     let mut peer = Peer::spawn_node(&node_modules, "node_registry_bulk.js", &args, ca.path());
 
     let add = peer.json_line("the add step").await;
-    assert_step(&add, "add", &[("isSuccessful", json!(true)), ("errors", json!([]))]);
+    assert_step(
+        &add,
+        "add",
+        &[("isSuccessful", json!(true)), ("errors", json!([]))],
+    );
     // A failed operation: HTTP 400 with the result, which azure-iothub reports as an error.
     let again = peer.json_line("the add_again step").await;
     assert_step(
@@ -74,7 +78,10 @@ async fn node_registry_lists_and_manages_devices_in_bulk() {
         "update_stale",
         &[(
             "errors",
-            json!([["bulk-1", "PreconditionFailed"], ["bulk-2", "PreconditionFailed"]]),
+            json!([
+                ["bulk-1", "PreconditionFailed"],
+                ["bulk-2", "PreconditionFailed"]
+            ]),
         )],
     );
     let forced = peer.json_line("the update_force step").await;
@@ -90,7 +97,10 @@ async fn node_registry_lists_and_manages_devices_in_bulk() {
     );
     let edge = peer.json_line("the edge step").await;
     let scope = edge["edgeScope"].as_str().unwrap_or_default().to_owned();
-    assert!(scope.starts_with("ms-azure-iot-edge://bulk-edge-"), "{edge}");
+    assert!(
+        scope.starts_with("ms-azure-iot-edge://bulk-edge-"),
+        "{edge}"
+    );
     assert_step(
         &edge,
         "edge",
@@ -106,7 +116,10 @@ async fn node_registry_lists_and_manages_devices_in_bulk() {
         "remove_stale",
         &[(
             "errors",
-            json!([["bulk-1", "PreconditionFailed"], ["bulk-2", "PreconditionFailed"]]),
+            json!([
+                ["bulk-1", "PreconditionFailed"],
+                ["bulk-2", "PreconditionFailed"]
+            ]),
         )],
     );
     let remove = peer.json_line("the remove step").await;
@@ -149,7 +162,10 @@ async fn python_registry_lists_with_a_limit_and_manages_devices_in_bulk() {
     assert_step(
         &list,
         "list",
-        &[("ids", json!(["existing", "py-bulk-1", "py-bulk-2", "py-bulk-3"]))],
+        &[(
+            "ids",
+            json!(["existing", "py-bulk-1", "py-bulk-2", "py-bulk-3"]),
+        )],
     );
     let top = peer.json_line("the list_top step").await;
     assert_step(&top, "list_top", &[("count", json!(2))]);

@@ -468,7 +468,7 @@ async fn an_expiring_token_ends_the_authorization() {
 #[tokio::test]
 async fn a_c2d_send_reaches_the_mqtt_device_with_every_property() {
     let hub = hub().await;
-    let mut device = subscribed_device(&hub, "dev 1").await;
+    let mut device = subscribed_device(&hub, "dev=1").await;
     let (_connection, mut session) = authorized_session(&hub).await;
     // uamqp's full-URL target, with c-sdk's capital B.
     let mut c2d = c2d_sender(&mut session, "amqps://localhost/messages/deviceBound").await;
@@ -484,7 +484,7 @@ async fn a_c2d_send_reaches_the_mqtt_device_with_every_property() {
             correlation_id: Some(MessageId::Ulong(7)),
             user_id: Some(Binary::from(b"svc".to_vec())),
             // Node's encodeURIComponent(deviceId)
-            to: Some("/devices/dev%201/messages/devicebound".into()),
+            to: Some("/devices/dev%3D1/messages/devicebound".into()),
             content_type: Some("application/json".into()),
             content_encoding: Some("utf-8".into()),
             absolute_expiry_time: Some(Timestamp::from_milliseconds(expiry_ms)),
@@ -507,12 +507,12 @@ async fn a_c2d_send_reaches_the_mqtt_device_with_every_property() {
     let topic = publish.topic.clone();
     let (to_device, got) =
         iothub::protocol::parse_c2d_topic(&topic, Bytes::from(publish.payload.to_vec())).unwrap();
-    assert_eq!(to_device, "dev 1");
+    assert_eq!(to_device, "dev=1");
     let expected = Message::new(&br#"{"hello":"c2d"}"#[..])
         .with_message_id("12345678-9abc-4def-8123-456789abcdef")
         .with_correlation_id("7")
         .with_user_id("svc")
-        .with_to("/devices/dev%201/messages/devicebound")
+        .with_to("/devices/dev%3D1/messages/devicebound")
         .with_content_type("application/json")
         .with_content_encoding("utf-8")
         .with_expiry(UNIX_EPOCH + Duration::from_millis(expiry_ms as u64))
@@ -563,7 +563,7 @@ async fn a_c2d_send_reaches_the_mqtt_device_with_every_property() {
         "12345678-9abc-4def-8123-456789abcdef"
     );
     assert_eq!(records[0].status_code, FeedbackStatus::Success);
-    assert_eq!(records[0].device_id, "dev 1");
+    assert_eq!(records[0].device_id, "dev=1");
 
     // Released (abandon): the same batch comes again; accepted: it is gone.
     feedback.release(&first).await.unwrap();
@@ -581,7 +581,7 @@ async fn a_c2d_send_reaches_the_mqtt_device_with_every_property() {
     // A new receiver gets nothing more; a fresh record comes through it.
     let mut stream = hub.feedback();
     hub.enqueue_c2d(
-        "dev 1",
+        "dev=1",
         Message::new("again")
             .with_message_id("m2")
             .with_ack(Ack::Full),

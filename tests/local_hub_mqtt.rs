@@ -623,7 +623,7 @@ async fn create_module_returns_a_module_connection_string_and_checks_ids() {
         ErrorKind::DeviceNotFound
     );
     let err = hub.create_module("devA", "no/slash").unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidMessage);
+    assert_eq!(err.kind(), ErrorKind::InvalidIdentityId);
     assert!(err.to_string().contains("128"), "names the rule: {err}");
 }
 

@@ -27,7 +27,12 @@ async fn setup() -> (LocalHub, RegistryManager) {
 }
 
 /// A raw request to the REST API with the owner policy's token; the status and JSON body.
-async fn raw(hub: &LocalHub, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn raw(
+    hub: &LocalHub,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let client = reqwest::Client::builder()
         .use_preconfigured_tls((*tls_config(hub.ca_pem())).clone())
         .timeout(WAIT)
@@ -78,7 +83,10 @@ async fn a_trailing_slash_names_the_same_resource_and_top_limits_the_list() {
         assert_eq!(ids(&body), ["a1", "a2", "a3"], "{path}");
     }
     let (status, body) = raw(&hub, reqwest::Method::GET, "/devices/a2/", None).await;
-    assert_eq!((status, body["deviceId"].clone()), (StatusCode::OK, json!("a2")));
+    assert_eq!(
+        (status, body["deviceId"].clone()),
+        (StatusCode::OK, json!("a2"))
+    );
     let (status, body) = raw(&hub, reqwest::Method::GET, "/statistics/devices/", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = raw(&hub, reqwest::Method::GET, "/devices/?top=2", None).await;
@@ -94,7 +102,10 @@ async fn bulk_create_update_and_delete_answer_per_device() {
     let (hub, registry) = setup().await;
     let devices: Vec<Device> = ["b1", "b2", "b3"].into_iter().map(Device::new).collect();
     let result = registry.add_devices(&devices).await.unwrap();
-    assert!(result.is_successful && result.errors.is_empty(), "{result:?}");
+    assert!(
+        result.is_successful && result.errors.is_empty(),
+        "{result:?}"
+    );
     assert!(hub.device_connection_string("b3").is_some());
 
     // One taken id: that device fails, the other is created.
@@ -117,14 +128,20 @@ async fn bulk_create_update_and_delete_answer_per_device() {
         DeviceStatus::Disabled
     );
     let result = registry.update_devices(&disabled, false).await.unwrap();
-    assert_eq!(result.errors[0].error_code, "PreconditionFailed", "{result:?}");
+    assert_eq!(
+        result.errors[0].error_code, "PreconditionFailed",
+        "{result:?}"
+    );
     let result = registry
         .update_devices(&[Device::new("b1"), Device::new("nope")], true)
         .await
         .unwrap();
     assert_eq!(result.errors.len(), 1, "{result:?}");
     assert_eq!(
-        (result.errors[0].device_id.as_str(), result.errors[0].error_code.as_str()),
+        (
+            result.errors[0].device_id.as_str(),
+            result.errors[0].error_code.as_str()
+        ),
         ("nope", "DeviceNotFound")
     );
     assert_eq!(
@@ -137,8 +154,14 @@ async fn bulk_create_update_and_delete_answer_per_device() {
         .remove_devices(&[read.clone()], false)
         .await
         .unwrap();
-    assert_eq!(result.errors[0].error_code, "PreconditionFailed", "{result:?}");
-    let all: Vec<Device> = ["b1", "b2", "b3", "b4"].into_iter().map(Device::new).collect();
+    assert_eq!(
+        result.errors[0].error_code, "PreconditionFailed",
+        "{result:?}"
+    );
+    let all: Vec<Device> = ["b1", "b2", "b3", "b4"]
+        .into_iter()
+        .map(Device::new)
+        .collect();
     let result = registry.remove_devices(&all, true).await.unwrap();
     assert!(result.is_successful, "{result:?}");
     assert!(registry.list_devices().await.unwrap().is_empty());
@@ -164,15 +187,24 @@ async fn bulk_requests_are_checked_as_a_whole() {
     let many: Vec<Device> = (0..101).map(|i| Device::new(format!("d{i}"))).collect();
     let err = registry.add_devices(&many).await.unwrap_err();
     assert!(err.to_string().contains("1 to 100"), "{err}");
-    let err = registry.add_devices(&[Device::new("a b")]).await.unwrap_err();
+    let err = registry
+        .add_devices(&[Device::new("a b")])
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidIdentityId, "{err}");
 
     // Refused by the hub as a whole: a device named twice, a malformed body, no importMode.
     let twice = json!([{"id": "x", "importMode": "create"}, {"id": "x", "importMode": "delete"}]);
     for body in [twice, json!({"id": "x"}), json!([{"id": "x"}]), json!([])] {
-        let (status, answer) = raw(&hub, reqwest::Method::POST, "/devices", Some(body.clone())).await;
+        let (status, answer) =
+            raw(&hub, reqwest::Method::POST, "/devices", Some(body.clone())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
-        assert!(answer["Message"].as_str().unwrap().starts_with("ErrorCode:ArgumentInvalid"));
+        assert!(
+            answer["Message"]
+                .as_str()
+                .unwrap()
+                .starts_with("ErrorCode:ArgumentInvalid")
+        );
     }
     assert!(hub.device_connection_string("x").is_none());
     // Python's form: eTag and camelCase modes; a failure answers 400 with the result body.
@@ -216,7 +248,10 @@ async fn a_leaf_device_sits_under_its_edge_device() {
         .add_device(&Device::new("edge1").with_iot_edge(true))
         .await
         .unwrap();
-    let scope = edge.device_scope.clone().expect("an edge device has a scope");
+    let scope = edge
+        .device_scope
+        .clone()
+        .expect("an edge device has a scope");
     assert!(scope.starts_with("ms-azure-iot-edge://edge1-"), "{scope}");
     assert!(edge.parent_scopes.is_empty());
 
@@ -227,11 +262,18 @@ async fn a_leaf_device_sits_under_its_edge_device() {
     assert_eq!(leaf.device_scope.as_deref(), Some(scope.as_str()));
     assert_eq!(leaf.parent_scopes, [scope.clone()]);
     let read = registry.get_device("leaf1").await.unwrap();
-    assert_eq!((read.device_scope, read.parent_scopes), (Some(scope.clone()), vec![scope.clone()]));
+    assert_eq!(
+        (read.device_scope, read.parent_scopes),
+        (Some(scope.clone()), vec![scope.clone()])
+    );
 
     // Nested edge: an edge device under edge1.
     let child_edge = registry
-        .add_device(&Device::new("edge2").with_iot_edge(true).with_parent(scope.clone()))
+        .add_device(
+            &Device::new("edge2")
+                .with_iot_edge(true)
+                .with_parent(scope.clone()),
+        )
         .await
         .unwrap();
     assert_eq!(child_edge.parent_scopes, [scope.clone()]);
@@ -253,7 +295,10 @@ async fn a_leaf_device_sits_under_its_edge_device() {
     let mut moved = registry.get_device("leaf1").await.unwrap();
     moved.device_scope = None;
     let moved = registry.update_device(&moved).await.unwrap();
-    assert_eq!((moved.device_scope, moved.parent_scopes), (None, Vec::new()));
+    assert_eq!(
+        (moved.device_scope, moved.parent_scopes),
+        (None, Vec::new())
+    );
 }
 
 #[tokio::test]
@@ -262,7 +307,11 @@ async fn ids_outside_iot_hubs_rules_are_refused_with_the_rule() {
     for bad in ["dev 1", "a/b", "ü", ""] {
         let err = hub.create_device(bad).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidIdentityId, "{bad:?}");
-        assert!(err.to_string().contains("- . + % _ # * ? ! ( ) , : = @ $ '"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("- . + % _ # * ? ! ( ) , : = @ $ '"),
+            "{err}"
+        );
         let err = registry.create_device(bad).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidIdentityId, "{bad:?}: {err}");
     }
@@ -280,7 +329,10 @@ async fn ids_outside_iot_hubs_rules_are_refused_with_the_rule() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let message = body["Message"].as_str().unwrap();
-    assert!(message.starts_with("ErrorCode:ArgumentInvalid"), "{message}");
+    assert!(
+        message.starts_with("ErrorCode:ArgumentInvalid"),
+        "{message}"
+    );
     assert!(message.contains("' '"), "{message}");
 }
 
@@ -310,10 +362,21 @@ async fn statistics_count_enabled_and_disabled_devices() {
 async fn the_served_chain_leaves_out_the_self_signed_root() {
     let hub = LocalHub::builder().start().await.unwrap();
     let ca = CertificateDer::from_pem_slice(hub.ca_pem().as_bytes()).unwrap();
-    for port in [hub.mqtt_addr().port(), hub.https_addr().port(), hub.amqp_addr().port()] {
+    for port in [
+        hub.mqtt_addr().port(),
+        hub.https_addr().port(),
+        hub.amqp_addr().port(),
+    ] {
         let stream = tls_stream(&hub, port).await;
         let chain = stream.get_ref().1.peer_certificates().unwrap().to_vec();
-        assert_eq!(chain.len(), 1, "the server certificate alone on port {port}");
-        assert!(!chain.contains(&ca), "the root is not served on port {port}");
+        assert_eq!(
+            chain.len(),
+            1,
+            "the server certificate alone on port {port}"
+        );
+        assert!(
+            !chain.contains(&ca),
+            "the root is not served on port {port}"
+        );
     }
 }

@@ -267,7 +267,8 @@ impl Task {
                 }
                 Err(e) => {
                     let reason = describe(&e);
-                    let reason = format!("cannot connect to the hub at {}: {reason}", self.endpoint);
+                    let reason =
+                        format!("cannot connect to the hub at {}: {reason}", self.endpoint);
                     if let Some(ready) = ready.take() {
                         let err = transport_error(reason.clone());
                         let _ = ready.send(Err(err));

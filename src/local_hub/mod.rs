@@ -175,6 +175,10 @@ impl LocalHub {
     }
 
     /// Registers a device with generated keys and returns its connection string.
+    ///
+    /// Errors: [`ErrorKind::DeviceAlreadyExists`], and [`ErrorKind::InvalidIdentityId`] for an
+    /// id IoT Hub would refuse (1 to 128 ASCII letters, digits or
+    /// `- . + % _ # * ? ! ( ) , : = @ $ '`; the error names the character).
     pub fn create_device(&self, device_id: &str) -> Result<DeviceConnectionString> {
         self.register(device_id, None)
     }

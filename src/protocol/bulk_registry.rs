@@ -21,8 +21,8 @@ use serde::de::{self, Deserializer};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use super::registry_json::nullable;
 use super::Device;
+use super::registry_json::nullable;
 
 /// The most devices one bulk request may hold (Microsoft Learn, "Bulk Registry - Update
 /// Registry"; Node's `_processBulkDevices` refuses more).
@@ -255,7 +255,10 @@ mod tests {
         assert_eq!(ops[0].import_mode, ImportMode::UpdateIfMatchETag);
         assert_eq!(ops[0].device.device_id, "d1");
         assert_eq!(ops[0].device.etag, "OTAw");
-        assert_eq!(ops[0].device.status, crate::protocol::DeviceStatus::Disabled);
+        assert_eq!(
+            ops[0].device.status,
+            crate::protocol::DeviceStatus::Disabled
+        );
         for (mode, expected) in [
             ("create", ImportMode::Create),
             ("Delete", ImportMode::Delete),
@@ -266,22 +269,40 @@ mod tests {
             let op: BulkDeviceOperation = serde_json::from_str(&body).unwrap();
             assert_eq!(op.import_mode, expected, "{mode}");
         }
-        for bad in [r#"{"id":"d"}"#, r#"{"id":"d","importMode":"explode"}"#, "[]"] {
-            assert!(serde_json::from_str::<BulkDeviceOperation>(bad).is_err(), "{bad}");
+        for bad in [
+            r#"{"id":"d"}"#,
+            r#"{"id":"d","importMode":"explode"}"#,
+            "[]",
+        ] {
+            assert!(
+                serde_json::from_str::<BulkDeviceOperation>(bad).is_err(),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn writes_what_python_sends_and_reads_it_back() {
         let op = BulkDeviceOperation::new(
-            Device::new("d2").with_etag("abc").with_parent("ms-azure-iot-edge://e-1"),
+            Device::new("d2")
+                .with_etag("abc")
+                .with_parent("ms-azure-iot-edge://e-1"),
             ImportMode::DeleteIfMatchETag,
         );
         let text = serde_json::to_string(&op).unwrap();
-        assert!(text.contains(r#""id":"d2""#) && !text.contains("deviceId"), "{text}");
+        assert!(
+            text.contains(r#""id":"d2""#) && !text.contains("deviceId"),
+            "{text}"
+        );
         assert!(text.contains(r#""eTag":"abc""#), "{text}");
-        assert!(text.contains(r#""importMode":"deleteIfMatchETag""#), "{text}");
-        assert!(text.contains(r#""deviceScope":"ms-azure-iot-edge://e-1""#), "{text}");
+        assert!(
+            text.contains(r#""importMode":"deleteIfMatchETag""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""deviceScope":"ms-azure-iot-edge://e-1""#),
+            "{text}"
+        );
         let back: BulkDeviceOperation = serde_json::from_str(&text).unwrap();
         assert_eq!(back, op);
     }

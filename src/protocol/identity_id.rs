@@ -46,10 +46,7 @@ fn check(id: &str, kind: IdKind) -> Result<(), Error> {
     if id.len() > MAX_IDENTITY_ID_LEN {
         return Err(Error::new(
             ErrorKind::InvalidIdentityId,
-            format!(
-                "the {what} is {} bytes long; a {what} is {RULE}",
-                id.len()
-            ),
+            format!("the {what} is {} bytes long; a {what} is {RULE}", id.len()),
         ));
     }
     let special = IDENTITY_ID_SPECIAL_CHARACTERS.as_bytes();
@@ -130,6 +127,11 @@ mod tests {
             );
         }
         let long = "x".repeat(MAX_IDENTITY_ID_LEN + 1);
-        assert!(check_device_id(&long).unwrap_err().to_string().contains("129"));
+        assert!(
+            check_device_id(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("129")
+        );
     }
 }

@@ -36,6 +36,9 @@ pub use feedback::{
     FEEDBACK_CONTENT_TYPE, FeedbackRecord, FeedbackStatus, decode_feedback_batch,
     encode_feedback_batch,
 };
+pub use identity_id::{
+    IDENTITY_ID_SPECIAL_CHARACTERS, MAX_IDENTITY_ID_LEN, check_device_id, check_module_id,
+};
 pub use method_invoke::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, MAX_METHOD_PAYLOAD_BYTES,
     MAX_METHOD_TIMEOUT, MIN_RESPONSE_TIMEOUT, MethodInvocation, MethodResult, check_method_name,
@@ -44,9 +47,6 @@ pub use method_invoke::{
 pub use method_topic::{
     METHOD_REQUEST_SUBSCRIPTION, MethodRequestTopic, MethodResponseTopic, method_request_topic,
     method_response_topic, parse_method_request_topic, parse_method_response_topic,
-};
-pub use identity_id::{
-    IDENTITY_ID_SPECIAL_CHARACTERS, MAX_IDENTITY_ID_LEN, check_device_id, check_module_id,
 };
 pub use module_json::Module;
 pub use property_bag::{

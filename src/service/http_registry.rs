@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use crate::auth::{IssuedToken, TokenSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{
-    BulkDeviceOperation, BulkRegistryOperationResult, Device, MethodInvocation, MethodResult, Module, PurgeResult, RegistryStatistics, Twin,
-    error_code, percent,
+    BulkDeviceOperation, BulkRegistryOperationResult, Device, MethodInvocation, MethodResult,
+    Module, PurgeResult, RegistryStatistics, Twin, error_code, percent,
 };
 
 /// The REST api-version sent by the official service SDKs (azure-iot-hub-node `src/version.ts`,
@@ -76,7 +76,11 @@ fn request_failed(error: reqwest::Error, what: &str) -> Error {
     } else {
         (ErrorKind::Transport, "the request failed")
     };
-    Error::new(kind, format!("{what}: {detail}")).with_source(error)
+    // A refused hub certificate says which CA to trust.
+    let hint = crate::client_tls::trust_hint(&error)
+        .map(|hint| format!(": {hint}"))
+        .unwrap_or_default();
+    Error::new(kind, format!("{what}: {detail}{hint}")).with_source(error)
 }
 
 impl HttpRegistry {
@@ -238,7 +242,11 @@ impl HttpRegistry {
                 return Ok(result);
             }
         }
-        Err(http_error(status, error_code(header.as_deref(), &body), what))
+        Err(http_error(
+            status,
+            error_code(header.as_deref(), &body),
+            what,
+        ))
     }
 
     pub async fn delete_device(&self, device_id: &str, if_match: &str) -> Result<()> {

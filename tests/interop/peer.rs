@@ -45,7 +45,11 @@ pub fn python() -> Option<PathBuf> {
              (see tests/interop/README.md)"
         ),
         None => {
-            report_skip("IOTHUB_PYTHON", "tests/interop/setup-python.sh VENV", "VENV/bin/python");
+            report_skip(
+                "IOTHUB_PYTHON",
+                "tests/interop/setup-python.sh VENV",
+                "VENV/bin/python",
+            );
             None
         }
     }

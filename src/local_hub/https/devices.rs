@@ -206,7 +206,10 @@ fn read_device(body: &[u8]) -> Result<Device, ApiError> {
 }
 
 /// What the state needs from a device body for the device `id`: the spec and its edge scopes.
-pub(super) fn device_spec(id: &str, device: &Device) -> Result<(DeviceSpec, DeviceScopes), ApiError> {
+pub(super) fn device_spec(
+    id: &str,
+    device: &Device,
+) -> Result<(DeviceSpec, DeviceScopes), ApiError> {
     let authentication = device_authentication(&device.authentication)?;
     let keys = &device.authentication.symmetric_key;
     let spec = DeviceSpec {

@@ -214,9 +214,9 @@ pub(super) fn state_error(error: &crate::Error) -> ApiError {
         ErrorKind::PreconditionFailed => ErrorCode::PreconditionFailed,
         ErrorKind::DeviceNotOnline => ErrorCode::DeviceNotOnline,
         ErrorKind::Timeout => ErrorCode::GatewayTimeout,
-        ErrorKind::InvalidMessage
-        | ErrorKind::MessageTooLarge
-        | ErrorKind::InvalidIdentityId => ErrorCode::ArgumentInvalid,
+        ErrorKind::InvalidMessage | ErrorKind::MessageTooLarge | ErrorKind::InvalidIdentityId => {
+            ErrorCode::ArgumentInvalid
+        }
         _ => ErrorCode::ServerError,
     };
     ApiError::new(code, error.detail())

@@ -72,8 +72,7 @@ pub(crate) fn router(state: Arc<HubState>) -> Router {
     Router::new().fallback(move |request: Request| {
         let mut routes = routes.clone();
         async move {
-            match tower_service::Service::call(&mut routes, without_trailing_slash(request)).await
-            {
+            match tower_service::Service::call(&mut routes, without_trailing_slash(request)).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             }

@@ -136,7 +136,11 @@ fn authorize(
 /// tell the device, so the device cannot learn which; IoT Hub's REST and AMQP answers tell
 /// apart an unknown device (404001 DeviceNotFound), a disabled one and a bad token (401003
 /// IotHubUnauthorized: Microsoft Learn, "Troubleshoot 401003 IoTHubUnauthorized").
-fn token_refusal(state: &HubState, identity: &Identity, denied: &AccessDenied) -> Cow<'static, str> {
+fn token_refusal(
+    state: &HubState,
+    identity: &Identity,
+    denied: &AccessDenied,
+) -> Cow<'static, str> {
     let device_id = &identity.device_id;
     match state.get_device(device_id) {
         None => format!("device '{device_id}' is not registered on this hub").into(),
@@ -144,10 +148,9 @@ fn token_refusal(state: &HubState, identity: &Identity, denied: &AccessDenied) -
             format!("device '{device_id}' is disabled").into()
         }
         Some(_) => match &identity.module_id {
-            Some(module_id) if state.get_module(device_id, module_id).is_none() => format!(
-                "module '{module_id}' is not registered on device '{device_id}'"
-            )
-            .into(),
+            Some(module_id) if state.get_module(device_id, module_id).is_none() => {
+                format!("module '{module_id}' is not registered on device '{device_id}'").into()
+            }
             _ => match denied {
                 AccessDenied::BadSignature => "wrong key: the token's signature matches none of \
                      the identity's keys nor a policy with DeviceConnect"

@@ -107,7 +107,9 @@ fn a_leaf_device_under_an_edge_device_carries_its_parent_scope() {
         written.ends_with(r#""deviceScope":"ms-azure-iot-edge://edge1-637093398936580016"}"#),
         "{written}"
     );
-    let nested = Device::new("edge2").with_iot_edge(true).with_parent(edge_scope);
+    let nested = Device::new("edge2")
+        .with_iot_edge(true)
+        .with_parent(edge_scope);
     assert_eq!(nested.device_scope, None);
     let written = serde_json::to_string(&nested).unwrap();
     assert!(
