@@ -151,7 +151,7 @@ async fn bulk_create_update_and_delete_answer_per_device() {
 
     // Delete: a stale etag fails that device only; force deletes whatever the etag.
     let result = registry
-        .remove_devices(&[read.clone()], false)
+        .remove_devices(std::slice::from_ref(&read), false)
         .await
         .unwrap();
     assert_eq!(
@@ -260,7 +260,7 @@ async fn a_leaf_device_sits_under_its_edge_device() {
         .await
         .unwrap();
     assert_eq!(leaf.device_scope.as_deref(), Some(scope.as_str()));
-    assert_eq!(leaf.parent_scopes, [scope.clone()]);
+    assert_eq!(leaf.parent_scopes, std::slice::from_ref(&scope));
     let read = registry.get_device("leaf1").await.unwrap();
     assert_eq!(
         (read.device_scope, read.parent_scopes),
@@ -276,7 +276,7 @@ async fn a_leaf_device_sits_under_its_edge_device() {
         )
         .await
         .unwrap();
-    assert_eq!(child_edge.parent_scopes, [scope.clone()]);
+    assert_eq!(child_edge.parent_scopes, std::slice::from_ref(&scope));
     assert_ne!(child_edge.device_scope.as_deref(), Some(scope.as_str()));
 
     // A scope that is no edge device's, and an edge device as its own parent.
