@@ -334,3 +334,68 @@ async fn iothub_local_refuses_a_device_id_outside_the_rules() {
         "{stderr}"
     );
 }
+
+/// The back-end example, when no device takes its messages, says the device is not connected
+/// instead of a bare timeout.
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn the_back_end_example_says_when_the_device_never_connected() {
+    let hub_binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_iothub-local"));
+    let sender = hub_binary
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(format!(
+            "send_cloud_to_device_message{}",
+            std::env::consts::EXE_SUFFIX
+        ));
+    if !sender.is_file() {
+        assert!(
+            std::env::var_os("IOTHUB_REQUIRE_EXAMPLES").is_none_or(|v| v != "1"),
+            "{} is not built",
+            sender.display()
+        );
+        eprintln!(
+            "skipped: {} is not built; `cargo test --all-features` builds the examples",
+            sender.display()
+        );
+        return;
+    }
+    let hub = LocalHub::builder().start().await.unwrap();
+    hub.create_device("dev1").unwrap();
+    let ca_file = std::env::temp_dir().join(format!(
+        "iothub-error-hints-{}-ca.pem",
+        std::process::id()
+    ));
+    std::fs::write(&ca_file, hub.ca_pem()).unwrap();
+    let output = timeout(
+        WAIT,
+        tokio::process::Command::new(&sender)
+            .args(["--timeout", "1"])
+            .env(
+                "IOTHUB_CONNECTION_STRING",
+                hub.service_connection_string().to_string(),
+            )
+            .env("IOTHUB_DEVICE_ID", "dev1")
+            .env("IOTHUB_CA_FILE", &ca_file)
+            .env("IOTHUB_AMQP_PORT", hub.amqp_addr().port().to_string())
+            .env("IOTHUB_HTTPS_PORT", hub.https_addr().port().to_string())
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let _ = std::fs::remove_file(&ca_file);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("timed out after 1 s"), "{stderr}");
+    assert!(
+        stderr.contains("device 'dev1' is not connected and never took the messages"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 still queued"), "{stderr}");
+}
