@@ -341,14 +341,10 @@ async fn iothub_local_refuses_a_device_id_outside_the_rules() {
 #[tokio::test]
 async fn the_back_end_example_says_when_the_device_never_connected() {
     let hub_binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_iothub-local"));
-    let sender = hub_binary
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(format!(
-            "send_cloud_to_device_message{}",
-            std::env::consts::EXE_SUFFIX
-        ));
+    let sender = hub_binary.parent().unwrap().join("examples").join(format!(
+        "send_cloud_to_device_message{}",
+        std::env::consts::EXE_SUFFIX
+    ));
     if !sender.is_file() {
         assert!(
             std::env::var_os("IOTHUB_REQUIRE_EXAMPLES").is_none_or(|v| v != "1"),
@@ -363,10 +359,8 @@ async fn the_back_end_example_says_when_the_device_never_connected() {
     }
     let hub = LocalHub::builder().start().await.unwrap();
     hub.create_device("dev1").unwrap();
-    let ca_file = std::env::temp_dir().join(format!(
-        "iothub-error-hints-{}-ca.pem",
-        std::process::id()
-    ));
+    let ca_file =
+        std::env::temp_dir().join(format!("iothub-error-hints-{}-ca.pem", std::process::id()));
     std::fs::write(&ca_file, hub.ca_pem()).unwrap();
     let output = timeout(
         WAIT,

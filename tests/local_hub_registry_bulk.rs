@@ -285,6 +285,12 @@ async fn a_leaf_device_sits_under_its_edge_device() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidMessage, "{err}");
+    // The hub's text comes with the error: what is wrong and what to do.
+    assert!(
+        err.to_string()
+            .contains("not the deviceScope of an edge device"),
+        "{err}"
+    );
     let own = registry.get_device("edge1").await.unwrap();
     let mut own_parent = own.clone();
     own_parent.parent_scopes = vec![scope.clone()];

@@ -12,10 +12,8 @@ use iothub::service::RegistryManager;
 
 #[tokio::test]
 async fn a_missing_ssl_cert_file_is_reported_by_device_and_service_clients() {
-    let missing = std::env::temp_dir().join(format!(
-        "iothub-no-such-bundle-{}.pem",
-        std::process::id()
-    ));
+    let missing =
+        std::env::temp_dir().join(format!("iothub-no-such-bundle-{}.pem", std::process::id()));
     // SAFETY: the only test of this binary, before any thread reads the environment.
     unsafe { std::env::set_var("SSL_CERT_FILE", &missing) };
     let hub = LocalHub::builder().start().await.unwrap();
@@ -28,7 +26,10 @@ async fn a_missing_ssl_cert_file_is_reported_by_device_and_service_clients() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
     let text = err.to_string();
-    assert!(text.contains(&format!("SSL_CERT_FILE={}", missing.display())), "{text}");
+    assert!(
+        text.contains(&format!("SSL_CERT_FILE={}", missing.display())),
+        "{text}"
+    );
     assert!(text.contains("unset it"), "says what to do: {text}");
 
     let result = RegistryManager::builder(hub.service_connection_string())

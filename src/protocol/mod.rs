@@ -56,7 +56,7 @@ pub use property_bag::{
 pub use received_topic::{ReceivedTopic, classify_received_topic};
 pub use registry_json::{
     Authentication, Capabilities, Device, DeviceConnectionState, DeviceStatus, PurgeResult,
-    RegistryStatistics, SymmetricKey, X509Thumbprint, error_code,
+    RegistryStatistics, SymmetricKey, X509Thumbprint, error_code, error_message,
 };
 pub use topic::{
     TopicIdentity, c2d_subscription, c2d_topic, input_subscription, input_topic, parse_c2d_topic,

@@ -553,5 +553,27 @@ pub fn error_code(header: Option<&str>, body: &[u8]) -> Option<String> {
     })
 }
 
+/// The text of IoT Hub's error body, either form (see [`error_code`]): what follows the code in
+/// the legacy `ErrorCode:<Name>;<text>`, or the `message` of the newer form. `None` when the
+/// body has neither. At most 300 characters are kept.
+pub fn error_message(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Outer {
+        #[serde(rename = "Message")]
+        message: String,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        message: String,
+    }
+    let outer: Outer = serde_json::from_slice(body).ok()?;
+    let text = match outer.message.strip_prefix("ErrorCode:") {
+        Some(rest) => rest.split_once(';').map(|(_, text)| text.to_owned())?,
+        None => serde_json::from_str::<Inner>(&outer.message).ok()?.message,
+    };
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.chars().take(300).collect())
+}
+
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,7 @@ use crate::auth::{IssuedToken, TokenSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{
     BulkDeviceOperation, BulkRegistryOperationResult, Device, MethodInvocation, MethodResult,
-    Module, PurgeResult, RegistryStatistics, Twin, error_code, percent,
+    Module, PurgeResult, RegistryStatistics, Twin, error_code, error_message, percent,
 };
 
 /// The REST api-version sent by the official service SDKs (azure-iot-hub-node `src/version.ts`,
@@ -66,6 +66,16 @@ fn http_error(status: StatusCode, code: Option<String>, what: &str) -> Error {
     };
     let code = code.map(|c| format!(" ({c})")).unwrap_or_default();
     Error::new(kind, format!("{what}: HTTP {}{code}", status.as_u16()))
+}
+
+/// A failed response as a typed error with the hub's own text, which says what was wrong
+/// (for a 400, which field and why).
+fn failure(status: StatusCode, header: Option<&str>, body: &[u8], what: &str) -> Error {
+    let error = http_error(status, error_code(header, body), what);
+    match error_message(body) {
+        Some(text) => Error::new(error.kind(), format!("{}: {text}", error.detail())),
+        None => error,
+    }
 }
 
 /// A request that got no complete answer: [`ErrorKind::Timeout`] when the request timeout ran
@@ -138,11 +148,7 @@ impl HttpRegistry {
             .send(method, path, if_match, body, timeout, what)
             .await?;
         if !status.is_success() {
-            return Err(http_error(
-                status,
-                error_code(header.as_deref(), &body),
-                what,
-            ));
+            return Err(failure(status, header.as_deref(), &body, what));
         }
         Ok((status, body))
     }
@@ -242,11 +248,7 @@ impl HttpRegistry {
                 return Ok(result);
             }
         }
-        Err(http_error(
-            status,
-            error_code(header.as_deref(), &body),
-            what,
-        ))
+        Err(failure(status, header.as_deref(), &body, what))
     }
 
     pub async fn delete_device(&self, device_id: &str, if_match: &str) -> Result<()> {

@@ -122,3 +122,19 @@ fn a_leaf_device_under_an_edge_device_carries_its_parent_scope() {
     let device: Device = serde_json::from_str(r#"{"parentScopes":null}"#).unwrap();
     assert!(device.parent_scopes.is_empty());
 }
+
+#[test]
+fn error_messages_from_both_body_forms() {
+    let legacy = br#"{"Message":"ErrorCode:ArgumentInvalid;the scope 'x' is not an edge device's","ExceptionMessage":"Tracking ID:1"}"#;
+    assert_eq!(
+        error_message(legacy).as_deref(),
+        Some("the scope 'x' is not an edge device's")
+    );
+    let newer = br#"{"Message":"{\"errorCode\":404103,\"message\":\"Timed out waiting for device to connect.\"}","ExceptionMessage":""}"#;
+    assert_eq!(
+        error_message(newer).as_deref(),
+        Some("Timed out waiting for device to connect.")
+    );
+    assert_eq!(error_message(b"not json"), None);
+    assert_eq!(error_message(br#"{"Message":"ErrorCode:X;"}"#), None);
+}
