@@ -180,8 +180,10 @@ impl DeviceClientBuilder {
     /// the subscription to cloud-to-device messages (SUBACK). A module (`ModuleId=`) has no
     /// cloud-to-device messages and subscribes to nothing: it returns after the CONNACK.
     ///
-    /// Credentials the hub refuses give an [`ErrorKind::Unauthorized`] error at once; an
-    /// unreachable hub gives [`ErrorKind::Transport`]. A client certificate that has expired
+    /// Credentials the hub refuses give an [`ErrorKind::Unauthorized`] error at once, listing
+    /// the causes IoT Hub folds into its one MQTT answer; an unreachable hub gives
+    /// [`ErrorKind::Transport`] naming the `host:port` dialled, and, when the hub's certificate
+    /// is refused, which CA to trust and how. A client certificate that has expired
     /// or is not yet valid gives [`ErrorKind::InvalidCertificate`] without dialling. After this first connection, lost
     /// connections are re-established in the background according to the retry policy.
     pub async fn connect(self) -> Result<DeviceClient> {
@@ -432,7 +434,9 @@ impl DeviceClient {
     /// was lost is skipped here: the hub delivers it again on the new connection.
     ///
     /// On a module client this is an [`ErrorKind::NotSupported`] error: modules have no
-    /// cloud-to-device messages.
+    /// cloud-to-device messages. After [`Self::close`] it is [`ErrorKind::Closed`], even with
+    /// messages buffered (the hub delivers them again to the next client); after the retry
+    /// policy gave up, [`ErrorKind::RetriesExhausted`] with the last cause.
     pub async fn receive_message(&self) -> Result<Message> {
         let incoming = self
             .shared
@@ -495,7 +499,10 @@ impl DeviceClient {
     /// the message waits to be sent on the next one.
     ///
     /// A message over 256 KB (body and topic) is refused with
-    /// [`ErrorKind::MessageTooLarge`] before anything is sent.
+    /// [`ErrorKind::MessageTooLarge`] before anything is sent. When the retry policy gives up
+    /// (its maximum attempts), waiting and later sends fail with
+    /// [`ErrorKind::RetriesExhausted`] carrying the last cause; after [`Self::close`], with
+    /// [`ErrorKind::Closed`].
     pub async fn send_message(&self, message: Message) -> Result<()> {
         let topic = telemetry_topic(
             &self.shared.device_id,
