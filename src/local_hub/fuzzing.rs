@@ -372,8 +372,8 @@ impl AsyncWrite for Recording {
 /// One HTTPS request: a method, a path and query, headers and a body.
 #[derive(Clone, Debug, Default)]
 pub struct HttpsInput {
-    /// The request method (any token; an invalid one is answered 400 by the fuzz target's
-    /// caller, not sent).
+    /// The request method (one that is not a valid HTTP token is not sent: [`https_request`]
+    /// returns `None`).
     pub method: String,
     /// The path and query.
     pub uri: String,

@@ -20,6 +20,7 @@ mod c2d;
 mod cbs;
 mod feedback;
 pub(crate) mod frame_guard;
+mod link_kind;
 mod redirect;
 pub(crate) mod sasl;
 
@@ -33,8 +34,7 @@ use fe2o3_amqp::acceptor::{
 use fe2o3_amqp_types::definitions::{
     AmqpError, Error as AmqpErrorInfo, ErrorCondition, ReceiverSettleMode, Role,
 };
-use fe2o3_amqp_types::messaging::{Body, Message as AmqpMessage, Source, Target, TargetArchetype};
-use fe2o3_amqp_types::performatives::Attach;
+use fe2o3_amqp_types::messaging::{Body, Message as AmqpMessage};
 use fe2o3_amqp_types::primitives::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -49,10 +49,8 @@ use crate::local_hub::limits::{
 use crate::local_hub::rewind::Rewind;
 use crate::local_hub::state::HubState;
 use crate::protocol::amqp_error;
-use crate::protocol::amqp_message::{
-    C2D_LINK_TARGET, FEEDBACK_LINK_SOURCE, FILE_NOTIFICATION_LINK_SOURCE,
-};
 use frame_guard::FrameGuard;
+use link_kind::{LinkKind, classify, fill_termini};
 use sasl::{HubSasl, SaslGrant};
 
 /// The SASL protocol header (OASIS AMQP 1.0, part 5.3.1 "SASL negotiation").
@@ -356,98 +354,6 @@ impl Conn {
     }
 }
 
-/// What an ATTACH asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LinkKind {
-    /// The client's sender to `$cbs`: put-token requests.
-    CbsRequests,
-    /// The client's receiver from `$cbs`: put-token responses.
-    CbsResponses,
-    /// The client's sender to `/messages/devicebound`.
-    CloudToDevice,
-    /// The client's receiver from `/messages/serviceBound/feedback`.
-    Feedback,
-    /// The client's receiver from `/messages/serviceBound/filenotifications`.
-    FileNotifications,
-    /// The client's receiver from `/messages/events/…`: redirected to the Event Hubs endpoint.
-    Events,
-}
-
-/// An address without any `amqps://host[:port]` prefix or trailing `/`, lowercased: clients
-/// write `/messages/devicebound` (`azure-iot-sdk-node`, `service/src/amqp.ts`, `send`),
-/// `amqps://host/messages/devicebound` (`azure-iot-hub-python`,
-/// `src/azure/iot/hub/iothub_amqp_client.py`, the `SendClient` target) or `…/deviceBound`
-/// and `/messages/serviceBound/feedback` (Node's `getFeedbackReceiver`).
-fn address_path(address: &str) -> String {
-    let lower = address.to_ascii_lowercase();
-    let path = match lower
-        .strip_prefix("amqps://")
-        .or_else(|| lower.strip_prefix("amqp://"))
-    {
-        Some(rest) => rest.find('/').map_or("", |i| &rest[i..]).to_owned(),
-        None => lower,
-    };
-    path.trim_end_matches('/').to_owned()
-}
-
-fn target_address(attach: &Attach) -> Option<&str> {
-    match attach.target.as_deref()? {
-        TargetArchetype::Target(t) => t.address.as_deref(),
-        #[allow(unreachable_patterns)]
-        _ => None,
-    }
-}
-
-fn classify(attach: &Attach) -> Option<LinkKind> {
-    // `role` is the client's role on the link.
-    match attach.role {
-        Role::Sender => {
-            let path = address_path(target_address(attach)?);
-            if path == "$cbs" {
-                Some(LinkKind::CbsRequests)
-            } else if path.eq_ignore_ascii_case(C2D_LINK_TARGET) {
-                Some(LinkKind::CloudToDevice)
-            } else {
-                None
-            }
-        }
-        Role::Receiver => {
-            let source = attach.source.as_ref()?.address.as_deref()?;
-            let path = address_path(source);
-            if path == "$cbs" {
-                Some(LinkKind::CbsResponses)
-            } else if path.eq_ignore_ascii_case(FEEDBACK_LINK_SOURCE) {
-                Some(LinkKind::Feedback)
-            } else if path.eq_ignore_ascii_case(FILE_NOTIFICATION_LINK_SOURCE) {
-                Some(LinkKind::FileNotifications)
-            } else if redirect::is_events_path(&path) {
-                Some(LinkKind::Events)
-            } else {
-                None
-            }
-        }
-    }
-}
-
-/// fe2o3-amqp refuses a client sender with no source and a client receiver with no target,
-/// which rhea (azure-iothub for Node) attaches for `$cbs` and the feedback link
-/// (`azure-iot-sdk-node`, `common/transport/amqp/src/amqp_cbs.ts`, the `$cbs` sender and
-/// receiver links); an empty terminus fills the gap, and the reply still echoes the client's
-/// addresses (a null terminus in the reply means "refused", OASIS AMQP 1.0 part 2.6.3, on
-/// which uamqp waits out its own timeout).
-fn fill_termini(mut attach: Attach) -> Attach {
-    match attach.role {
-        Role::Sender if attach.source.is_none() => {
-            attach.source = Some(Box::new(Source::default()));
-        }
-        Role::Receiver if attach.target.is_none() => {
-            attach.target = Some(Box::new(TargetArchetype::Target(Target::default())));
-        }
-        _ => {}
-    }
-    attach
-}
-
 /// An AMQP error with a description.
 fn link_error(condition: impl Into<ErrorCondition>, description: &str) -> AmqpErrorInfo {
     AmqpErrorInfo::new(condition.into(), description.to_owned(), None)
@@ -592,23 +498,5 @@ async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Conn>) {
                 place,
             ),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_lose_scheme_host_and_case() {
-        assert_eq!(
-            address_path("amqps://localhost:5671/messages/deviceBound"),
-            "/messages/devicebound"
-        );
-        assert_eq!(
-            address_path("/messages/serviceBound/feedback/"),
-            "/messages/servicebound/feedback"
-        );
-        assert_eq!(address_path("$cbs"), "$cbs");
     }
 }
