@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::{Mutex, Once};
 
-use common::{RawClient, WAIT, tls_stream};
+use common::{RawClient, WAIT, closed_by_hub, tls_from, tls_stream};
 use iothub::Message;
 use iothub::local_hub::LocalHub;
 use iothub::service::RegistryManager;
@@ -163,36 +163,6 @@ async fn mqtt_levels_other_than_4_get_connack_1() {
         assert_eq!(answer, [0x20, 0x02, 0x00, 0x01], "{name} level {level}");
     }
     healthy_device_and_back_end(&hub, "healthy").await;
-}
-
-/// A TLS connection to `port` from the source address `from`, or `None` when the hub closed
-/// it before the handshake finished.
-async fn tls_from(
-    hub: &LocalHub,
-    from: std::net::Ipv4Addr,
-    port: u16,
-) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind((from, 0).into()).unwrap();
-    let tcp = socket.connect(([127, 0, 0, 1], port).into()).await.ok()?;
-    let connector = tokio_rustls::TlsConnector::from(common::tls_config(hub.ca_pem()));
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    timeout(WAIT, connector.connect(name, tcp)).await.ok()?.ok()
-}
-
-/// Waits until the hub closes `stream` (end of stream or an error), reading whatever it sends.
-async fn closed_by_hub<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> bool {
-    let mut buf = [0u8; 512];
-    timeout(WAIT, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
 }
 
 #[tokio::test]

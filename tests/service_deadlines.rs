@@ -16,7 +16,10 @@ fn silent_listener() -> std::net::TcpListener {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap()
 }
 
-async fn silent_registry(listener: &std::net::TcpListener) -> RegistryManager {
+async fn silent_registry(
+    listener: &std::net::TcpListener,
+    amqp_over_websockets: bool,
+) -> RegistryManager {
     // A hub only for a valid CA and connection string; its ports are not used.
     let hub = LocalHub::builder().start().await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -24,17 +27,16 @@ async fn silent_registry(listener: &std::net::TcpListener) -> RegistryManager {
         .trust_ca_pem(hub.ca_pem())
         .https_port(port)
         .amqp_port(port)
+        .amqp_over_websockets(amqp_over_websockets)
         .request_timeout(Duration::from_secs(5))
         .retry_policy(RetryPolicy::default().with_max_attempts(Some(1)))
         .build()
         .unwrap()
 }
 
-#[tokio::test(start_paused = true)]
-async fn every_service_call_ends_against_a_silent_peer() {
-    let listener = silent_listener();
-    let registry = silent_registry(&listener).await;
-
+/// The C2D send ends within its request timeout and the feedback receiver within its open
+/// deadline (30 s).
+async fn amqp_calls_end(registry: &RegistryManager) {
     let started = Instant::now();
     let sent = timeout(
         Duration::from_secs(60),
@@ -43,17 +45,6 @@ async fn every_service_call_ends_against_a_silent_peer() {
     .await
     .expect("send_c2d_message gave a result");
     assert!(sent.is_err());
-    assert!(
-        started.elapsed() <= Duration::from_secs(6),
-        "{:?}",
-        started.elapsed()
-    );
-
-    let started = Instant::now();
-    let got = timeout(Duration::from_secs(60), registry.get_device("dev1"))
-        .await
-        .expect("get_device gave a result");
-    assert!(got.is_err());
     assert!(
         started.elapsed() <= Duration::from_secs(6),
         "{:?}",
@@ -72,4 +63,31 @@ async fn every_service_call_ends_against_a_silent_peer() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_service_call_ends_against_a_silent_peer() {
+    let listener = silent_listener();
+    let registry = silent_registry(&listener, false).await;
+
+    let started = Instant::now();
+    let got = timeout(Duration::from_secs(60), registry.get_device("dev1"))
+        .await
+        .expect("get_device gave a result");
+    assert!(got.is_err());
+    assert!(
+        started.elapsed() <= Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    amqp_calls_end(&registry).await;
+}
+
+/// AMQP over WebSockets has the same deadlines as AMQP over TLS: the TLS handshake and the
+/// WebSocket upgrade to a silent peer count against the same open deadline.
+#[tokio::test(start_paused = true)]
+async fn amqp_over_websockets_ends_against_a_silent_peer() {
+    let listener = silent_listener();
+    let registry = silent_registry(&listener, true).await;
+    amqp_calls_end(&registry).await;
 }

@@ -100,8 +100,8 @@ impl LocalHubBuilder {
         self
     }
 
-    /// Bounds on the AMQP and HTTPS listeners' connections and the deadlines of idle ones
-    /// (default: [`ConnectionLimits::default`]). AMQP over WebSockets is bounded as HTTPS and
+    /// Bounds on the MQTT, AMQP, Event Hubs-compatible and HTTPS listeners' connections and
+    /// the deadlines of idle ones (default: [`ConnectionLimits::default`]). AMQP over WebSockets is bounded as HTTPS and
     /// has the default AMQP deadlines.
     pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
         self.connection_limits = limits;
@@ -232,11 +232,13 @@ impl LocalHubBuilder {
                 endpoint.clone(),
                 Some(tls.acceptor.clone()),
                 event_hubs_listener,
+                self.connection_limits.clone(),
             )),
             tokio::spawn(event_hubs::serve(
                 endpoint,
                 None,
                 event_hubs_emulator_listener,
+                self.connection_limits.clone(),
             )),
             tokio::spawn(sweep(state.clone())),
         ];

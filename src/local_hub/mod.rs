@@ -26,6 +26,9 @@ mod c2d_queue;
 mod clock;
 pub(crate) mod event_hubs;
 mod feedback_queue;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod https;
 mod limits;
 mod mqtt;

@@ -193,31 +193,10 @@ pub(crate) fn peer_certificates<S>(tls: &TlsStream<S>) -> Option<Vec<Certificate
         .map(<[CertificateDer<'static>]>::to_vec)
 }
 
-/// Accepts TCP connections on `listener` until it fails for good, finishes each TLS handshake
-/// within `handshake_timeout`, and runs `serve(stream, peer)` in a task of its own.
-pub(crate) async fn accept_loop<F, Fut>(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    protocol: &'static str,
-    handshake_timeout: Duration,
-    serve: F,
-) where
-    F: Fn(TlsStream<TcpStream>, String) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    accept_loop_bounded(
-        listener,
-        acceptor,
-        protocol,
-        ConnectionGate::unbounded(),
-        handshake_timeout,
-        serve,
-    )
-    .await
-}
-
-/// [`accept_loop`] within `gate`'s bounds: a connection past them is closed right after
-/// `accept`; an admitted one keeps its place until `serve` returns.
+/// Accepts TCP connections on `listener` within `gate`'s bounds until it fails for good: a
+/// connection past them is closed right after `accept`; an admitted one finishes its TLS
+/// handshake within `handshake_timeout`, runs `serve(stream, peer)` in a task of its own and
+/// keeps its place until `serve` returns.
 pub(crate) async fn accept_loop_bounded<F, Fut>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -230,20 +209,7 @@ pub(crate) async fn accept_loop_bounded<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(protocol, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(admission) = gate.admit(peer.ip()) else {
-            tracing::debug!(protocol, %peer, "connection bound reached: closing");
-            drop(tcp);
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
+        let (tcp, peer, admission) = gate.accept(&listener, protocol).await;
         let acceptor = acceptor.clone();
         let serve = serve.clone();
         tokio::spawn(async move {

@@ -72,7 +72,8 @@ pub(crate) struct AmqpConfig {
 /// Runs AMQP over WebSockets: subprotocol `AMQPWSB10` at `/$iothub/websocket` (azure-iot-hub-node
 /// `src/amqp_ws.ts`, `AmqpWs._getConnectionUri`, and `src/common-amqp/amqp.ts`, which opens the
 /// socket with that subprotocol). The WebSocket is bridged to an in-memory pipe that the AMQP
-/// connection reads and writes like a socket.
+/// connection reads and writes like a socket. The upgrade runs within the caller's
+/// [`OPEN_TIMEOUT`], as TLS and the AMQP OPEN do; the bridge ends with the AMQP connection.
 async fn websocket_pipe<S>(config: &AmqpConfig, tls: S) -> Result<tokio::io::DuplexStream>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -117,7 +118,8 @@ where
                 },
             }
         }
-        let _ = ws.close(None).await;
+        // A silent peer must not keep this task: the close waits for it at most so long.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
     });
     Ok(amqp_side)
 }

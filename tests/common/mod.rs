@@ -147,3 +147,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         while self.try_recv().await.is_some() {}
     }
 }
+
+/// A TLS connection to `port` from the source address `from`, or `None` when the hub closed
+/// it before the handshake finished.
+pub async fn tls_from(
+    hub: &LocalHub,
+    from: std::net::Ipv4Addr,
+    port: u16,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let tcp = socket.connect(([127, 0, 0, 1], port).into()).await.ok()?;
+    let connector = tokio_rustls::TlsConnector::from(tls_config(hub.ca_pem()));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    timeout(WAIT, connector.connect(name, tcp)).await.ok()?.ok()
+}
+
+/// Waits until the hub closes `stream` (end of stream or an error), reading whatever it sends.
+pub async fn closed_by_hub<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> bool {
+    let mut buf = [0u8; 512];
+    timeout(WAIT, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}

@@ -150,7 +150,8 @@ pub(super) async fn requests(mut receiver: Receiver, conn: Arc<Conn>) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::info!(peer = %conn.peer, bound = CBS_REPLY_BOUND, "CBS replies not read: closing the connection");
-                conn.over_limit.notify_one();
+                conn.budget
+                    .exceed("too many CBS responses waiting: read the $cbs replies");
                 break;
             }
             Err(mpsc::error::TrySendError::Closed(_)) => break,

@@ -20,6 +20,7 @@ mod c2d;
 mod cbs;
 mod feedback;
 pub(crate) mod frame_guard;
+mod link_kind;
 mod redirect;
 pub(crate) mod sasl;
 
@@ -33,24 +34,23 @@ use fe2o3_amqp::acceptor::{
 use fe2o3_amqp_types::definitions::{
     AmqpError, Error as AmqpErrorInfo, ErrorCondition, ReceiverSettleMode, Role,
 };
-use fe2o3_amqp_types::messaging::{Body, Message as AmqpMessage, Source, Target, TargetArchetype};
-use fe2o3_amqp_types::performatives::Attach;
+use fe2o3_amqp_types::messaging::{Body, Message as AmqpMessage};
 use fe2o3_amqp_types::primitives::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::ErrorKind;
-use crate::local_hub::limits::{ConnectionGate, ConnectionLimits};
+use crate::local_hub::limits::{
+    AmqpBounds, AmqpBudget, ConnectionGate, ConnectionLimits, LinkPlace, unauthorized_after,
+};
 use crate::local_hub::rewind::Rewind;
 use crate::local_hub::state::HubState;
 use crate::protocol::amqp_error;
-use crate::protocol::amqp_message::{
-    C2D_LINK_TARGET, FEEDBACK_LINK_SOURCE, FILE_NOTIFICATION_LINK_SOURCE,
-};
 use frame_guard::FrameGuard;
+use link_kind::{LinkKind, classify, fill_termini};
 use sasl::{HubSasl, SaslGrant};
 
 /// The SASL protocol header (OASIS AMQP 1.0, part 5.3.1 "SASL negotiation").
@@ -63,6 +63,27 @@ pub(crate) const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
 pub(crate) const MAX_FRAME_SIZE: u32 = 256 * 1024;
 /// The container id in the hub's OPEN.
 const CONTAINER_ID: &str = "iothub-local";
+/// The bounds of one connection. The official service SDKs open one session with at most five
+/// links: `$cbs` sender and receiver, the C2D sender, the feedback and file-notification
+/// receivers (`azure-iot-sdk-node`, `service/src/amqp.ts`, class `Amqp`;
+/// `azure-iot-hub-python`, `src/azure/iot/hub/iothub_amqp_client.py`), and reopen a link only
+/// after the old one detached. At most `inbound_links` × [`C2D_MAX_MESSAGE_SIZE`] (8 MiB) of
+/// partly received deliveries per connection.
+const BOUNDS: AmqpBounds = AmqpBounds {
+    sessions: 8,
+    links: 32,
+    inbound_links: 8,
+};
+/// The max-message-size of the C2D link, in the hub's ATTACH and enforced on every transfer
+/// frame by fe2o3-amqp (a link past it is detached with `amqp:link:message-size-exceeded`). Four
+/// times IoT Hub's largest message (256 KB device-to-cloud; Microsoft Learn, "IoT Hub quotas
+/// and throttling"), so a C2D message over IoT Hub's 64 KB still reaches the hub and gets its
+/// per-message `amqp:link:message-size-exceeded` rejection with the link kept open.
+const C2D_MAX_MESSAGE_SIZE: u64 = 1024 * 1024;
+/// The max-message-size of the links a client sends requests on before it is authorized
+/// (`$cbs`) and of links the hub refuses: a put-token request is a few hundred bytes (a SAS
+/// token; an Entra ID JWT is a few KB).
+const REQUEST_MAX_MESSAGE_SIZE: u64 = 64 * 1024;
 
 /// Accepts AMQP-over-TLS connections until the listener fails, within `limits`.
 pub(crate) async fn serve(
@@ -132,8 +153,8 @@ enum ConnectionEnd {
     OpenTimeout,
     #[error("no valid token in time")]
     AuthTimeout,
-    #[error("a per-connection bound was exceeded")]
-    OverLimit,
+    #[error("a per-connection bound was exceeded: {0}")]
+    OverLimit(&'static str),
     #[error("session failed: {0}")]
     Session(String),
 }
@@ -160,7 +181,8 @@ where
             let acceptor = ConnectionAcceptor::builder()
                 .container_id(CONTAINER_ID)
                 .max_frame_size(MAX_FRAME_SIZE)
-                .idle_time_out(idle_millis(limits))
+                .channel_max(BOUNDS.sessions as u16 - 1)
+                .idle_time_out(limits.amqp_idle_millis())
                 .sasl_acceptor(sasl)
                 .build();
             let connection = timeout(limits.handshake_timeout, acceptor.accept(stream))
@@ -174,7 +196,8 @@ where
             let acceptor = ConnectionAcceptor::builder()
                 .container_id(CONTAINER_ID)
                 .max_frame_size(MAX_FRAME_SIZE)
-                .idle_time_out(idle_millis(limits))
+                .channel_max(BOUNDS.sessions as u16 - 1)
+                .idle_time_out(limits.amqp_idle_millis())
                 .build();
             let connection = timeout(limits.handshake_timeout, acceptor.accept(stream))
                 .await
@@ -208,13 +231,13 @@ where
         auth,
         cbs_replies: cbs_tx,
         cbs_reply_rx: Mutex::new(Some(cbs_rx)),
-        over_limit: Notify::new(),
+        budget: AmqpBudget::new(BOUNDS),
         ended: watch::channel(false).0,
     });
     let result = tokio::select! {
         result = sessions(&mut connection, &conn) => result,
-        _ = first_token(&conn, limits.amqp_auth_timeout) => Err(ConnectionEnd::AuthTimeout),
-        _ = conn.over_limit.notified() => Err(ConnectionEnd::OverLimit),
+        _ = unauthorized_after(&conn.auth, limits.amqp_auth_timeout) => Err(ConnectionEnd::AuthTimeout),
+        reason = conn.budget.exceeded() => Err(ConnectionEnd::OverLimit(reason)),
     };
     // Link tasks waiting on this connection (a feedback batch sent and not yet settled)
     // learn here that it is gone: fe2o3 does not fail their pending sends.
@@ -223,10 +246,10 @@ where
         Err(ConnectionEnd::AuthTimeout) => Some(unauthorized(
             "no valid token within the hub's authorization deadline",
         )),
-        Err(ConnectionEnd::OverLimit) => Some(link_error(
-            AmqpError::ResourceLimitExceeded,
-            "too many CBS responses waiting: read the $cbs replies",
-        )),
+        Err(ConnectionEnd::OverLimit(reason)) => {
+            tracing::info!(%peer, reason, "AMQP connection over a bound: closing");
+            Some(link_error(AmqpError::ResourceLimitExceeded, reason))
+        }
         _ => None,
     };
     let close = async {
@@ -239,35 +262,28 @@ where
     result
 }
 
-/// The idle timeout advertised in the hub's OPEN, in milliseconds.
-fn idle_millis(limits: &ConnectionLimits) -> u32 {
-    u32::try_from(limits.amqp_idle_timeout.as_millis()).unwrap_or(u32::MAX)
-}
-
-/// Resolves when `deadline` passes before the connection was ever authorized; never once it
-/// was (a lapsed token closes the links instead, see [`Conn::lapsed`]).
-async fn first_token(conn: &Conn, deadline: Duration) {
-    let mut rx = conn.auth.subscribe();
-    let authorized = timeout(deadline, async {
-        rx.wait_for(Option::is_some).await.is_ok()
-    })
-    .await;
-    if authorized == Ok(true) {
-        std::future::pending::<()>().await;
-    }
-}
-
 async fn sessions(
     connection: &mut ListenerConnectionHandle,
     conn: &Arc<Conn>,
 ) -> Result<(), ConnectionEnd> {
-    let acceptor = SessionAcceptor::new();
+    let acceptor = SessionAcceptor::builder()
+        .handle_max(BOUNDS.links as u32 - 1)
+        .build();
     while let Some(incoming) = connection.next_incoming_session().await {
+        let Some(place) = conn.budget.session() else {
+            // The connection closes with `amqp:resource-limit-exceeded`.
+            std::future::pending::<()>().await;
+            return Ok(());
+        };
         let session = acceptor
             .accept_incoming_session(incoming, connection)
             .await
             .map_err(|e| ConnectionEnd::Session(e.to_string()))?;
-        tokio::spawn(run_session(session, conn.clone()));
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let _place = place;
+            run_session(session, conn).await;
+        });
     }
     Ok(())
 }
@@ -282,9 +298,9 @@ struct Conn {
     /// [`cbs::CBS_REPLY_BOUND`].
     cbs_replies: mpsc::Sender<AmqpMessage<Body<Value>>>,
     cbs_reply_rx: Mutex<Option<mpsc::Receiver<AmqpMessage<Body<Value>>>>>,
-    /// Notified when the client exceeded a per-connection bound: the connection is closed
-    /// with `amqp:resource-limit-exceeded`.
-    over_limit: Notify,
+    /// The connection's sessions and links; past a bound (or too many CBS replies waiting)
+    /// the connection is closed with `amqp:resource-limit-exceeded`.
+    budget: AmqpBudget,
     /// Set once the connection has ended (closed, cut, or closed by the hub).
     ended: watch::Sender<bool>,
 }
@@ -338,98 +354,6 @@ impl Conn {
     }
 }
 
-/// What an ATTACH asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LinkKind {
-    /// The client's sender to `$cbs`: put-token requests.
-    CbsRequests,
-    /// The client's receiver from `$cbs`: put-token responses.
-    CbsResponses,
-    /// The client's sender to `/messages/devicebound`.
-    CloudToDevice,
-    /// The client's receiver from `/messages/serviceBound/feedback`.
-    Feedback,
-    /// The client's receiver from `/messages/serviceBound/filenotifications`.
-    FileNotifications,
-    /// The client's receiver from `/messages/events/…`: redirected to the Event Hubs endpoint.
-    Events,
-}
-
-/// An address without any `amqps://host[:port]` prefix or trailing `/`, lowercased: clients
-/// write `/messages/devicebound` (`azure-iot-sdk-node`, `service/src/amqp.ts`, `send`),
-/// `amqps://host/messages/devicebound` (`azure-iot-hub-python`,
-/// `src/azure/iot/hub/iothub_amqp_client.py`, the `SendClient` target) or `…/deviceBound`
-/// and `/messages/serviceBound/feedback` (Node's `getFeedbackReceiver`).
-fn address_path(address: &str) -> String {
-    let lower = address.to_ascii_lowercase();
-    let path = match lower
-        .strip_prefix("amqps://")
-        .or_else(|| lower.strip_prefix("amqp://"))
-    {
-        Some(rest) => rest.find('/').map_or("", |i| &rest[i..]).to_owned(),
-        None => lower,
-    };
-    path.trim_end_matches('/').to_owned()
-}
-
-fn target_address(attach: &Attach) -> Option<&str> {
-    match attach.target.as_deref()? {
-        TargetArchetype::Target(t) => t.address.as_deref(),
-        #[allow(unreachable_patterns)]
-        _ => None,
-    }
-}
-
-fn classify(attach: &Attach) -> Option<LinkKind> {
-    // `role` is the client's role on the link.
-    match attach.role {
-        Role::Sender => {
-            let path = address_path(target_address(attach)?);
-            if path == "$cbs" {
-                Some(LinkKind::CbsRequests)
-            } else if path.eq_ignore_ascii_case(C2D_LINK_TARGET) {
-                Some(LinkKind::CloudToDevice)
-            } else {
-                None
-            }
-        }
-        Role::Receiver => {
-            let source = attach.source.as_ref()?.address.as_deref()?;
-            let path = address_path(source);
-            if path == "$cbs" {
-                Some(LinkKind::CbsResponses)
-            } else if path.eq_ignore_ascii_case(FEEDBACK_LINK_SOURCE) {
-                Some(LinkKind::Feedback)
-            } else if path.eq_ignore_ascii_case(FILE_NOTIFICATION_LINK_SOURCE) {
-                Some(LinkKind::FileNotifications)
-            } else if redirect::is_events_path(&path) {
-                Some(LinkKind::Events)
-            } else {
-                None
-            }
-        }
-    }
-}
-
-/// fe2o3-amqp refuses a client sender with no source and a client receiver with no target,
-/// which rhea (azure-iothub for Node) attaches for `$cbs` and the feedback link
-/// (`azure-iot-sdk-node`, `common/transport/amqp/src/amqp_cbs.ts`, the `$cbs` sender and
-/// receiver links); an empty terminus fills the gap, and the reply still echoes the client's
-/// addresses (a null terminus in the reply means "refused", OASIS AMQP 1.0 part 2.6.3, on
-/// which uamqp waits out its own timeout).
-fn fill_termini(mut attach: Attach) -> Attach {
-    match attach.role {
-        Role::Sender if attach.source.is_none() => {
-            attach.source = Some(Box::new(Source::default()));
-        }
-        Role::Receiver if attach.target.is_none() => {
-            attach.target = Some(Box::new(TargetArchetype::Target(Target::default())));
-        }
-        _ => {}
-    }
-    attach
-}
-
 /// An AMQP error with a description.
 fn link_error(condition: impl Into<ErrorCondition>, description: &str) -> AmqpErrorInfo {
     AmqpErrorInfo::new(condition.into(), description.to_owned(), None)
@@ -444,9 +368,10 @@ fn unauthorized(description: &str) -> AmqpErrorInfo {
 }
 
 /// Closes a just-attached link with an error. Spawned: closing waits for the client's DETACH,
-/// which must not hold up the session's next ATTACH.
-fn refuse(endpoint: LinkEndpoint, error: AmqpErrorInfo) {
-    tokio::spawn(async move {
+/// which must not hold up the session's next ATTACH; the link keeps its `place` in the
+/// connection's bounds until then.
+fn refuse(endpoint: LinkEndpoint, error: AmqpErrorInfo, place: LinkPlace) {
+    place.spawn(async move {
         let _ = match endpoint {
             LinkEndpoint::Sender(s) => s.close_with_error(error).await.map_err(|_| ()),
             LinkEndpoint::Receiver(r) => r.close_with_error(error).await.map_err(|_| ()),
@@ -468,14 +393,34 @@ async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Conn>) {
     // Clients send unsettled and wait for "accepted, settled"; uamqp (azure-iot-hub for
     // Python) attaches its C2D sender with rcv-settle-mode second, which would make our
     // dispositions unsettled, so answer first.
-    let links = LinkAcceptor::builder()
-        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
-        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
-        .build();
+    let acceptor = |max_message_size: Option<u64>| {
+        let builder = LinkAcceptor::builder()
+            .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+            .fallback_receiver_settle_mode(ReceiverSettleMode::First);
+        match max_message_size {
+            Some(max) => builder.max_message_size(max).build(),
+            None => builder.build(),
+        }
+    };
+    // Links on which the hub sends keep no bound of their own: the client's receiver
+    // advertises one if it has one.
+    let links = acceptor(None);
+    let c2d_links = acceptor(Some(C2D_MAX_MESSAGE_SIZE));
+    let request_links = acceptor(Some(REQUEST_MAX_MESSAGE_SIZE));
     while let Some(attach) = session.next_incoming_attach().await {
         let name = attach.name.clone();
         let kind = classify(&attach);
         let source = attach.source.as_ref().and_then(|s| s.address.clone());
+        let inbound = attach.role == Role::Sender;
+        let Some(place) = conn.budget.link(inbound) else {
+            // The connection closes with `amqp:resource-limit-exceeded`.
+            return;
+        };
+        let links = match (inbound, kind) {
+            (true, Some(LinkKind::CloudToDevice)) => &c2d_links,
+            (true, _) => &request_links,
+            (false, _) => &links,
+        };
         let endpoint = match links
             .accept_incoming_attach(fill_termini(attach), &mut session)
             .await
@@ -491,6 +436,7 @@ async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Conn>) {
             refuse(
                 endpoint,
                 link_error(AmqpError::NotFound, "no such node on this hub"),
+                place,
             );
             continue;
         };
@@ -500,13 +446,14 @@ async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Conn>) {
             refuse(
                 endpoint,
                 unauthorized("put a valid token on $cbs before attaching this link"),
+                place,
             );
             continue;
         }
         tracing::info!(peer = %conn.peer, link = %name, ?kind, "AMQP link attached");
         match (kind, endpoint) {
             (LinkKind::CbsRequests, LinkEndpoint::Receiver(r)) => {
-                tokio::spawn(cbs::requests(r, conn.clone()));
+                place.spawn(cbs::requests(r, conn.clone()));
             }
             (LinkKind::CbsResponses, LinkEndpoint::Sender(s)) => {
                 let rx = conn
@@ -516,7 +463,7 @@ async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Conn>) {
                     .take();
                 match rx {
                     Some(rx) => {
-                        tokio::spawn(cbs::responses(s, rx));
+                        place.spawn(cbs::responses(s, rx));
                     }
                     None => refuse(
                         LinkEndpoint::Sender(s),
@@ -524,44 +471,32 @@ async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Conn>) {
                             AmqpError::ResourceLocked,
                             "this connection already has a $cbs receiver",
                         ),
+                        place,
                     ),
                 }
             }
             (LinkKind::CloudToDevice, LinkEndpoint::Receiver(r)) => {
-                tokio::spawn(c2d::receive(r, conn.clone()));
+                place.spawn(c2d::receive(r, conn.clone()));
             }
             (LinkKind::Feedback, LinkEndpoint::Sender(s)) => {
-                tokio::spawn(feedback::send(s, conn.clone()));
+                place.spawn(feedback::send(s, conn.clone()));
             }
             (LinkKind::FileNotifications, LinkEndpoint::Sender(s)) => {
-                tokio::spawn(feedback::file_notifications(s, conn.clone()));
+                place.spawn(feedback::file_notifications(s, conn.clone()));
             }
             (LinkKind::Events, endpoint) => {
                 let source = source.unwrap_or_default();
-                refuse(endpoint, redirect::to_event_hubs(&conn.state, &source));
+                refuse(
+                    endpoint,
+                    redirect::to_event_hubs(&conn.state, &source),
+                    place,
+                );
             }
             (_, endpoint) => refuse(
                 endpoint,
                 link_error(AmqpError::NotAllowed, "unexpected link role"),
+                place,
             ),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_lose_scheme_host_and_case() {
-        assert_eq!(
-            address_path("amqps://localhost:5671/messages/deviceBound"),
-            "/messages/devicebound"
-        );
-        assert_eq!(
-            address_path("/messages/serviceBound/feedback/"),
-            "/messages/servicebound/feedback"
-        );
-        assert_eq!(address_path("$cbs"), "$cbs");
     }
 }

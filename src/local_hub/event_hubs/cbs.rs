@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::Conn;
 use super::token::check_token;
+use crate::local_hub::limits::LinkPlace;
 
 /// Replies queued for the client's response link; bounded, so a client that does not read
 /// them stalls its own requests instead of growing a queue.
@@ -38,10 +39,11 @@ pub(crate) struct ReplyRoute {
 
 impl ReplyRoute {
     /// Sends replies on `sender` from now on.
-    pub(crate) fn attach(&self, mut sender: Sender) {
+    pub(crate) fn attach(&self, mut sender: Sender, place: LinkPlace) {
         let (tx, mut rx) = mpsc::channel::<Request>(REPLY_QUEUE);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         tokio::spawn(async move {
+            let _place = place;
             while let Some(reply) = rx.recv().await {
                 if sender.send(reply).await.is_err() {
                     return;

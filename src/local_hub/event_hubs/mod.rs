@@ -46,16 +46,34 @@ use tokio_rustls::TlsAcceptor;
 use crate::local_hub::amqp::frame_guard::FrameGuard;
 use crate::local_hub::amqp::sasl::HubSasl;
 use crate::local_hub::amqp::{AMQP_HEADER, MAX_FRAME_SIZE, SASL_HEADER};
+use crate::local_hub::limits::{
+    AmqpBounds, AmqpBudget, ConnectionGate, ConnectionLimits, LinkPlace, accept_loop_plain_bounded,
+    unauthorized_after,
+};
 use crate::local_hub::rewind::Rewind;
 use crate::local_hub::state::HubState;
 use crate::local_hub::telemetry_log::TelemetryLog;
 
 pub(crate) use receiver::Owners;
 
-/// Time a client has to finish TLS and send its protocol header.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The container id in the endpoint's OPEN.
 const CONTAINER_ID: &str = "iothub-local-eventhubs";
+/// The bounds of one connection. @azure/event-hubs opens a session per link (rhea-promise
+/// `Connection.createReceiver` creates one; azure-sdk-for-js `sdk/core/core-amqp/src/cbs.ts`
+/// and `sdk/eventhub/event-hubs/src/partitionReceiver.ts` each call it), so a consumer of every
+/// partition of a hub (IoT Hub has up to 128; Microsoft Learn, "IoT Hub quotas and
+/// throttling") needs that many sessions; 256 sessions is also fe2o3-amqp's default
+/// `channel-max`. The client sends only on `$cbs` and `$management` request links.
+const BOUNDS: AmqpBounds = AmqpBounds {
+    sessions: 256,
+    links: 512,
+    inbound_links: 8,
+};
+/// The max-message-size of the links the client sends on (`$cbs` and `$management`
+/// requests, a few hundred bytes to a few KB), enforced by fe2o3-amqp on every transfer frame:
+/// a link past it is detached with `amqp:link:message-size-exceeded`. At most
+/// `inbound_links` × this (512 KiB) of partly received deliveries per connection.
+const REQUEST_MAX_MESSAGE_SIZE: u64 = 64 * 1024;
 
 /// The Event Hub name of the built-in endpoint for a hub host name, in the form the portal
 /// shows (`iothub-ehub-{hub}-…`, MicrosoftDocs `iot-hub-devguide-messages-read-builtin.md`).
@@ -111,47 +129,50 @@ impl Endpoint {
     }
 }
 
-/// Accepts connections on `listener` until it fails: TLS when `tls` is given, plain TCP
-/// otherwise (the emulator form).
+/// Accepts connections on `listener` until it fails, within `limits` (as the service
+/// endpoint): TLS when `tls` is given, plain TCP otherwise (the emulator form).
 pub(crate) async fn serve(
     endpoint: Arc<Endpoint>,
     tls: Option<TlsAcceptor>,
     listener: TcpListener,
+    limits: ConnectionLimits,
 ) {
+    let gate = ConnectionGate::new(&limits);
+    let handshake_timeout = limits.handshake_timeout;
+    let limits = Arc::new(limits);
     match tls {
         Some(acceptor) => {
-            crate::local_hub::tls::accept_loop(
+            crate::local_hub::tls::accept_loop_bounded(
                 listener,
                 acceptor,
                 "Event Hubs AMQP",
-                HANDSHAKE_TIMEOUT,
-                move |stream, peer| run_connection(endpoint.clone(), stream, peer),
+                gate,
+                handshake_timeout,
+                move |stream, peer| run_connection(endpoint.clone(), stream, peer, limits.clone()),
             )
             .await
         }
-        None => loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Event Hubs accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            tokio::spawn(run_connection(endpoint.clone(), tcp, peer.to_string()));
-        },
+        None => {
+            accept_loop_plain_bounded(listener, "Event Hubs AMQP (plain)", gate, |tcp, peer| {
+                run_connection(endpoint.clone(), tcp, peer, limits.clone())
+            })
+            .await
+        }
     }
 }
 
 /// Runs one connection until it ends or the hub stops.
-async fn run_connection<S>(endpoint: Arc<Endpoint>, stream: S, peer: String)
-where
+pub(crate) async fn run_connection<S>(
+    endpoint: Arc<Endpoint>,
+    stream: S,
+    peer: String,
+    limits: Arc<ConnectionLimits>,
+) where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
     let mut stopping = endpoint.state.stopping();
     tokio::select! {
-        result = connection(endpoint.clone(), stream, &peer) => {
+        result = connection(endpoint.clone(), stream, &peer, &limits) => {
             if let Err(e) = result {
                 tracing::info!(%peer, error = %e, "Event Hubs connection ended");
             }
@@ -160,12 +181,17 @@ where
     }
 }
 
-async fn connection<S>(endpoint: Arc<Endpoint>, mut stream: S, peer: &str) -> Result<(), String>
+async fn connection<S>(
+    endpoint: Arc<Endpoint>,
+    mut stream: S,
+    peer: &str,
+    limits: &ConnectionLimits,
+) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
     let mut header = [0u8; 8];
-    match timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut header)).await {
+    match timeout(limits.handshake_timeout, stream.read_exact(&mut header)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(format!("no protocol header: {e}")),
         Err(_) => return Err("no protocol header in time".to_owned()),
@@ -175,30 +201,33 @@ where
         Rewind::new(header.to_vec(), stream),
         MAX_FRAME_SIZE,
     ));
-    let mut connection = match header {
+    let acceptor = ConnectionAcceptor::builder()
+        .container_id(CONTAINER_ID)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .channel_max(BOUNDS.sessions as u16 - 1)
+        .idle_time_out(limits.amqp_idle_millis());
+    let (mut connection, grant) = match header {
         SASL_HEADER => {
             // ANONYMOUS (all three Event Hubs SDKs; azure-sdk-for-python
             // `azure/eventhub/_pyamqp/sasl.py`) leaves authorization to CBS; a PLAIN policy
             // login authorizes the connection at once.
             let (sasl, slot) = HubSasl::new(endpoint.state.clone());
-            let connection = ConnectionAcceptor::builder()
-                .container_id(CONTAINER_ID)
-                .sasl_acceptor(sasl)
-                .build()
-                .accept(stream)
+            let acceptor = acceptor.sasl_acceptor(sasl).build();
+            let connection = timeout(limits.handshake_timeout, acceptor.accept(stream))
                 .await
+                .map_err(|_| "no SASL outcome and OPEN in time".to_owned())?
                 .map_err(|e| format!("handshake failed: {e}"))?;
             let grant = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let conn = Conn::new(endpoint, peer);
-            if let Some(crate::local_hub::amqp::sasl::SaslGrant::Plain { until, .. }) = grant {
-                conn.authorize_until(until);
-            }
-            return sessions(connection, conn).await;
+            (connection, grant)
         }
-        AMQP_HEADER => ConnectionAcceptor::new(CONTAINER_ID)
-            .accept(stream)
-            .await
-            .map_err(|e| format!("handshake failed: {e}"))?,
+        AMQP_HEADER => {
+            let acceptor = acceptor.build();
+            let connection = timeout(limits.handshake_timeout, acceptor.accept(stream))
+                .await
+                .map_err(|_| "no OPEN in time".to_owned())?
+                .map_err(|e| format!("handshake failed: {e}"))?;
+            (connection, None)
+        }
         other => {
             let mut stream = stream;
             let _ = stream.write_all(&SASL_HEADER).await;
@@ -207,14 +236,30 @@ where
         }
     };
     let conn = Conn::new(endpoint, peer);
-    let result = accept_sessions(&mut connection, &conn).await;
-    let _ = connection.close().await;
-    result
-}
-
-async fn sessions(mut connection: ListenerConnectionHandle, conn: Arc<Conn>) -> Result<(), String> {
-    let result = accept_sessions(&mut connection, &conn).await;
-    let _ = connection.close().await;
+    if let Some(crate::local_hub::amqp::sasl::SaslGrant::Plain { until, .. }) = grant {
+        conn.authorize_until(until);
+    }
+    let (result, error) = tokio::select! {
+        result = accept_sessions(&mut connection, &conn) => (result, None),
+        _ = unauthorized_after(&conn.auth, limits.amqp_auth_timeout) => (
+            Err("no valid token in time".to_owned()),
+            Some(amqp_error(
+                AmqpError::UnauthorizedAccess,
+                "no valid token within the endpoint's authorization deadline",
+            )),
+        ),
+        reason = conn.budget.exceeded() => (
+            Err(format!("a per-connection bound was exceeded: {reason}")),
+            Some(amqp_error(AmqpError::ResourceLimitExceeded, reason)),
+        ),
+    };
+    let close = async {
+        match error {
+            Some(error) => connection.close_with_error(error).await,
+            None => connection.close().await,
+        }
+    };
+    let _ = timeout(limits.handshake_timeout, close).await;
     result
 }
 
@@ -222,13 +267,24 @@ async fn accept_sessions(
     connection: &mut ListenerConnectionHandle,
     conn: &Arc<Conn>,
 ) -> Result<(), String> {
-    let acceptor = SessionAcceptor::new();
+    let acceptor = SessionAcceptor::builder()
+        .handle_max(BOUNDS.links as u32 - 1)
+        .build();
     while let Some(incoming) = connection.next_incoming_session().await {
+        let Some(place) = conn.budget.session() else {
+            // The connection closes with `amqp:resource-limit-exceeded`.
+            std::future::pending::<()>().await;
+            return Ok(());
+        };
         let session = acceptor
             .accept_incoming_session(incoming, connection)
             .await
             .map_err(|e| format!("session failed: {e}"))?;
-        tokio::spawn(run_session(session, conn.clone()));
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let _place = place;
+            run_session(session, conn).await;
+        });
     }
     Ok(())
 }
@@ -241,6 +297,9 @@ pub(crate) struct Conn {
     auth: watch::Sender<Option<SystemTime>>,
     cbs: cbs::ReplyRoute,
     management: cbs::ReplyRoute,
+    /// The connection's sessions and links; past a bound the connection is closed with
+    /// `amqp:resource-limit-exceeded`.
+    budget: AmqpBudget,
 }
 
 impl Conn {
@@ -251,6 +310,7 @@ impl Conn {
             auth: watch::channel(None).0,
             cbs: cbs::ReplyRoute::default(),
             management: cbs::ReplyRoute::default(),
+            budget: AmqpBudget::new(BOUNDS),
         })
     }
 
@@ -349,9 +409,10 @@ pub(crate) fn amqp_error(condition: impl Into<ErrorCondition>, description: &str
 }
 
 /// Closes a just-attached link with an error, in its own task (closing waits for the client's
-/// DETACH, which must not hold up the session's next ATTACH).
-pub(crate) fn refuse(endpoint: LinkEndpoint, error: AmqpErrorInfo) {
-    tokio::spawn(async move {
+/// DETACH, which must not hold up the session's next ATTACH); the link keeps its `place` in
+/// the connection's bounds until then.
+pub(crate) fn refuse(endpoint: LinkEndpoint, error: AmqpErrorInfo, place: LinkPlace) {
+    place.spawn(async move {
         let _ = match endpoint {
             LinkEndpoint::Sender(s) => s.close_with_error(error).await.map_err(|_| ()),
             LinkEndpoint::Receiver(r) => r.close_with_error(error).await.map_err(|_| ()),
@@ -362,11 +423,18 @@ pub(crate) fn refuse(endpoint: LinkEndpoint, error: AmqpErrorInfo) {
 async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Conn>) {
     // Events go out pre-settled: the Python consumer never settles (azure-sdk-for-python
     // `azure/eventhub/_pyamqp/receiver.py`), so unsettled deliveries would pile up.
-    let links = LinkAcceptor::builder()
-        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
-        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
-        .supported_sender_settle_modes(SupportedSenderSettleModes::Settled)
-        .fallback_sender_settle_mode(SenderSettleMode::Settled)
+    let acceptor = || {
+        LinkAcceptor::builder()
+            .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+            .fallback_receiver_settle_mode(ReceiverSettleMode::First)
+            .supported_sender_settle_modes(SupportedSenderSettleModes::Settled)
+            .fallback_sender_settle_mode(SenderSettleMode::Settled)
+    };
+    // Links on which the endpoint sends keep no bound of their own: an event may be a little
+    // over 256 KB (a full device message and its annotations).
+    let links = acceptor().build();
+    let request_links = acceptor()
+        .max_message_size(REQUEST_MAX_MESSAGE_SIZE)
         .build();
     while let Some(attach) = session.next_incoming_attach().await {
         let name = attach.name.clone();
@@ -375,6 +443,12 @@ async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Conn>) {
             Some(LinkKind::Partition(path)) => Some(receiver::request(&conn, path, &attach)),
             _ => None,
         };
+        let inbound = attach.role == Role::Sender;
+        let Some(place) = conn.budget.link(inbound) else {
+            // The connection closes with `amqp:resource-limit-exceeded`.
+            return;
+        };
+        let links = if inbound { &request_links } else { &links };
         let endpoint = match links
             .accept_incoming_attach(fill_termini(attach), &mut session)
             .await
@@ -386,7 +460,11 @@ async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Conn>) {
             }
         };
         let Some(kind) = kind else {
-            refuse(endpoint, amqp_error(AmqpError::NotFound, "no such node"));
+            refuse(
+                endpoint,
+                amqp_error(AmqpError::NotFound, "no such node"),
+                place,
+            );
             continue;
         };
         let needs_auth = !matches!(kind, LinkKind::CbsRequests | LinkKind::CbsResponses);
@@ -398,32 +476,37 @@ async fn run_session(mut session: ListenerSessionHandle, conn: Arc<Conn>) {
                     AmqpError::UnauthorizedAccess,
                     "put a valid token on $cbs before attaching this link",
                 ),
+                place,
             );
             continue;
         }
         tracing::info!(peer = %conn.peer, link = %name, ?kind, "Event Hubs link attached");
         match (kind, endpoint) {
             (LinkKind::CbsRequests, LinkEndpoint::Receiver(r)) => {
-                tokio::spawn(cbs::put_token_requests(r, conn.clone()));
+                place.spawn(cbs::put_token_requests(r, conn.clone()));
             }
-            (LinkKind::CbsResponses, LinkEndpoint::Sender(s)) => conn.cbs.attach(s),
+            (LinkKind::CbsResponses, LinkEndpoint::Sender(s)) => conn.cbs.attach(s, place),
             (LinkKind::ManagementRequests, LinkEndpoint::Receiver(r)) => {
-                tokio::spawn(management::requests(r, conn.clone()));
+                place.spawn(management::requests(r, conn.clone()));
             }
-            (LinkKind::ManagementResponses, LinkEndpoint::Sender(s)) => conn.management.attach(s),
+            (LinkKind::ManagementResponses, LinkEndpoint::Sender(s)) => {
+                conn.management.attach(s, place)
+            }
             (LinkKind::Partition(_), LinkEndpoint::Sender(s)) => match partition_request {
                 Some(Ok(request)) => {
-                    tokio::spawn(receiver::run(s, request, conn.clone()));
+                    place.spawn(receiver::run(s, request, conn.clone()));
                 }
-                Some(Err(error)) => refuse(LinkEndpoint::Sender(s), error),
+                Some(Err(error)) => refuse(LinkEndpoint::Sender(s), error, place),
                 None => refuse(
                     LinkEndpoint::Sender(s),
                     amqp_error(AmqpError::NotFound, "no such node"),
+                    place,
                 ),
             },
             (_, endpoint) => refuse(
                 endpoint,
                 amqp_error(AmqpError::NotAllowed, "unexpected link role"),
+                place,
             ),
         }
     }
