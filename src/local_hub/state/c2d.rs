@@ -66,6 +66,7 @@ impl HubState {
             device.wake_c2d();
             tracing::info!(device = device_id, message_id = ?message_id, "c2d enqueued");
         }
+        self.persist_queue(&inner, device_id);
         self.record_feedback(&mut inner, device_id, settled, now);
         drop(inner);
         self.sweep_wake.notify_one();
@@ -83,6 +84,7 @@ impl HubState {
             .ok_or(RegistryError::DeviceNotFound)?;
         let count = device.queue.purge(now, &mut settled);
         device.record.c2d_count = 0;
+        self.persist_queue(&inner, device_id);
         self.record_feedback(&mut inner, device_id, settled, now);
         tracing::info!(device = device_id, count, "c2d queue purged");
         Ok(count)
@@ -102,6 +104,7 @@ impl HubState {
             .queue
             .next_delivery(&self.settings.c2d, now, &mut settled);
         device.record.c2d_count = device.queue.len();
+        self.persist_queue(&inner, device_id);
         self.record_feedback(&mut inner, device_id, settled, now);
         if let Some((_, message)) = &next {
             tracing::info!(device = device_id, message_id = ?message.message_id(), "c2d delivered");
@@ -119,6 +122,7 @@ impl HubState {
         let settled = device.queue.complete(token, now);
         device.record.c2d_count = device.queue.len();
         device.slot.last_activity = now;
+        self.persist_queue(&inner, device_id);
         match settled {
             Some(settled) => {
                 tracing::info!(device = device_id, message_id = ?settled.message_id, "c2d completed");
@@ -167,17 +171,16 @@ impl HubState {
             }
             any = true;
             tracing::info!(device = device_id, message_id = ?s.message_id, status = %s.status, "feedback record");
-            inner.feedback.push(
-                FeedbackRecord {
-                    original_message_id: s.message_id.unwrap_or_default(),
-                    status_code: s.status,
-                    description: s.status.as_str().to_owned(),
-                    device_id: device_id.to_owned(),
-                    device_generation_id: generation_id.clone(),
-                    enqueued_time_utc: expiry_time::format(s.at).unwrap_or_default(),
-                },
-                now,
-            );
+            let record = FeedbackRecord {
+                original_message_id: s.message_id.unwrap_or_default(),
+                status_code: s.status,
+                description: s.status.as_str().to_owned(),
+                device_id: device_id.to_owned(),
+                device_generation_id: generation_id.clone(),
+                enqueued_time_utc: expiry_time::format(s.at).unwrap_or_default(),
+            };
+            self.persist_feedback_added(std::slice::from_ref(&record), now);
+            inner.feedback.push(record, now);
         }
         if any {
             self.sweep_wake.notify_one();

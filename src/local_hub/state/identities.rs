@@ -322,6 +322,7 @@ impl HubState {
                 if reauthenticate || device.record.status == DeviceStatus::Disabled {
                     device.kick_everyone();
                 }
+                self.persist_device(&device.record);
                 Ok(device.snapshot())
             }
             (None, None) => {
@@ -347,6 +348,7 @@ impl HubState {
                     modules: BTreeMap::new(),
                 };
                 let record = device.snapshot();
+                self.persist_device(&record);
                 inner.devices.insert(spec.device_id, device);
                 Ok(record)
             }
@@ -384,6 +386,7 @@ impl HubState {
         device.kick_everyone();
         inner.forget_twins(device_id, None);
         inner.feedback.forget_device(device_id);
+        self.persist_device_deleted(device_id);
         Ok(())
     }
 
@@ -438,6 +441,7 @@ impl HubState {
                 record.secondary_key = spec.secondary_key.unwrap_or_else(generate_key);
                 record.managed_by = spec.managed_by;
                 record.etag = etag;
+                self.persist_module(&module.record);
                 Ok(module.snapshot())
             }
             (None, None) => {
@@ -457,6 +461,7 @@ impl HubState {
                     slot: SessionSlot::new(now),
                 };
                 let record = module.snapshot();
+                self.persist_module(&record);
                 device.modules.insert(spec.module_id, module);
                 Ok(record)
             }
@@ -507,6 +512,7 @@ impl HubState {
         let module = device.modules.remove(module_id).expect("checked above");
         module.slot.kick();
         inner.forget_twins(device_id, Some(module_id));
+        self.persist_module_deleted(device_id, module_id);
         Ok(())
     }
 }

@@ -22,6 +22,7 @@ mod features;
 mod feedback;
 mod identities;
 mod methods;
+mod persist;
 mod sessions;
 mod telemetry;
 #[cfg(test)]
@@ -110,6 +111,8 @@ pub(crate) struct HubState {
     next_id: AtomicU64,
     /// Set once the hub stops, for connections that have no session slot (AMQP).
     stopping: watch::Sender<bool>,
+    /// The state directory's writer, when the hub has one (see `persist`).
+    store: std::sync::OnceLock<crate::local_hub::store::Store>,
 }
 
 /// Random bytes for keys and ids.
@@ -146,6 +149,7 @@ impl HubState {
             event_hubs_port: std::sync::OnceLock::new(),
             next_id: AtomicU64::new(1),
             stopping: watch::channel(false).0,
+            store: std::sync::OnceLock::new(),
         }
     }
 
@@ -210,6 +214,7 @@ impl HubState {
             }
             device.record.c2d_count = device.queue.len();
             next = earliest(next, device.queue.next_deadline());
+            self.persist_queue(&inner, &id);
             self.record_feedback(&mut inner, &id, settled, now);
         }
         let flush = self.settings.feedback_flush_interval;
