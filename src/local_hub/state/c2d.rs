@@ -66,7 +66,6 @@ impl HubState {
             device.wake_c2d();
             tracing::info!(device = device_id, message_id = ?message_id, "c2d enqueued");
         }
-        self.persist_queue(&inner, device_id);
         self.record_feedback(&mut inner, device_id, settled, now);
         drop(inner);
         self.sweep_wake.notify_one();
@@ -84,7 +83,6 @@ impl HubState {
             .ok_or(RegistryError::DeviceNotFound)?;
         let count = device.queue.purge(now, &mut settled);
         device.record.c2d_count = 0;
-        self.persist_queue(&inner, device_id);
         self.record_feedback(&mut inner, device_id, settled, now);
         tracing::info!(device = device_id, count, "c2d queue purged");
         Ok(count)
@@ -104,7 +102,6 @@ impl HubState {
             .queue
             .next_delivery(&self.settings.c2d, now, &mut settled);
         device.record.c2d_count = device.queue.len();
-        self.persist_queue(&inner, device_id);
         self.record_feedback(&mut inner, device_id, settled, now);
         if let Some((_, message)) = &next {
             tracing::info!(device = device_id, message_id = ?message.message_id(), "c2d delivered");
@@ -122,7 +119,6 @@ impl HubState {
         let settled = device.queue.complete(token, now);
         device.record.c2d_count = device.queue.len();
         device.slot.last_activity = now;
-        self.persist_queue(&inner, device_id);
         match settled {
             Some(settled) => {
                 tracing::info!(device = device_id, message_id = ?settled.message_id, "c2d completed");
@@ -157,6 +153,7 @@ impl HubState {
         now: SystemTime,
     ) {
         if settled.is_empty() {
+            self.persist_c2d(inner, device_id, &[], now);
             return;
         }
         let generation_id = inner
@@ -164,12 +161,11 @@ impl HubState {
             .get(device_id)
             .map(|d| d.record.generation_id.clone())
             .unwrap_or_default();
-        let mut any = false;
+        let mut records = Vec::new();
         for s in settled {
             if !s.status.is_requested_by(s.ack) {
                 continue;
             }
-            any = true;
             tracing::info!(device = device_id, message_id = ?s.message_id, status = %s.status, "feedback record");
             let record = FeedbackRecord {
                 original_message_id: s.message_id.unwrap_or_default(),
@@ -179,7 +175,12 @@ impl HubState {
                 device_generation_id: generation_id.clone(),
                 enqueued_time_utc: expiry_time::format(s.at).unwrap_or_default(),
             };
-            self.persist_feedback_added(std::slice::from_ref(&record), now);
+            records.push(record);
+        }
+        // The queue's change and its feedback are written together.
+        self.persist_c2d(inner, device_id, &records, now);
+        let any = !records.is_empty();
+        for record in records {
             inner.feedback.push(record, now);
         }
         if any {

@@ -214,7 +214,6 @@ impl HubState {
             }
             device.record.c2d_count = device.queue.len();
             next = earliest(next, device.queue.next_deadline());
-            self.persist_queue(&inner, &id);
             self.record_feedback(&mut inner, &id, settled, now);
         }
         let flush = self.settings.feedback_flush_interval;

@@ -14,7 +14,7 @@ use crate::local_hub::store::records::{
     self, StoredC2d, StoredDevice, StoredFeedback, StoredMessage, StoredModule, StoredTelemetry,
     to_json,
 };
-use crate::local_hub::store::{Change, Store};
+use crate::local_hub::store::{Change, Mirror, Store};
 use crate::local_hub::telemetry_log::{AuthMethod, Stamps, TELEMETRY_SOURCE, TelemetryEvent};
 use crate::protocol::FeedbackRecord;
 
@@ -126,6 +126,28 @@ impl HubState {
         });
     }
 
+    /// Hook: the device's queue changed, and these feedback records came of it; both are
+    /// recorded at once, so that no write has the one without the other.
+    pub(super) fn persist_c2d(
+        &self,
+        inner: &Inner,
+        device_id: &str,
+        feedback: &[FeedbackRecord],
+        now: SystemTime,
+    ) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let Some(device) = inner.devices.get(device_id) else {
+            return;
+        };
+        store.record(|mirror, changes| {
+            let stored = mirror.queues.entry(device_id.to_owned()).or_default();
+            queue_changes(device_id, &device.queue, stored, changes);
+            feedback_added(mirror, changes, feedback, now);
+        });
+    }
+
     /// Hook: a device was created or changed.
     pub(super) fn persist_device(&self, record: &DeviceRecord) {
         if let Some(store) = self.store.get() {
@@ -210,21 +232,7 @@ impl HubState {
         let Some(store) = self.store.get() else {
             return;
         };
-        store.record(|mirror, changes| {
-            for record in added {
-                let n = mirror.next_feedback;
-                mirror.next_feedback += 1;
-                let stored = StoredFeedback {
-                    record: record.clone(),
-                    at: records::millis(now),
-                };
-                changes.push(Change::Put {
-                    key: records::feedback_key(n),
-                    value: to_json(&stored),
-                });
-                mirror.feedback.insert(n, record.clone());
-            }
-        });
+        store.record(|mirror, changes| feedback_added(mirror, changes, added, now));
     }
 
     /// Hook: feedback records left the queue (delivered, or dropped). Equal records are
@@ -373,6 +381,27 @@ impl HubState {
             });
         }
         self.sweep_wake.notify_one();
+    }
+}
+
+fn feedback_added(
+    mirror: &mut Mirror,
+    changes: &mut Vec<Change>,
+    added: &[FeedbackRecord],
+    now: SystemTime,
+) {
+    for record in added {
+        let n = mirror.next_feedback;
+        mirror.next_feedback += 1;
+        let stored = StoredFeedback {
+            record: record.clone(),
+            at: records::millis(now),
+        };
+        changes.push(Change::Put {
+            key: records::feedback_key(n),
+            value: to_json(&stored),
+        });
+        mirror.feedback.insert(n, record.clone());
     }
 }
 
