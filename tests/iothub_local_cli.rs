@@ -122,13 +122,17 @@ async fn config_file_flags_and_env_file_give_a_shell_the_exact_strings() {
         assert_eq!(from_env_file, from_stdout, "{name}");
         assert!(!from_env_file.is_empty(), "{name}");
     }
-    let var = |name: &str| shell(&format!(". '{}' && printf '%s' \"${name}\"", env_file.display()));
+    let var = |name: &str| {
+        shell(&format!(
+            ". '{}' && printf '%s' \"${name}\"",
+            env_file.display()
+        ))
+    };
     // The config's device and key, the flag's host name and port, and the first device as
     // the examples read it.
-    assert!(
-        var("IOTHUB_DEVICE_CONNECTION_STRING_CFGDEV")
-            .starts_with("HostName=localhost;DeviceId=cfgdev;SharedAccessKey=a2V5K3dpdGgvc2xhc2g/PT0=;"),
-    );
+    assert!(var("IOTHUB_DEVICE_CONNECTION_STRING_CFGDEV").starts_with(
+        "HostName=localhost;DeviceId=cfgdev;SharedAccessKey=a2V5K3dpdGgvc2xhc2g/PT0=;"
+    ),);
     assert_eq!(var("IOTHUB_DEVICE_ID"), "cfgdev");
     assert_eq!(
         var("IOTHUB_DEVICE_CONNECTION_STRING"),
@@ -138,7 +142,10 @@ async fn config_file_flags_and_env_file_give_a_shell_the_exact_strings() {
         let port: u16 = var(port).parse().unwrap();
         assert!(port > 1, "{port}");
     }
-    assert!(var("EVENTHUB_CONNECTION_STRING").contains(&format!("sb://localhost:{}/", var("EVENTHUB_PORT"))));
+    assert!(
+        var("EVENTHUB_CONNECTION_STRING")
+            .contains(&format!("sb://localhost:{}/", var("EVENTHUB_PORT")))
+    );
 
     // SIGTERM stops it, and the temporary CA file goes with it.
     let ca_file = PathBuf::from(var("IOTHUB_CA_FILE"));

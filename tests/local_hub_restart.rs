@@ -168,7 +168,11 @@ async fn sigkill_during_sends_loses_no_acknowledged_c2d_message_telemetry_or_fee
             let message = Message::new(id.clone())
                 .with_message_id(id.clone())
                 .with_ack(Ack::Full);
-            match timeout(Duration::from_secs(10), registry.send_c2d_message("dev1", message)).await
+            match timeout(
+                Duration::from_secs(10),
+                registry.send_c2d_message("dev1", message),
+            )
+            .await
             {
                 Ok(Ok(())) => {
                     ok.push(id);
@@ -209,7 +213,10 @@ async fn sigkill_during_sends_loses_no_acknowledged_c2d_message_telemetry_or_fee
     loop {
         let missing = {
             let received = received.lock().unwrap();
-            c2d_ok.iter().filter(|id| !received.contains_key(*id)).count()
+            c2d_ok
+                .iter()
+                .filter(|id| !received.contains_key(*id))
+                .count()
         };
         if missing == 0 {
             break;
@@ -273,7 +280,11 @@ async fn sigkill_during_sends_loses_no_acknowledged_c2d_message_telemetry_or_fee
         .iter()
         .filter(|id| !telemetry_ids.contains(*id))
         .count();
-    assert_eq!(local.c2d_queue_len("dev1"), Some(0), "everything was completed");
+    assert_eq!(
+        local.c2d_queue_len("dev1"),
+        Some(0),
+        "everything was completed"
+    );
     local.shutdown().await;
 
     println!(

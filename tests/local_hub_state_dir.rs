@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::WAIT;
 use futures_util::StreamExt;
-use iothub::local_hub::{C2dLimits, LocalHub, TelemetryStart};
 use iothub::device::DeviceClient;
+use iothub::local_hub::{C2dLimits, LocalHub, TelemetryStart};
 use iothub::{Ack, Message};
 use tokio::time::timeout;
 
@@ -56,7 +56,9 @@ async fn a_restarted_hub_keeps_keys_ca_ports_registry_queue_feedback_and_telemet
     }
     hub.enqueue_c2d(
         "dev1",
-        Message::new("first").with_message_id("c0").with_ack(Ack::Full),
+        Message::new("first")
+            .with_message_id("c0")
+            .with_ack(Ack::Full),
     )
     .unwrap();
     let first = timeout(WAIT, device.receive_message())
@@ -94,7 +96,10 @@ async fn a_restarted_hub_keeps_keys_ca_ports_registry_queue_feedback_and_telemet
         ports,
         "port 0 reuses the ports of the last start"
     );
-    assert_eq!(hub.device_connection_string("dev1"), Some(device_cs.clone()));
+    assert_eq!(
+        hub.device_connection_string("dev1"),
+        Some(device_cs.clone())
+    );
     assert_eq!(hub.module_connection_string("dev1", "m1"), Some(module_cs));
     assert_eq!(hub.device_connection_string("gone"), None);
     assert_eq!(hub.c2d_queue_len("dev1"), Some(3));
@@ -137,6 +142,9 @@ async fn a_state_directory_of_another_hub_name_is_refused_with_what_to_do() {
         .await
         .unwrap_err();
     let text = error.to_string();
-    assert!(text.contains("'localhost'") && text.contains("--hostname"), "{text}");
+    assert!(
+        text.contains("'localhost'") && text.contains("--hostname"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -185,7 +185,8 @@ impl LocalHubBuilder {
             self.reuse_ports(&hub.ports);
         }
         if let Some(key) = self.policy_key.take() {
-            self.policy_keys.insert(0, ("iothubowner".to_owned(), key, None));
+            self.policy_keys
+                .insert(0, ("iothubowner".to_owned(), key, None));
         }
         let (policies, owner_key) = policies(stored.as_ref(), &self.policy_keys)?;
         let state = Arc::new(HubState::new(
@@ -389,8 +390,8 @@ fn policies(
     }
     let mut policies = Vec::new();
     for name in names {
-        let (mut primary_key, mut secondary_key) = stored_keys(name)
-            .unwrap_or_else(|| (state::generate_key(), state::generate_key()));
+        let (mut primary_key, mut secondary_key) =
+            stored_keys(name).unwrap_or_else(|| (state::generate_key(), state::generate_key()));
         for (_, primary, secondary) in given.iter().filter(|(n, _, _)| n == name) {
             primary_key = primary.clone();
             if let Some(secondary) = secondary {
@@ -421,6 +422,9 @@ impl LocalHubBuilder {
         reuse(&mut self.https_port, ports.https);
         reuse(&mut self.amqp_port, ports.amqp);
         reuse(&mut self.event_hubs_port, ports.event_hubs);
-        reuse(&mut self.event_hubs_emulator_port, ports.event_hubs_emulator);
+        reuse(
+            &mut self.event_hubs_emulator_port,
+            ports.event_hubs_emulator,
+        );
     }
 }

@@ -166,11 +166,16 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("--config {}: {e}", path.display()))?;
-        let mut config = Config::parse(&text).map_err(|e| format!("--config {}: {e}", path.display()))?;
+        let mut config =
+            Config::parse(&text).map_err(|e| format!("--config {}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut config.state_dir, &mut config.ca_out, &mut config.env_out]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut config.state_dir,
+            &mut config.ca_out,
+            &mut config.env_out,
+        ]
+        .into_iter()
+        .flatten()
         {
             *p = base.join(&*p);
         }
@@ -210,6 +215,9 @@ mod tests {
         let error = Config::parse(r#"{"limits": {"c2dMaxPendin": 5}}"#).unwrap_err();
         assert!(error.contains("c2dMaxPendin"), "{error}");
         let error = Config::parse(r#"{"hostname": "x"}"#).unwrap_err();
-        assert!(error.contains("`hostname`") && error.contains("hostName"), "{error}");
+        assert!(
+            error.contains("`hostname`") && error.contains("hostName"),
+            "{error}"
+        );
     }
 }

@@ -195,14 +195,25 @@ fn builder(config: &Config, args: &Args) -> Result<LocalHubBuilder, String> {
     let r = &config.event_hubs.retention;
     retention.max_events = r.max_events.unwrap_or(retention.max_events);
     retention.max_bytes = r.max_bytes.unwrap_or(retention.max_bytes);
-    retention.max_age = r.max_age_seconds.map_or(retention.max_age, Duration::from_secs);
+    retention.max_age = r
+        .max_age_seconds
+        .map_or(retention.max_age, Duration::from_secs);
     let feedback_ms = args
         .feedback_flush_ms
         .or(limits.feedback_flush_ms)
         .unwrap_or(15_000);
     let mut builder = LocalHub::builder()
-        .host_name(args.hostname.clone().or(config.host_name.clone()).unwrap_or_else(|| "localhost".into()))
-        .bind_address(args.bind.or(config.bind).unwrap_or(IpAddr::from([127, 0, 0, 1])))
+        .host_name(
+            args.hostname
+                .clone()
+                .or(config.host_name.clone())
+                .unwrap_or_else(|| "localhost".into()),
+        )
+        .bind_address(
+            args.bind
+                .or(config.bind)
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        )
         .mqtt_port(args.mqtt_port.or(ports.mqtt).unwrap_or(MQTT_TLS_PORT))
         .https_port(args.https_port.or(ports.https).unwrap_or(HTTPS_PORT))
         .amqp_port(args.amqp_port.or(ports.amqp).unwrap_or(AMQP_TLS_PORT))
@@ -212,7 +223,11 @@ fn builder(config: &Config, args: &Args) -> Result<LocalHubBuilder, String> {
                 .or(ports.event_hubs_emulator)
                 .unwrap_or(0),
         )
-        .event_hubs_partitions(args.partitions.or(config.event_hubs.partitions).unwrap_or(4))
+        .event_hubs_partitions(
+            args.partitions
+                .or(config.event_hubs.partitions)
+                .unwrap_or(4),
+        )
         .telemetry_retention(retention)
         .c2d_limits(c2d)
         .feedback_flush_interval(Duration::from_millis(feedback_ms));
@@ -221,7 +236,12 @@ fn builder(config: &Config, args: &Args) -> Result<LocalHubBuilder, String> {
             .map_err(|e| format!("--x509-ca {}: {e}", path.display()))?;
         builder = builder.x509_ca_pem(pem);
     }
-    for group in config.event_hubs.consumer_groups.iter().chain(&args.consumer_groups) {
+    for group in config
+        .event_hubs
+        .consumer_groups
+        .iter()
+        .chain(&args.consumer_groups)
+    {
         builder = builder.consumer_group(group);
     }
     for policy in &config.policies {
@@ -317,14 +337,18 @@ fn register(
         Authentication::X509 => {
             let stem = files.device_stem(id);
             let (cert, key_file) = (stem.with_extension("pem"), stem.with_extension("key"));
-            let cs = if hub.device_connection_string(id).is_some() && cert.exists() && key_file.exists() {
-                x509_connection_string(hub, id)
-            } else {
-                let x509 = hub.create_x509_device(id).map_err(|e| format!("{what}: {e}"))?;
-                files.write(&cert, &x509.certificate_pem)?;
-                files.write(&key_file, &x509.private_key_pem)?;
-                x509.connection_string.to_string()
-            };
+            let cs =
+                if hub.device_connection_string(id).is_some() && cert.exists() && key_file.exists()
+                {
+                    x509_connection_string(hub, id)
+                } else {
+                    let x509 = hub
+                        .create_x509_device(id)
+                        .map_err(|e| format!("{what}: {e}"))?;
+                    files.write(&cert, &x509.certificate_pem)?;
+                    files.write(&key_file, &x509.private_key_pem)?;
+                    x509.connection_string.to_string()
+                };
             vars.set(format!("IOTHUB_DEVICE_CERT_FILE_{name}"), cert.display());
             vars.set(format!("IOTHUB_DEVICE_KEY_FILE_{name}"), key_file.display());
             cs
@@ -332,7 +356,10 @@ fn register(
         Authentication::Sas => match hub.device_connection_string(id) {
             Some(existing) => {
                 if device.primary_key.is_some() {
-                    tracing::warn!(device = id, "the device exists already: its stored key is kept");
+                    tracing::warn!(
+                        device = id,
+                        "the device exists already: its stored key is kept"
+                    );
                 }
                 existing.to_string()
             }
@@ -360,7 +387,10 @@ fn register(
             .map_err(|e| format!("{what}: {e}"))?,
         };
         vars.set(
-            format!("IOTHUB_MODULE_CONNECTION_STRING_{name}_{}", env_name(&module.id)),
+            format!(
+                "IOTHUB_MODULE_CONNECTION_STRING_{name}_{}",
+                env_name(&module.id)
+            ),
             cs,
         );
     }
@@ -375,7 +405,10 @@ fn x509_connection_string(hub: &LocalHub, id: &str) -> String {
     } else {
         format!(";GatewayHostName=localhost:{port}")
     };
-    format!("HostName={};DeviceId={id};x509=true{gateway}", hub.host_name())
+    format!(
+        "HostName={};DeviceId={id};x509=true{gateway}",
+        hub.host_name()
+    )
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -391,17 +424,26 @@ async fn run(args: Args) -> Result<(), String> {
         format!("{e}{cause}")
     })?;
     let state_dir = hub.state_dir().map(Path::to_path_buf);
-    let mut files = Files::new(args.ca_out.clone().or(config.ca_out.clone()), state_dir.as_deref());
+    let mut files = Files::new(
+        args.ca_out.clone().or(config.ca_out.clone()),
+        state_dir.as_deref(),
+    );
     let ca = files.ca.clone();
     files.write(&ca, hub.ca_pem())?;
     let mut vars = Variables::default();
     vars.set("IOTHUB_CONNECTION_STRING", hub.service_connection_string());
-    vars.set("IOTHUB_AMQP_CONNECTION_STRING", hub.amqp_connection_string());
+    vars.set(
+        "IOTHUB_AMQP_CONNECTION_STRING",
+        hub.amqp_connection_string(),
+    );
     vars.set("IOTHUB_CA_FILE", ca.display());
     for device in &devices {
         register(&hub, device, &mut files, &mut vars)?;
     }
-    vars.set("EVENTHUB_CONNECTION_STRING", hub.event_hubs_connection_string());
+    vars.set(
+        "EVENTHUB_CONNECTION_STRING",
+        hub.event_hubs_connection_string(),
+    );
     vars.set(
         "EVENTHUB_EMULATOR_CONNECTION_STRING",
         hub.event_hubs_emulator_connection_string(),
@@ -410,7 +452,10 @@ async fn run(args: Args) -> Result<(), String> {
     vars.set("IOTHUB_HTTPS_PORT", hub.https_addr().port());
     vars.set("IOTHUB_AMQP_PORT", hub.amqp_addr().port());
     vars.set("EVENTHUB_PORT", hub.event_hubs_addr().port());
-    vars.set("EVENTHUB_EMULATOR_PORT", hub.event_hubs_emulator_addr().port());
+    vars.set(
+        "EVENTHUB_EMULATOR_PORT",
+        hub.event_hubs_emulator_addr().port(),
+    );
     if let Some(dir) = &state_dir {
         vars.set("IOTHUB_STATE_DIR", dir.display());
     }

@@ -24,8 +24,7 @@ use super::twins::TwinRecord;
 use super::{DeviceStatus, HubState, Identity, Inner};
 
 fn stored_device(record: &DeviceRecord) -> StoredDevice {
-    let (authentication, primary_thumbprint, secondary_thumbprint) = match &record.authentication
-    {
+    let (authentication, primary_thumbprint, secondary_thumbprint) = match &record.authentication {
         DeviceAuthentication::Sas => ("sas", None, None),
         DeviceAuthentication::SelfSigned {
             primary_thumbprint,
@@ -286,10 +285,7 @@ impl HubState {
                 });
                 if event.sequence_number >= keep {
                     changes.push(Change::Del {
-                        key: records::telemetry_key(
-                            event.partition,
-                            event.sequence_number - keep,
-                        ),
+                        key: records::telemetry_key(event.partition, event.sequence_number - keep),
                     });
                 }
             });
@@ -314,11 +310,15 @@ impl HubState {
             let kind = key.split('/').next().unwrap_or_default();
             let ok = match kind {
                 "dev" => parse::<StoredDevice>(value).map(|d| {
-                    max_id = max_id.max(id_of(&d.etag)).max(generation_number(&d.generation_id));
+                    max_id = max_id
+                        .max(id_of(&d.etag))
+                        .max(generation_number(&d.generation_id));
                     restore_device(&mut inner, d, now);
                 }),
                 "mod" => parse::<StoredModule>(value).map(|m| {
-                    max_id = max_id.max(id_of(&m.etag)).max(generation_number(&m.generation_id));
+                    max_id = max_id
+                        .max(id_of(&m.etag))
+                        .max(generation_number(&m.generation_id));
                     restore_module(&mut inner, m, now);
                 }),
                 "twin" => parse::<TwinRecord>(value).map(|t| restore_twin(&mut inner, key, t)),

@@ -185,7 +185,8 @@ mod tests {
     }
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("iothub-journal-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("iothub-journal-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -198,7 +199,12 @@ mod tests {
             .commit(vec![put("a/1", "1"), put("a/2", "2"), put("b", "3")])
             .unwrap();
         journal
-            .commit(vec![Change::Prefix { prefix: "a/".into() }, put("c", "4")])
+            .commit(vec![
+                Change::Prefix {
+                    prefix: "a/".into(),
+                },
+                put("c", "4"),
+            ])
             .unwrap();
         drop(journal);
         // A crash in the middle of an append.
@@ -223,7 +229,9 @@ mod tests {
         let dir = scratch("compact");
         let mut journal = Journal::open(&dir).unwrap();
         journal.commit(vec![put("k", "1"), put("x", "2")]).unwrap();
-        journal.commit(vec![Change::Del { key: "x".into() }]).unwrap();
+        journal
+            .commit(vec![Change::Del { key: "x".into() }])
+            .unwrap();
         let old_journal = std::fs::read(dir.join("journal.log")).unwrap();
         journal.compact().unwrap();
         drop(journal);

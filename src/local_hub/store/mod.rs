@@ -191,7 +191,9 @@ impl Store {
         let (lock, cv) = &self.shared.committed_sync;
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         let guard = cv
-            .wait_while(guard, |c| c.seq < target && c.failure.is_none() && !c.closed)
+            .wait_while(guard, |c| {
+                c.seq < target && c.failure.is_none() && !c.closed
+            })
             .unwrap_or_else(|e| e.into_inner());
         self.outcome(guard.clone(), target)
     }
