@@ -23,6 +23,7 @@ mod feedback;
 mod identities;
 mod methods;
 mod persist;
+mod restore;
 mod sessions;
 mod telemetry;
 #[cfg(test)]

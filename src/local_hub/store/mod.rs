@@ -283,7 +283,7 @@ mod tests {
         }
         store.record(|_, changes| {
             changes.push(Change::Prefix {
-                prefix: "k/0".into(),
+                prefix: "k/00".into(),
             })
         });
         store.durable().await.unwrap();
