@@ -85,6 +85,11 @@ async fn a_restarted_hub_keeps_keys_ca_ports_registry_queue_feedback_and_telemet
         )
         .unwrap();
     }
+    hub.update_desired_properties("dev1", None, serde_json::json!({"rate": 5}))
+        .unwrap();
+    hub.update_desired_properties("dev1", Some("m1"), serde_json::json!({"mode": "eco"}))
+        .unwrap();
+    let twin_before = hub.twin_properties("dev1", None).unwrap();
     hub.persisted().await.unwrap();
     hub.shutdown().await;
 
@@ -103,6 +108,10 @@ async fn a_restarted_hub_keeps_keys_ca_ports_registry_queue_feedback_and_telemet
     assert_eq!(hub.module_connection_string("dev1", "m1"), Some(module_cs));
     assert_eq!(hub.device_connection_string("gone"), None);
     assert_eq!(hub.c2d_queue_len("dev1"), Some(3));
+    assert_eq!(hub.twin_properties("dev1", None).unwrap(), twin_before);
+    let module_twin =
+        serde_json::to_value(hub.twin_properties("dev1", Some("m1")).unwrap()).unwrap();
+    assert_eq!(module_twin["desired"]["mode"], "eco");
     let mut telemetry = hub.telemetry_from(TelemetryStart::Earliest).unwrap();
     for _ in 0..5 {
         timeout(WAIT, telemetry.next()).await.unwrap().unwrap();
