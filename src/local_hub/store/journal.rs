@@ -51,7 +51,9 @@ impl Change {
     }
 }
 
-/// The journal grows to this many bytes before the map is written as a new snapshot.
+/// The journal grows to at least this many bytes, and to the snapshot's size, before the map
+/// is written as a new snapshot: each byte of snapshot is rewritten once per as many bytes of
+/// journal, whatever the state's size.
 const COMPACT_AFTER: u64 = 16 * 1024 * 1024;
 
 /// The open files of a state directory and the map they hold.
@@ -59,6 +61,8 @@ pub(crate) struct Journal {
     dir: PathBuf,
     file: File,
     written: u64,
+    /// The size of the last snapshot.
+    snapshot_bytes: u64,
     /// What the snapshot plus the journal hold.
     pub map: BTreeMap<String, String>,
 }
@@ -95,6 +99,28 @@ fn read_changes(path: &Path, map: &mut BTreeMap<String, String>) -> std::io::Res
     Ok(good)
 }
 
+/// Writes this process's id to `dir/lock`, unless the id there is another process that is
+/// still running (checked through `/proc` on Linux; elsewhere the lock is taken over). A lock
+/// left by a killed process is taken over.
+fn take_lock(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join("lock");
+    let me = std::process::id();
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let holder = text.trim().parse::<u32>().ok();
+        let alive =
+            holder.is_some_and(|pid| pid != me && Path::new(&format!("/proc/{pid}")).exists());
+        if let (true, Some(pid)) = (alive, holder) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "process {pid} is using it (stop that hub, or give this one another directory)"
+                ),
+            ));
+        }
+    }
+    std::fs::write(&path, format!("{me}\n")).map_err(|e| io_context("cannot write", &path, e))
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     // Makes a rename or a new file's name durable (POSIX: fsync on the directory).
     #[cfg(unix)]
@@ -106,10 +132,12 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 impl Journal {
     /// Opens (creating it if needed) the state directory `dir` and loads what it holds.
+    /// Refused while another live process holds the directory's `lock` file.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| io_context("cannot create", dir, e))?;
+        take_lock(dir)?;
         let mut map = BTreeMap::new();
-        read_changes(&dir.join("state.snapshot"), &mut map)?;
+        let snapshot_bytes = read_changes(&dir.join("state.snapshot"), &mut map)?;
         let journal_path = dir.join("journal.log");
         let good = read_changes(&journal_path, &mut map)?;
         let file = OpenOptions::new()
@@ -125,6 +153,7 @@ impl Journal {
             dir: dir.to_owned(),
             file,
             written: good,
+            snapshot_bytes,
             map,
         })
     }
@@ -143,7 +172,7 @@ impl Journal {
         for change in changes {
             change.apply(&mut self.map);
         }
-        if self.written > COMPACT_AFTER {
+        if self.written > COMPACT_AFTER.max(self.snapshot_bytes) {
             self.compact()?;
         }
         Ok(())
@@ -154,16 +183,20 @@ impl Journal {
     pub fn compact(&mut self) -> std::io::Result<()> {
         let tmp = self.dir.join("state.snapshot.tmp");
         let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+        let mut bytes = 0u64;
         for (key, value) in &self.map {
             let change = Change::Put {
                 key: key.clone(),
                 value: value.clone(),
             };
-            serde_json::to_writer(&mut out, &change).map_err(std::io::Error::other)?;
+            let line = serde_json::to_vec(&change).map_err(std::io::Error::other)?;
+            out.write_all(&line)?;
             out.write_all(b"\n")?;
+            bytes += line.len() as u64 + 1;
         }
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
+        self.snapshot_bytes = bytes;
         std::fs::rename(&tmp, self.dir.join("state.snapshot"))?;
         sync_dir(&self.dir)?;
         self.file.set_len(0)?;
@@ -221,6 +254,21 @@ mod tests {
         drop(journal);
         let journal = Journal::open(&dir).unwrap();
         assert_eq!(journal.map.len(), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_directory_held_by_a_live_process_is_refused_and_a_dead_ones_lock_taken_over() {
+        let dir = scratch("lock");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Process 1 is always running.
+        std::fs::write(dir.join("lock"), "1\n").unwrap();
+        let error = Journal::open(&dir).err().expect("refused");
+        assert!(error.to_string().contains("process 1"), "{error}");
+        // No process has this id (above the kernel's pid_max).
+        std::fs::write(dir.join("lock"), "4294967295\n").unwrap();
+        Journal::open(&dir).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

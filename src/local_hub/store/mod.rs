@@ -208,10 +208,14 @@ impl Store {
         Err(store_error(&self.dir, why))
     }
 
-    /// Writes what is recorded and stops the writer.
+    /// Writes what is recorded and stops the writer; waits (5 s at most) until it has, so that
+    /// the directory can be opened again at once.
     pub fn close(&self) {
         self.pending().closing = true;
         self.shared.wake.notify_one();
+        let (lock, cv) = &self.shared.committed_sync;
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = cv.wait_timeout_while(guard, std::time::Duration::from_secs(5), |c| !c.closed);
     }
 }
 
