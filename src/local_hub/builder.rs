@@ -165,7 +165,8 @@ impl LocalHubBuilder {
     /// CA, the policy keys, the ports picked for port 0, devices, modules, twins, queued C2D
     /// messages, pending feedback and retained telemetry (see `docs/local-hub.md`, "State
     /// directory"). Without it (the default) the hub keeps everything in memory. One hub at a
-    /// time may use a directory. A directory made for another host name is refused.
+    /// time may use a directory: [`Self::start`] refuses one that another running process
+    /// holds, and one made for another host name ([`ErrorKind::InvalidMessage`]).
     pub fn state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.state_dir = Some(dir.into());
         self
