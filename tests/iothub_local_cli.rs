@@ -206,3 +206,32 @@ async fn the_sample_config_in_docs_starts_a_hub() {
     hub.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Logs redirected to a file or a pipe carry no ANSI colour codes.
+#[tokio::test]
+async fn logs_into_a_pipe_have_no_colour_codes() {
+    let mut hub = Command::new(env!("CARGO_BIN_EXE_iothub-local"))
+        .args(["--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"])
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(hub.stdout.take().unwrap()).lines();
+    while let Some(line) = timeout(WAIT, lines.next_line()).await.unwrap().unwrap() {
+        if line == "ready" {
+            break;
+        }
+    }
+    shell(&format!("kill -TERM {}", hub.id().unwrap()));
+    let out = timeout(WAIT, hub.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("serving"), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log}");
+}

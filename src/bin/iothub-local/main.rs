@@ -461,6 +461,8 @@ async fn run(args: Args) -> Result<(), String> {
     }
     // Registrations are in the state directory before anyone is told about them.
     hub.persisted().await.map_err(|e| e.to_string())?;
+    // Listening for Ctrl-C and SIGTERM before `ready`, so that a stop right after it is clean.
+    let stop = Stop::listen()?;
     if let Some(path) = args.env_out.as_ref().or(config.env_out.as_ref()) {
         vars.write_env_file(path)?;
     }
@@ -478,26 +480,49 @@ async fn run(args: Args) -> Result<(), String> {
         event_hubs_emulator = %hub.event_hubs_emulator_addr(),
         "serving; Ctrl-C stops"
     );
-    stopped().await?;
+    stop.wait().await;
     tracing::info!("stopping");
     hub.shutdown().await;
     drop(files);
     Ok(())
 }
 
-/// Waits for Ctrl-C or, on Unix, SIGTERM (what `docker stop` and `kill` send).
-async fn stopped() -> Result<(), String> {
+/// Ctrl-C and, on Unix, SIGTERM (what `docker stop` and `kill` send), listened for from
+/// creation on.
+struct Stop {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
-            _ = term.recv() => Ok(()),
+    signals: [tokio::signal::unix::Signal; 2],
+}
+
+impl Stop {
+    fn listen() -> Result<Stop, String> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
+            Ok(Stop {
+                signals: [
+                    listen(SignalKind::interrupt())?,
+                    listen(SignalKind::terminate())?,
+                ],
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Stop {})
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            let [mut interrupt, mut terminate] = self.signals;
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn main() -> ExitCode {
