@@ -235,3 +235,36 @@ async fn logs_into_a_pipe_have_no_colour_codes() {
     assert!(log.contains("serving"), "{log}");
     assert!(!log.contains('\u{1b}'), "{log}");
 }
+
+/// A second hub on a state directory that a running hub uses is refused, saying which process
+/// has it; once that one is killed, the directory is taken over.
+#[tokio::test]
+async fn a_state_directory_in_use_is_refused_until_its_hub_is_gone() {
+    let dir = scratch("in-use");
+    let state = dir.join("state");
+    let args = [
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--mqtt-port",
+        "0",
+        "--https-port",
+        "0",
+        "--amqp-port",
+        "0",
+    ];
+    let (mut first, printed) = start(&args).await;
+    let second = Command::new(env!("CARGO_BIN_EXE_iothub-local"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let pid = first.id().unwrap();
+    assert!(stderr.contains(&format!("process {pid}")), "{stderr}");
+    first.kill().await.unwrap();
+    let (mut again, printed_again) = start(&args).await;
+    assert_eq!(printed_again, printed);
+    again.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -173,11 +173,25 @@ impl LocalHubBuilder {
     }
 
     /// Binds the listeners and starts serving. Must be called inside a Tokio runtime.
-    pub async fn start(mut self) -> Result<LocalHub> {
+    pub async fn start(self) -> Result<LocalHub> {
         let opened = match &self.state_dir {
             Some(dir) => Some(store::Store::open(dir)?),
             None => None,
         };
+        let store = opened.as_ref().map(|(store, _)| store.clone());
+        let started = self.start_on(opened).await;
+        if let (Err(_), Some(store)) = (&started, store) {
+            // A hub that did not start leaves no writer behind.
+            store.close();
+        }
+        started
+    }
+
+    /// [`Self::start`] with the state directory opened (`opened`: the store and what it held).
+    async fn start_on(
+        mut self,
+        opened: Option<(store::Store, std::collections::BTreeMap<String, String>)>,
+    ) -> Result<LocalHub> {
         let stored = match &opened {
             Some((store, loaded)) => stored_hub(store, loaded, &self.host_name)?,
             None => None,
