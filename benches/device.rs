@@ -741,12 +741,13 @@ async fn start_hub(
                 ready = true;
                 break;
             } else if let Some(path) = line.strip_prefix("IOTHUB_CA_FILE=") {
-                hub.ca_file = Some(PathBuf::from(path));
+                // Values are single-quoted for a shell.
+                hub.ca_file = Some(PathBuf::from(path.trim_matches('\'')));
             } else if let Some((_, cs)) = line
                 .strip_prefix("IOTHUB_DEVICE_CONNECTION_STRING_")
                 .and_then(|rest| rest.split_once('='))
             {
-                connection_strings.push(cs.parse::<DeviceConnectionString>()?);
+                connection_strings.push(cs.trim_matches('\'').parse::<DeviceConnectionString>()?);
             }
         }
         Ok::<_, BoxError>(())

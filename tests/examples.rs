@@ -155,14 +155,6 @@ async fn sender_names_a_missing_or_malformed_variable() {
     assert_setup_error(run(bad_port).await, "IOTHUB_AMQP_PORT");
 }
 
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Reads lines until one satisfies `done`; returns them all.
 async fn read_until(
     lines: &mut tokio::io::Lines<BufReader<impl AsyncRead + Unpin>>,
@@ -184,12 +176,11 @@ async fn read_until(
 }
 
 /// `iothub-local` on free ports with device `dev1`: the process, its printed variables and the
-/// AMQP port.
+/// AMQP port (as printed: port 0 picks it).
 async fn start_hub(ca_file: &std::path::Path) -> (Child, Vec<String>, u16) {
-    let amqp_port = free_port();
     let mut hub = Command::new(env!("CARGO_BIN_EXE_iothub-local"))
         .args(["--mqtt-port", "0", "--https-port", "0", "--device", "dev1"])
-        .args(["--amqp-port", &amqp_port.to_string()])
+        .args(["--amqp-port", "0"])
         .arg("--ca-out")
         .arg(ca_file)
         .env("RUST_LOG", "warn")
@@ -201,15 +192,23 @@ async fn start_hub(ca_file: &std::path::Path) -> (Child, Vec<String>, u16) {
         .expect("iothub-local starts");
     let mut lines = BufReader::new(hub.stdout.take().expect("piped")).lines();
     let printed = read_until(&mut lines, |line| line == "ready").await;
+    let amqp_port = printed_var(&printed, "IOTHUB_AMQP_PORT")
+        .parse()
+        .expect("a port number");
     (hub, printed, amqp_port)
 }
 
+/// The value of a printed `NAME='value'` line (single-quoted for a shell: `'\''` is a quote).
 fn printed_var(printed: &[String], name: &str) -> String {
-    printed
+    let quoted = printed
         .iter()
         .find_map(|line| line.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("iothub-local printed {name}: {printed:#?}"))
-        .to_owned()
+        .unwrap_or_else(|| panic!("iothub-local printed {name}: {printed:#?}"));
+    quoted
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("{name} is not single-quoted: {quoted}"))
+        .replace("'\\''", "'")
 }
 
 #[tokio::test]
@@ -225,7 +224,13 @@ async fn the_tutorial_in_two_terminals_against_iothub_local() {
         std::process::id()
     ));
     let (mut hub, printed, amqp_port) = start_hub(&ca_file).await;
-    let device_cs = printed_var(&printed, "IOTHUB_DEVICE_CONNECTION_STRING_DEV1");
+    let device_cs = printed_var(&printed, "IOTHUB_DEVICE_CONNECTION_STRING");
+    assert_eq!(
+        device_cs,
+        printed_var(&printed, "IOTHUB_DEVICE_CONNECTION_STRING_DEV1"),
+        "the first device is also printed under the name the example reads"
+    );
+    assert_eq!(printed_var(&printed, "IOTHUB_DEVICE_ID"), "dev1");
     let service_cs = printed_var(&printed, "IOTHUB_CONNECTION_STRING");
 
     // Terminal 1: the device, trusting the hub's CA through SSL_CERT_FILE.

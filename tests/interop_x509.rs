@@ -413,6 +413,7 @@ async fn sdks_connect_with_the_certificate_iothub_local_issues() {
             .iter()
             .find_map(|l| l.strip_prefix(&format!("{name}=")))
             .unwrap_or_else(|| panic!("iothub-local printed no {name}: {printed:#?}"))
+            .trim_matches('\'')
             .to_owned()
     };
     let cs = var("IOTHUB_DEVICE_CONNECTION_STRING_CLI_X509");

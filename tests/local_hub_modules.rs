@@ -441,13 +441,14 @@ async fn iothub_local_registers_modules_and_prints_sourceable_connection_strings
     .unwrap()
     .unwrap();
     let service = find("IOTHUB_CONNECTION_STRING");
-    let registry =
-        RegistryManager::from_connection_string(&service["IOTHUB_CONNECTION_STRING=".len()..])
-            .unwrap()
-            .trust_ca_pem(ca_pem)
-            .https_port(https_port)
-            .build()
-            .unwrap();
+    let registry = RegistryManager::from_connection_string(
+        service["IOTHUB_CONNECTION_STRING=".len()..].trim_matches('\''),
+    )
+    .unwrap()
+    .trust_ca_pem(ca_pem)
+    .https_port(https_port)
+    .build()
+    .unwrap();
     let module = registry.get_module("dev1", "m1").await.unwrap();
     assert_eq!(
         module.connection_state,

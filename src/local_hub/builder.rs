@@ -19,6 +19,8 @@ pub struct LocalHubBuilder {
     event_hubs_port: u16,
     event_hubs_emulator_port: u16,
     telemetry: LogSettings,
+    state_dir: Option<std::path::PathBuf>,
+    policy_keys: Vec<(String, SasKey, Option<SasKey>)>,
 }
 
 impl Default for LocalHubBuilder {
@@ -37,6 +39,8 @@ impl Default for LocalHubBuilder {
             event_hubs_port: 0,
             event_hubs_emulator_port: 0,
             telemetry: LogSettings::default(),
+            state_dir: None,
+            policy_keys: Vec::new(),
         }
     }
 }
@@ -143,28 +147,63 @@ impl LocalHubBuilder {
         self
     }
 
+    /// The keys of one of the hub's shared access policies (`iothubowner`, `service`,
+    /// `device`, `registryRead`, `registryReadWrite`); a secondary key left `None` is kept or
+    /// generated. Overrides the state directory's keys. [`Self::start`] refuses another name
+    /// with [`ErrorKind::InvalidMessage`].
+    pub fn policy_keys(
+        mut self,
+        name: impl Into<String>,
+        primary: SasKey,
+        secondary: Option<SasKey>,
+    ) -> Self {
+        self.policy_keys.push((name.into(), primary, secondary));
+        self
+    }
+
+    /// Keeps the hub's state in `dir` (created if needed) and starts from what it holds: the
+    /// CA, the policy keys, the ports picked for port 0, devices, modules, twins, queued C2D
+    /// messages, pending feedback and retained telemetry (see `docs/local-hub.md`, "State
+    /// directory"). Without it (the default) the hub keeps everything in memory. One hub at a
+    /// time may use a directory: [`Self::start`] refuses one that another running process
+    /// holds, and one made for another host name ([`ErrorKind::InvalidMessage`]).
+    pub fn state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
     /// Binds the listeners and starts serving. Must be called inside a Tokio runtime.
     pub async fn start(self) -> Result<LocalHub> {
-        let owner_key = self.policy_key.unwrap_or_else(state::generate_key);
-        let mut policies = Vec::new();
-        for name in [
-            "iothubowner",
-            "service",
-            "device",
-            "registryRead",
-            "registryReadWrite",
-        ] {
-            policies.push(AccessPolicy {
-                name: name.to_owned(),
-                primary_key: if name == "iothubowner" {
-                    owner_key.clone()
-                } else {
-                    state::generate_key()
-                },
-                secondary_key: state::generate_key(),
-                permissions: AccessPolicy::default_permissions(name).expect("a default policy"),
-            });
+        let opened = match &self.state_dir {
+            Some(dir) => Some(store::Store::open(dir)?),
+            None => None,
+        };
+        let store = opened.as_ref().map(|(store, _)| store.clone());
+        let started = self.start_on(opened).await;
+        if let (Err(_), Some(store)) = (&started, store) {
+            // A hub that did not start leaves no writer behind.
+            store.close();
         }
+        started
+    }
+
+    /// [`Self::start`] with the state directory opened (`opened`: the store and what it held).
+    async fn start_on(
+        mut self,
+        opened: Option<(store::Store, std::collections::BTreeMap<String, String>)>,
+    ) -> Result<LocalHub> {
+        let stored = match &opened {
+            Some((store, loaded)) => stored_hub(store, loaded, &self.host_name)?,
+            None => None,
+        };
+        if let Some(hub) = &stored {
+            self.reuse_ports(&hub.ports);
+        }
+        if let Some(key) = self.policy_key.take() {
+            self.policy_keys
+                .insert(0, ("iothubowner".to_owned(), key, None));
+        }
+        let (policies, owner_key) = policies(stored.as_ref(), &self.policy_keys)?;
         let state = Arc::new(HubState::new(
             HubSettings {
                 host_name: self.host_name.clone(),
@@ -175,10 +214,18 @@ impl LocalHubBuilder {
             },
             policies,
         ));
+        if let Some((store, loaded)) = &opened {
+            state.attach_store(store.clone());
+            state.restore(loaded);
+        }
         for pem in &self.x509_ca_pems {
             x509_devices::add_ca_pem(&state, pem)?;
         }
-        let tls = tls::HubTls::generate(&self.host_name)?;
+        let ca = match &stored {
+            Some(hub) => tls::HubCa::from_pem(&hub.ca_cert_pem, &hub.ca_key_pem)?,
+            None => tls::HubCa::generate()?,
+        };
+        let tls = tls::HubTls::with_ca(&self.host_name, &ca)?;
         let bind = |port: u16| async move {
             TcpListener::bind(SocketAddr::new(self.bind, port))
                 .await
@@ -200,6 +247,26 @@ impl LocalHubBuilder {
         let event_hubs_emulator_listener = bind(self.event_hubs_emulator_port).await?;
         let event_hubs_addr = local_addr(&event_hubs_listener)?;
         let event_hubs_emulator_addr = local_addr(&event_hubs_emulator_listener)?;
+        if let Some((store, _)) = &opened {
+            let record = store::records::HubRecord {
+                host_name: self.host_name.clone(),
+                ca_cert_pem: ca.cert_pem.clone(),
+                ca_key_pem: ca.key_pem.clone(),
+                policies: state.stored_policies(),
+                ports: store::records::StoredPorts {
+                    mqtt: mqtt_addr.port(),
+                    https: https_addr.port(),
+                    amqp: amqp_addr.port(),
+                    event_hubs: event_hubs_addr.port(),
+                    event_hubs_emulator: event_hubs_emulator_addr.port(),
+                },
+            };
+            store.put(
+                store::records::HUB_KEY.to_owned(),
+                store::records::to_json(&record),
+            );
+            store.durable().await?;
+        }
         let event_hub = event_hubs::event_hub_name(&self.host_name);
         state.set_event_hubs_port(event_hubs_addr.port());
         let endpoint = event_hubs::Endpoint::new(
@@ -277,5 +344,104 @@ async fn sweep(state: Arc<HubState>) {
             _ = tokio::time::sleep(wait) => {}
             _ = state.sweep_wake.notified() => {}
         }
+    }
+}
+
+/// The hub record of a state directory, refused when it was made for another host name.
+fn stored_hub(
+    store: &store::Store,
+    loaded: &std::collections::BTreeMap<String, String>,
+    host_name: &str,
+) -> Result<Option<store::records::HubRecord>> {
+    let Some(text) = loaded.get(store::records::HUB_KEY) else {
+        return Ok(None);
+    };
+    let hub: store::records::HubRecord = serde_json::from_str(text).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidMessage,
+            format!(
+                "the state directory {} has an unreadable hub record ({e}); move it away to start afresh",
+                store.dir().display()
+            ),
+        )
+    })?;
+    if hub.host_name != host_name {
+        return Err(Error::new(
+            ErrorKind::InvalidMessage,
+            format!(
+                "the state directory {} belongs to the hub '{}', not '{host_name}': start with that \
+                 host name (--hostname) or use another directory",
+                store.dir().display(),
+                hub.host_name
+            ),
+        ));
+    }
+    Ok(Some(hub))
+}
+
+/// The hub's shared access policies: those of the state directory, or new ones, with the
+/// keys `given` replacing theirs. Returns them with the `iothubowner` primary key.
+fn policies(
+    stored: Option<&store::records::HubRecord>,
+    given: &[(String, SasKey, Option<SasKey>)],
+) -> Result<(Vec<AccessPolicy>, SasKey)> {
+    let names = [
+        "iothubowner",
+        "service",
+        "device",
+        "registryRead",
+        "registryReadWrite",
+    ];
+    let stored_keys = |name: &str| {
+        let policy = stored?.policies.iter().find(|p| p.name == name)?;
+        Some((policy.primary_key.key()?, policy.secondary_key.key()?))
+    };
+    if let Some((unknown, _, _)) = given.iter().find(|(n, _, _)| !names.contains(&n.as_str())) {
+        return Err(Error::new(
+            ErrorKind::InvalidMessage,
+            format!(
+                "the hub has no policy '{unknown}': its policies are {}",
+                names.join(", ")
+            ),
+        ));
+    }
+    let mut policies = Vec::new();
+    for name in names {
+        let (mut primary_key, mut secondary_key) =
+            stored_keys(name).unwrap_or_else(|| (state::generate_key(), state::generate_key()));
+        for (_, primary, secondary) in given.iter().filter(|(n, _, _)| n == name) {
+            primary_key = primary.clone();
+            if let Some(secondary) = secondary {
+                secondary_key = secondary.clone();
+            }
+        }
+        policies.push(AccessPolicy {
+            name: name.to_owned(),
+            primary_key,
+            secondary_key,
+            permissions: AccessPolicy::default_permissions(name).expect("a default policy"),
+        });
+    }
+    let owner = policies[0].primary_key.clone();
+    Ok((policies, owner))
+}
+
+impl LocalHubBuilder {
+    /// With a state directory, a port left at 0 takes the one the last start picked, so that
+    /// connection strings (which name the MQTT and AMQP ports) stay valid.
+    fn reuse_ports(&mut self, ports: &store::records::StoredPorts) {
+        let reuse = |port: &mut u16, stored: u16| {
+            if *port == 0 {
+                *port = stored;
+            }
+        };
+        reuse(&mut self.mqtt_port, ports.mqtt);
+        reuse(&mut self.https_port, ports.https);
+        reuse(&mut self.amqp_port, ports.amqp);
+        reuse(&mut self.event_hubs_port, ports.event_hubs);
+        reuse(
+            &mut self.event_hubs_emulator_port,
+            ports.event_hubs_emulator,
+        );
     }
 }

@@ -269,6 +269,35 @@ impl C2dQueue {
     }
 }
 
+/// What the state directory keeps of a queue (`local_hub::store`): each message with its
+/// token, expiry and delivery count, in queue order; locks are not kept.
+impl C2dQueue {
+    /// `(token, message, expires_at, delivery_count)` of every message, in order.
+    pub fn stored(&self) -> impl Iterator<Item = (u64, &Message, SystemTime, u32)> {
+        self.entries
+            .iter()
+            .map(|e| (e.token.0, &e.message, e.expires_at, e.delivery_count))
+    }
+
+    /// Appends a message read back from the state directory, unlocked.
+    pub fn restore(
+        &mut self,
+        token: u64,
+        message: Message,
+        expires_at: SystemTime,
+        delivery_count: u32,
+    ) {
+        self.next_token = self.next_token.max(token);
+        self.entries.push_back(Entry {
+            token: LockToken(token),
+            message,
+            expires_at,
+            delivery_count,
+            locked_until: None,
+        });
+    }
+}
+
 fn settle(entry: &Entry, status: FeedbackStatus, at: SystemTime) -> Settled {
     Settled {
         message_id: entry.message.message_id().map(str::to_owned),

@@ -205,6 +205,13 @@ impl FeedbackQueue {
     }
 }
 
+impl FeedbackQueue {
+    /// The records of a locked batch (for the state directory, before it settles).
+    pub fn locked_records(&self, lock: FeedbackLock) -> Option<&[FeedbackRecord]> {
+        self.locked.get(&lock).map(|l| l.batch.records.as_slice())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

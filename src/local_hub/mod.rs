@@ -34,6 +34,7 @@ mod limits;
 mod mqtt;
 mod rewind;
 mod state;
+mod store;
 mod streams;
 mod telemetry_access;
 mod telemetry_log;
@@ -251,8 +252,27 @@ impl LocalHub {
     ///
     /// Errors: [`ErrorKind::DeviceNotFound`], [`ErrorKind::QueueFull`] (50 pending) and
     /// [`ErrorKind::MessageTooLarge`] (over 64 KB).
+    ///
+    /// With a [state directory](LocalHubBuilder::state_dir), it returns once the message is
+    /// written there (blocking the thread for that write).
     pub fn enqueue_c2d(&self, device_id: &str, message: Message) -> Result<()> {
-        self.state.enqueue_c2d(device_id, message)
+        self.state.enqueue_c2d(device_id, message)?;
+        match self.state.store() {
+            Some(store) => store.durable_blocking(),
+            None => Ok(()),
+        }
+    }
+
+    /// The state directory, if the hub keeps one ([`LocalHubBuilder::state_dir`]).
+    pub fn state_dir(&self) -> Option<&std::path::Path> {
+        self.state.store().map(store::Store::dir)
+    }
+
+    /// Waits until every change made so far (registrations included) is written to the
+    /// state directory; at once without one. Error: [`ErrorKind::Transport`] when the
+    /// directory cannot be written.
+    pub async fn persisted(&self) -> Result<()> {
+        self.state.persisted().await
     }
 
     /// Empties a device's cloud-to-device queue; returns how many messages it held.
@@ -403,6 +423,9 @@ impl LocalHub {
     fn stop(&mut self) {
         let _ = self.shutdown.send(true);
         self.state.kick_all();
+        if let Some(store) = self.state.store() {
+            store.close();
+        }
         for task in &self.tasks {
             task.abort();
         }

@@ -47,23 +47,12 @@ pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 impl HubTls {
-    /// Makes a CA and a server certificate for `host_name`, `localhost` and `127.0.0.1`.
-    pub fn generate(host_name: &str) -> Result<Self> {
-        let ca_key = KeyPair::generate().map_err(|e| tls_error("CA key generation failed", e))?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())
-            .map_err(|e| tls_error("CA parameters", e))?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "iothub-local test CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca_params
-            .self_signed(&ca_key)
-            .map_err(|e| tls_error("CA self-signing failed", e))?;
+    /// Makes a server certificate for `host_name`, `localhost` and `127.0.0.1`, signed by
+    /// `ca` (a new one at each start; the CA may come from the state directory).
+    pub fn with_ca(host_name: &str, ca: &HubCa) -> Result<Self> {
+        let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(|e| tls_error("the CA key", e))?;
+        let ca_params = HubCa::params()?;
+        let ca_cert = ca;
 
         let mut names = vec![host_name.to_owned()];
         for name in ["localhost", "127.0.0.1"] {
@@ -110,6 +99,68 @@ impl HubTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             device_acceptor: TlsAcceptor::from(Arc::new(device_config)),
         })
+    }
+}
+
+/// The hub's CA: its certificate and key, PEM (the key is a secret: never logged).
+#[derive(Clone)]
+pub(crate) struct HubCa {
+    /// The certificate clients trust.
+    pub cert_pem: String,
+    /// Its private key (PKCS#8).
+    pub key_pem: String,
+    der: CertificateDer<'static>,
+}
+
+impl HubCa {
+    /// The CA's parameters; the same at every start, so that a CA read back from the state
+    /// directory signs server certificates whose issuer is that CA.
+    fn params() -> Result<CertificateParams> {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| tls_error("CA parameters", e))?;
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "iothub-local test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        Ok(ca_params)
+    }
+
+    /// A new CA.
+    pub fn generate() -> Result<Self> {
+        let ca_key = KeyPair::generate().map_err(|e| tls_error("CA key generation failed", e))?;
+        let cert = Self::params()?
+            .self_signed(&ca_key)
+            .map_err(|e| tls_error("CA self-signing failed", e))?;
+        Ok(HubCa {
+            cert_pem: cert.pem(),
+            key_pem: ca_key.serialize_pem(),
+            der: cert.der().clone(),
+        })
+    }
+
+    /// A CA read back: its certificate and key, PEM.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
+        let der = rustls::pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| tls_error("the stored CA certificate", e))?;
+        KeyPair::from_pem(key_pem).map_err(|e| tls_error("the stored CA key", e))?;
+        Ok(HubCa {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            der,
+        })
+    }
+
+    fn der(&self) -> &CertificateDer<'static> {
+        &self.der
+    }
+
+    fn pem(&self) -> String {
+        self.cert_pem.clone()
     }
 }
 

@@ -79,7 +79,13 @@ pub(super) async fn receive(mut receiver: Receiver, conn: Arc<Conn>) {
             .as_ref()
             .and_then(|p| p.message_id.as_ref())
             .map(id_text);
-        let settled = match enqueue(&conn.state, amqp) {
+        let queued = enqueue(&conn.state, amqp);
+        // Durable before `accepted` when the hub keeps a state directory.
+        let queued = match queued {
+            Ok(device_id) => conn.state.persisted().await.map(|()| device_id),
+            Err(e) => Err(e),
+        };
+        let settled = match queued {
             Ok(device_id) => {
                 tracing::info!(peer = %conn.peer, device = %device_id, message_id = ?message_id, "AMQP C2D send accepted");
                 receiver.accept(&delivery).await

@@ -290,6 +290,11 @@ impl Session {
                 }
                 let answer = self.on_publish(&publish)?;
                 if publish.qos == QoS::AtLeastOnce {
+                    // Durable before the PUBACK when the hub keeps a state directory.
+                    self.state
+                        .persisted()
+                        .await
+                        .map_err(|e| End::Protocol(e.to_string()))?;
                     wire.send(Packet::PubAck(PubAck::new(publish.pkid))).await?;
                 }
                 if let Some((topic, payload)) = answer {

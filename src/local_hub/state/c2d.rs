@@ -153,6 +153,7 @@ impl HubState {
         now: SystemTime,
     ) {
         if settled.is_empty() {
+            self.persist_c2d(inner, device_id, &[], now);
             return;
         }
         let generation_id = inner
@@ -160,24 +161,27 @@ impl HubState {
             .get(device_id)
             .map(|d| d.record.generation_id.clone())
             .unwrap_or_default();
-        let mut any = false;
+        let mut records = Vec::new();
         for s in settled {
             if !s.status.is_requested_by(s.ack) {
                 continue;
             }
-            any = true;
             tracing::info!(device = device_id, message_id = ?s.message_id, status = %s.status, "feedback record");
-            inner.feedback.push(
-                FeedbackRecord {
-                    original_message_id: s.message_id.unwrap_or_default(),
-                    status_code: s.status,
-                    description: s.status.as_str().to_owned(),
-                    device_id: device_id.to_owned(),
-                    device_generation_id: generation_id.clone(),
-                    enqueued_time_utc: expiry_time::format(s.at).unwrap_or_default(),
-                },
-                now,
-            );
+            let record = FeedbackRecord {
+                original_message_id: s.message_id.unwrap_or_default(),
+                status_code: s.status,
+                description: s.status.as_str().to_owned(),
+                device_id: device_id.to_owned(),
+                device_generation_id: generation_id.clone(),
+                enqueued_time_utc: expiry_time::format(s.at).unwrap_or_default(),
+            };
+            records.push(record);
+        }
+        // The queue's change and its feedback are written together.
+        self.persist_c2d(inner, device_id, &records, now);
+        let any = !records.is_empty();
+        for record in records {
+            inner.feedback.push(record, now);
         }
         if any {
             self.sweep_wake.notify_one();

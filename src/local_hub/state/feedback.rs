@@ -10,11 +10,14 @@ use super::HubState;
 impl HubState {
     /// The oldest ready feedback batch.
     pub fn take_feedback(&self) -> Option<Vec<FeedbackRecord>> {
-        self.lock().feedback.take()
+        let batch = self.lock().feedback.take();
+        self.persist_feedback_removed(batch.as_deref().unwrap_or_default());
+        batch
     }
 
     /// Puts a feedback batch back, for a receiver that could not deliver it.
     pub fn return_feedback(&self, batch: Vec<FeedbackRecord>) {
+        self.persist_feedback_added(&batch, self.clock.now());
         self.lock().feedback.put_back(batch, self.clock.now());
         self.feedback_ready.notify_one();
     }
@@ -34,7 +37,10 @@ impl HubState {
 
     /// The receiver accepted a batch: it leaves the queue.
     pub fn complete_feedback(&self, lock: FeedbackLock) {
-        if !self.lock().feedback.complete(lock) {
+        let mut inner = self.lock();
+        let records = inner.feedback.locked_records(lock).map(<[_]>::to_vec);
+        self.persist_feedback_removed(records.as_deref().unwrap_or_default());
+        if !inner.feedback.complete(lock) {
             tracing::info!("feedback settled after its lock was lost");
         }
     }
@@ -42,7 +48,13 @@ impl HubState {
     /// The receiver released a batch (or its link went away): it is ready again, unless it
     /// reached the maximum delivery count.
     pub fn release_feedback(&self, lock: FeedbackLock) {
-        let requeued = self.lock().feedback.release(lock, &self.settings.feedback);
+        let mut inner = self.lock();
+        let records = inner.feedback.locked_records(lock).map(<[_]>::to_vec);
+        let requeued = inner.feedback.release(lock, &self.settings.feedback);
+        if !requeued {
+            self.persist_feedback_removed(records.as_deref().unwrap_or_default());
+        }
+        drop(inner);
         if requeued {
             self.feedback_ready.notify_waiters();
             self.feedback_ready.notify_one();

@@ -416,6 +416,7 @@ impl HubState {
                 if reauthenticate || device.record.status == DeviceStatus::Disabled {
                     device.kick_everyone();
                 }
+                self.persist_device(&device.record);
                 Ok(device.snapshot())
             }
             (None, None) => {
@@ -442,6 +443,7 @@ impl HubState {
                     modules: BTreeMap::new(),
                 };
                 let record = device.snapshot();
+                self.persist_device(&record);
                 inner.devices.insert(spec.device_id, device);
                 Ok(record)
             }
@@ -479,6 +481,7 @@ impl HubState {
         device.kick_everyone();
         inner.forget_twins(device_id, None);
         inner.feedback.forget_device(device_id);
+        self.persist_device_deleted(device_id);
         Ok(())
     }
 
@@ -533,6 +536,7 @@ impl HubState {
                 record.secondary_key = spec.secondary_key.unwrap_or_else(generate_key);
                 record.managed_by = spec.managed_by;
                 record.etag = etag;
+                self.persist_module(&module.record);
                 Ok(module.snapshot())
             }
             (None, None) => {
@@ -552,6 +556,7 @@ impl HubState {
                     slot: SessionSlot::new(now),
                 };
                 let record = module.snapshot();
+                self.persist_module(&record);
                 device.modules.insert(spec.module_id, module);
                 Ok(record)
             }
@@ -602,6 +607,7 @@ impl HubState {
         let module = device.modules.remove(module_id).expect("checked above");
         module.slot.kick();
         inner.forget_twins(device_id, Some(module_id));
+        self.persist_module_deleted(device_id, module_id);
         Ok(())
     }
 }

@@ -22,6 +22,8 @@ mod features;
 mod feedback;
 mod identities;
 mod methods;
+mod persist;
+mod restore;
 mod sessions;
 mod telemetry;
 #[cfg(test)]
@@ -111,6 +113,8 @@ pub(crate) struct HubState {
     next_id: AtomicU64,
     /// Set once the hub stops, for connections that have no session slot (AMQP).
     stopping: watch::Sender<bool>,
+    /// The state directory's writer, when the hub has one (see `persist`).
+    store: std::sync::OnceLock<crate::local_hub::store::Store>,
 }
 
 /// Random bytes for keys and ids.
@@ -147,6 +151,7 @@ impl HubState {
             event_hubs_port: std::sync::OnceLock::new(),
             next_id: AtomicU64::new(1),
             stopping: watch::channel(false).0,
+            store: std::sync::OnceLock::new(),
         }
     }
 

@@ -251,6 +251,7 @@ impl HubState {
             for token in in_flight {
                 device.queue.abandon(token);
             }
+            self.persist_queue(&inner, &identity.device_id);
         }
         if let Some(slot) = inner.slot_mut(identity) {
             slot.close(session_id, now);

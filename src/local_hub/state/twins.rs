@@ -32,8 +32,8 @@ use crate::protocol::{
 use super::identities::{DeviceStatus, Identity};
 use super::{HubState, Inner, Outbound};
 
-/// A twin as the hub keeps it.
-#[derive(Clone, Debug)]
+/// A twin as the hub keeps it (and the state directory stores it).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct TwinRecord {
     /// The generation of the identity this twin belongs to.
     generation_id: String,
@@ -380,7 +380,9 @@ impl HubState {
             &patch,
             &metadata_stamp(now, None),
         );
-        Ok(twin.reported_version)
+        let version = twin.reported_version;
+        self.persist_twin(&inner, identity);
+        Ok(version)
     }
 
     /// A back-end write of tags and desired properties, checked against `if_match` (`*` or
@@ -465,6 +467,7 @@ impl HubState {
         if let Some((patch, version)) = pushed {
             inner.push_desired(identity, &patch, version);
         }
+        self.persist_twin(&inner, identity);
         inner
             .view(identity, now)
             .ok_or_else(|| identity_not_found(identity))

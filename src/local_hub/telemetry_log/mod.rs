@@ -195,7 +195,12 @@ pub(crate) struct TelemetryLog {
     partitions: Vec<Mutex<Partition>>,
     /// Counts appends to any partition, for readers of several partitions.
     appended_any: watch::Sender<u64>,
+    /// Told of each append while its partition is locked (the state directory's hook).
+    recorder: std::sync::OnceLock<Recorder>,
 }
+
+/// See [`TelemetryLog::set_recorder`].
+pub(crate) type Recorder = Box<dyn Fn(&TelemetryEvent) + Send + Sync>;
 
 /// The bytes an event counts for against retention.
 fn stored_size(stamps: &Stamps, message: &Message) -> usize {
@@ -252,6 +257,7 @@ impl TelemetryLog {
             settings,
             partitions,
             appended_any: watch::channel(0).0,
+            recorder: std::sync::OnceLock::new(),
         }
     }
 
@@ -296,6 +302,9 @@ impl TelemetryLog {
             message,
         });
         p.events.push_back(event.clone());
+        if let Some(record) = self.recorder.get() {
+            record(&event);
+        }
         p.bytes += size;
         p.next_sequence += 1;
         p.next_offset += i64::try_from(size).unwrap_or(i64::MAX);
@@ -407,6 +416,48 @@ impl TelemetryLog {
     /// Events retained in `partition` (0 for an unknown one).
     pub fn retained(&self, partition: u32) -> usize {
         self.partition(partition).map_or(0, |p| p.events.len())
+    }
+}
+
+/// The state directory's side (`local_hub::store`): a hook told of each append in sequence
+/// order, and events read back at start.
+impl TelemetryLog {
+    /// The settings the log was made with.
+    pub fn settings(&self) -> &LogSettings {
+        &self.settings
+    }
+
+    /// Calls `recorder` with each appended event, in each partition's sequence order (it runs
+    /// while the partition is locked: it must not block). Set once.
+    pub fn set_recorder(&self, recorder: Recorder) {
+        let _ = self.recorder.set(recorder);
+    }
+
+    /// Appends an event read back from the state directory, with its own sequence number,
+    /// offset and time; events must come in sequence order, and one that does not follow the
+    /// last is ignored. Call [`TelemetryLog::expire`] afterwards to apply retention.
+    pub fn restore(&self, event: TelemetryEvent) {
+        let Some(mut p) = self.partition(event.partition) else {
+            return;
+        };
+        if event.sequence_number < p.next_sequence {
+            return;
+        }
+        if event.sequence_number != p.next_sequence {
+            // A gap: what came before it cannot be served in order; start again from here.
+            p.events.clear();
+            p.bytes = 0;
+        }
+        let size = stored_size(&event.stamps, &event.message);
+        p.next_sequence = event.sequence_number + 1;
+        p.next_offset = event
+            .offset
+            .saturating_add(i64::try_from(size).unwrap_or(i64::MAX));
+        p.last = Some((event.offset, event.enqueued_time));
+        p.bytes += size;
+        p.events.push_back(Arc::new(event));
+        let next = p.next_sequence;
+        p.appended.send_replace(next);
     }
 }
 
