@@ -26,7 +26,7 @@
 //! - *paced 1,000/s*: the same, one send per tick of a 1 ms interval (a late tick is delayed, not
 //!   bunched), 2,000 messages: the latency figures are the ones the issue's "p99 at 1,000
 //!   msg/s" target reads;
-//! - *concurrent*: 32 sending tasks (4 per device, over the 8 connected devices), 8,000 messages.
+//! - *concurrent*: 32 sending tasks, message n to connected device n mod 8, 8,000 messages.
 //!
 //! Registry sizes: 8 registered devices (all connected), then 9,992 more idle registered
 //! devices (never connected) are created for the 10,000 case and deleted after it, so every
@@ -252,11 +252,12 @@ impl Bench {
         let epoch = self.epoch;
         let (per_device, single) = match mode {
             Mode::Sequential | Mode::Paced => (vec![messages], true),
-            Mode::Concurrent => {
-                let mut counts = vec![messages / DEVICES; DEVICES];
-                counts[0] += messages % DEVICES;
-                (counts, false)
-            }
+            Mode::Concurrent => (
+                (0..DEVICES)
+                    .map(|i| messages / DEVICES + usize::from(i < messages % DEVICES))
+                    .collect(),
+                false,
+            ),
         };
         let before = CpuSample::now()?;
         let start = Instant::now();
@@ -265,7 +266,8 @@ impl Bench {
             Flow::C2d => {
                 let clients: Vec<DeviceClient> =
                     self.devices[..per_device.len()].iter().cloned().collect();
-                self.device_rt.spawn(receive_c2d(clients, per_device.clone(), epoch))
+                self.device_rt
+                    .spawn(receive_c2d(clients, per_device.clone(), epoch))
             }
             Flow::Telemetry => {
                 let hub = self.hub.clone();
@@ -273,7 +275,9 @@ impl Bench {
                 let handle = self
                     .service_rt
                     .spawn(read_telemetry(hub, messages, epoch, ready_tx));
-                ready_rx.await.map_err(|_| "the telemetry reader did not start")?;
+                ready_rx
+                    .await
+                    .map_err(|_| "the telemetry reader did not start")?;
                 handle
             }
         };
@@ -408,11 +412,10 @@ async fn send_c2d(
         1
     };
     let mut handles = Vec::new();
-    for task in 0..tasks {
+    for _ in 0..tasks {
         let (registry, ids, next, retries) =
             (registry.clone(), ids.clone(), next.clone(), retries.clone());
         handles.push(tokio::spawn(async move {
-            let device = &ids[if single { 0 } else { task % DEVICES }];
             let mut interval = tokio::time::interval(PACE);
             interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
@@ -423,6 +426,8 @@ async fn send_c2d(
                 if mode == Mode::Paced {
                     interval.tick().await;
                 }
+                // Message `seq` goes to device `seq % DEVICES`, as the receivers expect.
+                let device = &ids[if single { 0 } else { seq % DEVICES }];
                 loop {
                     match registry
                         .send_c2d_message(device, body(seq as u64, epoch))
@@ -523,7 +528,13 @@ async fn pair_run(hub: &LocalHub, peers: &Peers, pair: Pair, cs: &str) -> Result
         Pair::Python => Peer::spawn(
             peers.python.as_deref().ok_or("no python")?,
             "py_device.py",
-            &peer::device_args(&peer::python_device_connection_string(cs), ca, hub, count, &[]),
+            &peer::device_args(
+                &peer::python_device_connection_string(cs),
+                ca,
+                hub,
+                count,
+                &[],
+            ),
             ca,
         ),
         Pair::Node => Peer::spawn_node(
@@ -634,7 +645,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtimes = (|| Ok::<_, BoxError>((runtime(HUB_THREADS, 2)?, runtime(DEVICE_THREADS, 1)?, runtime(SERVICE_THREADS, 1)?)))();
+    let runtimes = (|| {
+        Ok::<_, BoxError>((
+            runtime(HUB_THREADS, 2)?,
+            runtime(DEVICE_THREADS, 1)?,
+            runtime(SERVICE_THREADS, 1)?,
+        ))
+    })();
     let (hub_rt, device_rt, service_rt) = match runtimes {
         Ok(runtimes) => runtimes,
         Err(e) => {
@@ -767,7 +784,11 @@ async fn bench(hub_rt: Handle, device_rt: Handle, service_rt: Handle) -> Result<
         let ours = figures[0][0].last().map_or(f64::NAN, |f| f.rate);
         for (p, pair) in pairs.iter().enumerate() {
             let rate = pair_rate(&bench.hub, &peers, *pair).await?;
-            let name = if *pair == Pair::Python { "python" } else { "node" };
+            let name = if *pair == Pair::Python {
+                "python"
+            } else {
+                "node"
+            };
             println!(
                 "{round:<5} {DEVICES:>8} {:<24} {rate:>9.0}   ours/pair {:.2}x",
                 format!("c2d sequential, {name} pair"),
@@ -819,7 +840,11 @@ async fn bench(hub_rt: Handle, device_rt: Handle, service_rt: Handle) -> Result<
         );
     }
     for (p, pair) in pairs.iter().enumerate() {
-        let name = if *pair == Pair::Python { "python" } else { "node" };
+        let name = if *pair == Pair::Python {
+            "python"
+        } else {
+            "node"
+        };
         println!(
             "c2d sequential, official {name} pair: msgs/s {} | ours/pair {}",
             spread(&pair_rates[p], 0),
