@@ -322,42 +322,55 @@ impl Task {
             self.check_restored(&mut restoring, &mut ready);
             self.flush_requests();
             tracing::info!(device = %self.device_id, module = ?self.module_id, session_present, "connected");
+            // One timer for the connection's deadlines (token renewal, the renewal's wait for
+            // acknowledgements, the expiry warning, twin request timeouts), moved only when the
+            // earliest of them changes: no timer is registered and dropped per event.
+            let far = Instant::now() + FAR;
+            let timer = tokio::time::sleep_until(far);
+            tokio::pin!(timer);
             let step = loop {
-                let renew = renew_at.unwrap_or_else(|| Instant::now() + FAR);
-                let warn = warn_at.unwrap_or_else(|| Instant::now() + FAR);
-                let deadline = self
-                    .requests
-                    .next_deadline()
-                    .unwrap_or_else(|| Instant::now() + FAR);
-                let ack_wait_end = ack_wait.unwrap_or_else(|| Instant::now() + FAR);
+                let renew = if ack_wait.is_none() {
+                    renew_at.unwrap_or(far)
+                } else {
+                    far
+                };
+                let warn = warn_at.unwrap_or(far);
+                let deadline = self.requests.next_deadline().unwrap_or(far);
+                let ack_wait_end = ack_wait.unwrap_or(far);
+                let wake = renew.min(warn).min(deadline).min(ack_wait_end);
+                if timer.deadline() != wake {
+                    timer.as_mut().reset(wake);
+                }
                 let step = tokio::select! {
                     event = self.eventloop.poll() => match event {
                         Ok(event) => self.on_event(event, epoch, &mut sends, &mut restoring, &mut ready).await,
                         Err(e) => Step::Reconnect { planned: false, reason: describe(&e) },
                     },
                     command = self.commands.recv() => self.on_command(command, epoch, &mut sends).await,
-                    _ = sleep_until(renew), if ack_wait.is_none() => {
-                        if self.awaiting_ack.is_empty() {
+                    _ = &mut timer => {
+                        let now = Instant::now();
+                        if renew <= now {
+                            if self.awaiting_ack.is_empty() {
+                                Step::Reconnect { planned: true, reason: "SAS token renewal".into() }
+                            } else {
+                                let expiry = issued.as_ref().map_or(FAR, |i| {
+                                    i.token.expiry().duration_since(SystemTime::now()).unwrap_or_default()
+                                });
+                                ack_wait = Some(now + RENEWAL_ACK_WAIT.min(expiry));
+                                Step::Continue
+                            }
+                        } else if ack_wait_end <= now {
                             Step::Reconnect { planned: true, reason: "SAS token renewal".into() }
+                        } else if warn <= now {
+                            warn_at = None;
+                            if let Some(issued) = &issued {
+                                self.state.send_replace(ConnectionState::TokenExpiring { at: issued.token.expiry() });
+                            }
+                            Step::Continue
                         } else {
-                            let expiry = issued.as_ref().map_or(FAR, |i| {
-                                i.token.expiry().duration_since(SystemTime::now()).unwrap_or_default()
-                            });
-                            ack_wait = Some(Instant::now() + RENEWAL_ACK_WAIT.min(expiry));
+                            self.requests.expire(now);
                             Step::Continue
                         }
-                    }
-                    _ = sleep_until(ack_wait_end) => Step::Reconnect { planned: true, reason: "SAS token renewal".into() },
-                    _ = sleep_until(warn) => {
-                        warn_at = None;
-                        if let Some(issued) = &issued {
-                            self.state.send_replace(ConnectionState::TokenExpiring { at: issued.token.expiry() });
-                        }
-                        Step::Continue
-                    }
-                    _ = sleep_until(deadline) => {
-                        self.requests.expire(Instant::now());
-                        Step::Continue
                     }
                 };
                 match step {

@@ -336,10 +336,7 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
 async fn sweep(state: Arc<HubState>) {
     loop {
         let next = state.sweep();
-        let wait = next
-            .and_then(|at| at.duration_since(state.clock.now()).ok())
-            .unwrap_or(Duration::from_secs(1))
-            .clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let wait = crate::local_hub::state::sweep_wait(next, state.clock.now());
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = state.sweep_wake.notified() => {}

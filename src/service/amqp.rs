@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fe2o3_amqp::connection::ConnectionHandle;
-use fe2o3_amqp::link::delivery::DeliveryInfo;
+use fe2o3_amqp::link::SendError;
+use fe2o3_amqp::link::delivery::{DeliveryFut, DeliveryInfo};
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 use fe2o3_amqp_cbs::client::CbsClient;
@@ -271,11 +272,32 @@ fn outcome_result(outcome: Outcome) -> Result<()> {
     }
 }
 
+/// The hub's disposition of one sent message, still to come.
+pub(crate) type Settlement = DeliveryFut<std::result::Result<Outcome, SendError>>;
+
+/// Who waits for a send: the link's [`Settlement`] once the message is on the wire (the caller
+/// awaits it itself, so no task is spawned per message), or why it could not be sent.
+pub(crate) type SendDone = oneshot::Sender<Result<Settlement>>;
+
 /// A message to send, who waits for its disposition, and by when it must be settled.
 pub(crate) struct SendRequest {
     pub message: AmqpMessage<Data>,
-    pub done: oneshot::Sender<Result<()>>,
+    pub done: SendDone,
     pub deadline: Instant,
+}
+
+/// The caller's result once the hub settles its message, or `deadline` passes.
+pub(crate) async fn settled(settlement: Settlement, deadline: Instant) -> Result<()> {
+    match tokio::time::timeout_at(deadline, settlement).await {
+        Ok(Ok(outcome)) => outcome_result(outcome),
+        Ok(Err(e)) => Err(
+            transport("the connection closed before the hub settled the message").with_source(e),
+        ),
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            "the hub did not settle the message in time",
+        )),
+    }
 }
 
 /// Starts the sender task; it connects on the first send.
@@ -310,7 +332,7 @@ async fn connect_sender(
     config: &AmqpConfig,
     backoff: &mut Backoff,
     deadline: Instant,
-    done: &oneshot::Sender<Result<()>>,
+    done: &SendDone,
 ) -> Result<(Link, Sender)> {
     let mut attempts = 0u32;
     loop {
@@ -380,14 +402,7 @@ async fn sender_task(config: AmqpConfig, mut requests: mpsc::Receiver<SendReques
                 let deadline = request.deadline;
                 match tokio::time::timeout_at(deadline, sender.send_batchable(request.message)).await {
                     Ok(Ok(settlement)) => {
-                        tokio::spawn(async move {
-                            let result = match tokio::time::timeout_at(deadline, settlement).await {
-                                Ok(Ok(outcome)) => outcome_result(outcome),
-                                Ok(Err(e)) => Err(transport("the connection closed before the hub settled the message").with_source(e)),
-                                Err(_) => Err(Error::new(ErrorKind::Timeout, "the hub did not settle the message in time")),
-                            };
-                            let _ = request.done.send(result);
-                        });
+                        let _ = request.done.send(Ok(settlement));
                     }
                     Err(_) => {
                         tracing::warn!("the C2D link did not take the message in time; reopening on the next send");

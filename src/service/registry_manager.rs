@@ -288,9 +288,12 @@ impl RegistryManager {
             })
             .await
             .map_err(|_| Error::new(ErrorKind::Closed, "the AMQP sender stopped"))?;
-        result
+        // The sender task hands back the link's settlement once the message is written; it is
+        // awaited here, in the caller's task.
+        let settlement = result
             .await
-            .map_err(|_| Error::new(ErrorKind::Closed, "the AMQP sender stopped"))?
+            .map_err(|_| Error::new(ErrorKind::Closed, "the AMQP sender stopped"))??;
+        amqp::settled(settlement, deadline).await
     }
 
     /// A receiver of delivery feedback batches, on its own AMQP connection.

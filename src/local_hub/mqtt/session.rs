@@ -5,6 +5,10 @@
 //! it) and the PUBACK completes them; at most [`MAX_IN_FLIGHT`] wait for their PUBACK at once.
 //! A PUBLISH pushed into the outbox by another part of the hub goes out as it is.
 //!
+//! Writes are batched per wake-up: everything the session sends in answer to the packets of one
+//! read, to the outbox items waiting, and the C2D deliveries these allow, is encoded into the
+//! write buffer and goes out in one write and one flush before the session waits again.
+//!
 //! Twin and method traffic (Microsoft Learn, "Communicate with an IoT hub using the MQTT
 //! protocol"): `$iothub/twin/GET/?$rid=` is answered on `$iothub/twin/res/200/?$rid=` with the
 //! `{desired, reported}` document; `$iothub/twin/PATCH/properties/reported/?$rid=` on
@@ -130,7 +134,7 @@ impl Session {
     ) -> Outcome {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let mut alive_until = keep_alive.map_or(far, |k| Instant::now() + k);
-        if let Err(e) = self.deliver(wire).await {
+        if let Err(e) = self.deliver(wire) {
             return Outcome::Ended(e);
         }
         loop {
@@ -141,15 +145,28 @@ impl Session {
                         if let Some(k) = keep_alive {
                             alive_until = Instant::now() + k;
                         }
-                        match self.handle(wire, packet).await {
+                        match self.handle(wire, packet) {
                             Ok(true) => {}
-                            Ok(false) => return Outcome::Disconnect,
+                            Ok(false) => {
+                                // Answers queued before the DISCONNECT still go out.
+                                let _ = wire.flush().await;
+                                return Outcome::Disconnect;
+                            }
                             Err(e) => return Outcome::Ended(e),
                         }
                     }
                     Ok(None) => break,
                     Err(e) => return Outcome::Ended(e),
                 }
+            }
+            // Outbox items already waiting join the same write.
+            while let Some(item) = outbox.try_recv() {
+                if let Err(e) = self.send_outbound(wire, item) {
+                    return Outcome::Ended(e);
+                }
+            }
+            if let Err(e) = wire.flush().await {
+                return Outcome::Ended(e);
             }
             tokio::select! {
                 filled = wire.fill() => {
@@ -161,7 +178,7 @@ impl Session {
                     let Some(item) = item else {
                         return Outcome::TakenOver;
                     };
-                    if let Err(e) = self.send_outbound(wire, item).await {
+                    if let Err(e) = self.send_outbound(wire, item) {
                         return Outcome::Ended(e);
                     }
                 }
@@ -174,7 +191,7 @@ impl Session {
 
     /// Sends what was pushed, then pulls the C2D queue: after any item, so that a wake-up
     /// dropped because the outbox was full is never missed.
-    async fn send_outbound<S: AsyncRead + AsyncWrite + Unpin>(
+    fn send_outbound<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         wire: &mut Wire<S>,
         item: Outbound,
@@ -185,14 +202,13 @@ impl Session {
             qos,
         } = item
         {
-            self.publish(wire, topic, payload, qos, InFlight::Pushed)
-                .await?;
+            self.publish(wire, topic, payload, qos, InFlight::Pushed)?;
         }
-        self.deliver(wire).await
+        self.deliver(wire)
     }
 
-    /// Sends a PUBLISH; a QoS 1 one is remembered until its PUBACK.
-    async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
+    /// Queues a PUBLISH; a QoS 1 one is remembered until its PUBACK.
+    fn publish<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         wire: &mut Wire<S>,
         topic: String,
@@ -220,11 +236,11 @@ impl Session {
             pkid,
             payload,
         };
-        wire.send(Packet::Publish(publish)).await
+        wire.queue(Packet::Publish(publish))
     }
 
-    /// Sends queued C2D messages while there is room in flight. Modules have no C2D.
-    async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
+    /// Queues C2D messages for sending while there is room in flight. Modules have no C2D.
+    fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         wire: &mut Wire<S>,
     ) -> Result<(), End> {
@@ -252,8 +268,7 @@ impl Session {
                 message.body().clone(),
                 qos,
                 InFlight::C2d(token),
-            )
-            .await?;
+            )?;
             if qos == QoS::AtMostOnce {
                 self.state.complete_c2d(&device_id, token);
             }
@@ -277,8 +292,8 @@ impl Session {
         }
     }
 
-    /// Handles one packet; `Ok(false)` ends the session cleanly.
-    async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    /// Handles one packet, queueing the answers; `Ok(false)` ends the session cleanly.
+    fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         wire: &mut Wire<S>,
         packet: Packet,
@@ -295,27 +310,25 @@ impl Session {
                         .persisted()
                         .await
                         .map_err(|e| End::Protocol(e.to_string()))?;
-                    wire.send(Packet::PubAck(PubAck::new(publish.pkid))).await?;
+                    wire.queue(Packet::PubAck(PubAck::new(publish.pkid)))?;
                 }
                 if let Some((topic, payload)) = answer {
-                    self.publish(wire, topic, payload, QoS::AtMostOnce, InFlight::Pushed)
-                        .await?;
+                    self.publish(wire, topic, payload, QoS::AtMostOnce, InFlight::Pushed)?;
                 }
             }
             Packet::PubAck(ack) => {
                 if let Some(InFlight::C2d(token)) = self.in_flight.remove(&ack.pkid) {
                     self.state.complete_c2d(&self.identity.device_id, token);
                 }
-                self.deliver(wire).await?;
+                self.deliver(wire)?;
             }
             Packet::Subscribe(subscribe) => {
                 let mut codes = Vec::with_capacity(subscribe.filters.len());
                 for filter in &subscribe.filters {
                     codes.push(self.on_subscribe(&filter.path, filter.qos));
                 }
-                wire.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
-                    .await?;
-                self.deliver(wire).await?;
+                wire.queue(Packet::SubAck(SubAck::new(subscribe.pkid, codes)))?;
+                self.deliver(wire)?;
             }
             Packet::Unsubscribe(unsubscribe) => {
                 for topic in &unsubscribe.topics {
@@ -338,10 +351,9 @@ impl Session {
                     self.state
                         .set_c2d_subscribed(device_id, self.session_id, false);
                 }
-                wire.send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
-                    .await?;
+                wire.queue(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))?;
             }
-            Packet::PingReq => wire.send(Packet::PingResp).await?,
+            Packet::PingReq => wire.queue(Packet::PingResp)?,
             Packet::Disconnect => return Ok(false),
             other => {
                 return Err(End::Protocol(format!(

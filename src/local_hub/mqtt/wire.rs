@@ -112,13 +112,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         }
     }
 
-    pub async fn send(&mut self, packet: Packet) -> Result<(), End> {
-        self.write.clear();
+    /// Encodes a packet into the write buffer; nothing is written until [`Self::flush`].
+    pub fn queue(&mut self, packet: Packet) -> Result<(), End> {
         packet
             .write(&mut self.write, usize::MAX)
             .map_err(|e| End::Protocol(format!("cannot encode a packet: {e}")))?;
+        Ok(())
+    }
+
+    /// Writes everything queued in one write and one flush (one TLS record batch, one syscall
+    /// where the socket takes it all); nothing when nothing is queued.
+    pub async fn flush(&mut self) -> Result<(), End> {
+        if self.write.is_empty() {
+            return Ok(());
+        }
         self.stream.write_all(&self.write).await.map_err(End::Io)?;
+        self.write.clear();
         self.stream.flush().await.map_err(End::Io)
+    }
+
+    /// Queues a packet and flushes.
+    pub async fn send(&mut self, packet: Packet) -> Result<(), End> {
+        self.queue(packet)?;
+        self.flush().await
     }
 }
 

@@ -66,9 +66,8 @@ impl HubState {
             device.wake_c2d();
             tracing::info!(device = device_id, message_id = ?message_id, "c2d enqueued");
         }
+        self.file_c2d_deadline(&mut inner, device_id);
         self.record_feedback(&mut inner, device_id, settled, now);
-        drop(inner);
-        self.sweep_wake.notify_one();
         result
     }
 
@@ -83,6 +82,7 @@ impl HubState {
             .ok_or(RegistryError::DeviceNotFound)?;
         let count = device.queue.purge(now, &mut settled);
         device.record.c2d_count = 0;
+        self.file_c2d_deadline(&mut inner, device_id);
         self.record_feedback(&mut inner, device_id, settled, now);
         tracing::info!(device = device_id, count, "c2d queue purged");
         Ok(count)
@@ -102,6 +102,7 @@ impl HubState {
             .queue
             .next_delivery(&self.settings.c2d, now, &mut settled);
         device.record.c2d_count = device.queue.len();
+        self.file_c2d_deadline(&mut inner, device_id);
         self.record_feedback(&mut inner, device_id, settled, now);
         if let Some((_, message)) = &next {
             tracing::info!(device = device_id, message_id = ?message.message_id(), "c2d delivered");
@@ -119,6 +120,7 @@ impl HubState {
         let settled = device.queue.complete(token, now);
         device.record.c2d_count = device.queue.len();
         device.slot.last_activity = now;
+        self.file_c2d_deadline(&mut inner, device_id);
         match settled {
             Some(settled) => {
                 tracing::info!(device = device_id, message_id = ?settled.message_id, "c2d completed");
@@ -183,7 +185,15 @@ impl HubState {
         for record in records {
             inner.feedback.push(record, now);
         }
-        if any {
+        // The sweep cuts the batch: wake it if the batch is full, or due before its planned
+        // wake.
+        let due = inner
+            .feedback
+            .next_deadline(self.settings.feedback_flush_interval);
+        if any
+            && (inner.feedback.has_ready()
+                || due.is_some_and(|at| inner.deadlines.wakes_sooner(at)))
+        {
             self.sweep_wake.notify_one();
         }
     }

@@ -11,6 +11,7 @@
 //! - `identities`: the registry of devices and modules, their keys and authorization;
 //! - `sessions`: one MQTT session slot per identity, and the push path into a session;
 //! - `c2d`: each device's cloud-to-device queue;
+//! - `deadlines`: which devices' queues the sweep must visit, and when;
 //! - `feedback`: the hub-wide feedback queue;
 //! - `twins`: one twin per identity;
 //! - `features`: what each session subscribed to among twin responses, desired patches and
@@ -18,6 +19,7 @@
 //! - `methods`: direct-method calls waiting for the device's answer.
 
 mod c2d;
+mod deadlines;
 mod features;
 mod feedback;
 mod identities;
@@ -46,6 +48,7 @@ use crate::local_hub::clock::Clock;
 use crate::local_hub::feedback_queue::{FeedbackLimits, FeedbackQueue};
 use crate::local_hub::telemetry_log::{LogSettings, TelemetryLog};
 
+pub(crate) use deadlines::sweep_wait;
 #[allow(
     unused_imports,
     reason = "read by the HTTPS module API and device twins and methods (the next issues)"
@@ -80,6 +83,8 @@ struct Inner {
     feature_subscriptions: features::Subscriptions,
     /// Direct-method calls waiting for an answer.
     methods: methods::PendingMethods,
+    /// When each device's C2D queue next needs the sweep.
+    deadlines: deadlines::Deadlines,
 }
 
 /// Hub-wide settings.
@@ -143,6 +148,7 @@ impl HubState {
                 twins: Default::default(),
                 feature_subscriptions: Default::default(),
                 methods: Default::default(),
+                deadlines: Default::default(),
             }),
             feedback_ready: Notify::new(),
             sweep_wake: Notify::new(),
@@ -202,22 +208,28 @@ impl HubState {
     /// Expires messages, releases lapsed locks (waking the session that may deliver them
     /// again), cuts due feedback batches, drops telemetry past retention; returns when the
     /// next sweep is needed.
+    ///
+    /// Only the devices whose deadline has come are visited (the deadline index), so a sweep
+    /// costs nothing per idle registered device.
     pub fn sweep(&self) -> Option<SystemTime> {
         let now = self.clock.now();
         self.telemetry_log.expire(now);
         let mut inner = self.lock();
-        let ids: Vec<String> = inner.devices.keys().cloned().collect();
-        let mut next = None::<SystemTime>;
-        for id in ids {
+        let due = inner.deadlines.take_due(now);
+        for id in due {
             let mut settled = Vec::new();
-            let device = inner.devices.get_mut(&id).expect("id taken from the map");
+            let Some(device) = inner.devices.get_mut(&id) else {
+                continue; // deleted since its deadline was filed
+            };
             if device.queue.sweep(&self.settings.c2d, now, &mut settled) {
                 device.wake_c2d();
             }
             device.record.c2d_count = device.queue.len();
-            next = earliest(next, device.queue.next_deadline());
+            let deadline = device.queue.next_deadline();
+            inner.deadlines.set(&id, deadline);
             self.record_feedback(&mut inner, &id, settled, now);
         }
+        let mut next = inner.deadlines.earliest();
         let flush = self.settings.feedback_flush_interval;
         inner.feedback.flush_due(flush, now);
         next = earliest(next, inner.feedback.next_deadline(flush));
@@ -226,7 +238,20 @@ impl HubState {
             self.feedback_ready.notify_waiters();
             self.feedback_ready.notify_one();
         }
+        inner.deadlines.plan_wake(now + sweep_wait(next, now));
         next
+    }
+
+    /// Files a device's C2D deadline after its queue changed; wakes the sweep task if the
+    /// deadline comes before its planned wake.
+    fn file_c2d_deadline(&self, inner: &mut Inner, device_id: &str) {
+        let deadline = inner
+            .devices
+            .get(device_id)
+            .and_then(|device| device.queue.next_deadline());
+        if inner.deadlines.set(device_id, deadline) {
+            self.sweep_wake.notify_one();
+        }
     }
 
     /// A receiver that turns `true` when the hub stops.

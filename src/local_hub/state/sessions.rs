@@ -69,6 +69,16 @@ impl Outbox {
         }
         Some(item)
     }
+
+    /// The next item if one is waiting; `None` when none is (or the outbox is closed, which
+    /// the next [`Self::recv`] reports).
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.try_recv().ok()?;
+        if item == Outbound::C2dReady {
+            self.c2d_pending.store(false, Ordering::Release);
+        }
+        Some(item)
+    }
 }
 
 /// A session's registration: its id, its outbox, and the notification that closes it.

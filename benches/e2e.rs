@@ -1,0 +1,859 @@
+//! End-to-end benchmark: C2D (`RegistryManager` → hub → `DeviceClient`) and telemetry
+//! (`DeviceClient` → hub → `LocalHub::telemetry()`) through one in-process local hub, as users
+//! see them, at 8 and at 10,000 registered devices.
+//!
+//! No criterion: one `main`, one run, tables on stdout.
+//!
+//! **Where the CPU goes.** The hub, the senders and the receivers run in this one process, each
+//! on its own Tokio runtime with named threads: the hub on `e2e-hub` (2 workers, as
+//! `iothub-local` has on this 2-core machine; the hub's tasks are spawned there because
+//! `LocalHub::builder().start()` runs there), the eight `DeviceClient`s on `e2e-dev` (1 worker;
+//! each client's connection task is spawned where `connect()` runs), the `RegistryManager` and
+//! the telemetry reader on `e2e-svc` (1 worker). Before and after each timed run the bench sums
+//! each runtime's threads' CPU time from `/proc/self/task/<tid>/schedstat` (nanoseconds on
+//! CPU; `stat`'s utime + stime in clock ticks where schedstat is missing) and divides by the
+//! messages of the run: CPU µs per message for the hub, the sender (service side for C2D,
+//! device side for telemetry) and the receiver. The orchestrating thread (`main`) is not
+//! counted.
+//!
+//! **Scenarios**, each message a 16-byte body holding its sequence number and its send time
+//! (ns since a common `Instant`); latency = receipt − send start, where receipt is
+//! `DeviceClient::receive_message()` (C2D, `AckMode::Auto`) or the telemetry stream (telemetry)
+//! returning it:
+//! - *sequential*: one sender, each send awaited before the next (C2D: the hub accepted it;
+//!   telemetry: PUBACK), 2,000 messages to one device; the receiver runs concurrently; rate =
+//!   messages / (last receipt − first send);
+//! - *paced 1,000/s*: the same, one send per tick of a 1 ms interval (a late tick is delayed, not
+//!   bunched), 2,000 messages: the latency figures are the ones the issue's "p99 at 1,000
+//!   msg/s" target reads;
+//! - *concurrent*: 32 sending tasks, message n to connected device n mod 8, 8,000 messages.
+//!
+//! Registry sizes: 8 registered devices (all connected), then 9,992 more idle registered
+//! devices (never connected) are created for the 10,000 case and deleted after it, so every
+//! round measures both sizes with the same clients. A `QueueFull` refusal (IoT Hub's 50-message
+//! queue) makes the C2D sender retry after a yield and is counted. One untimed warm-up run of
+//! every scenario comes first. 5 rounds; min / median / max of each figure over the rounds.
+//!
+//! **The official SDK pairs** (when `IOTHUB_PYTHON` / `IOTHUB_NODE_MODULES` are set, see
+//! tests/interop/README.md), sequential C2D at 8 registered devices, every round: the Python pair
+//! is `tests/interop/py_service_bench.py` (azure-iot-hub `send_c2d_message`, sequential)
+//! sending 500 messages to a device that `tests/interop/py_device.py` (azure-iot-device) is
+//! receiving; the Node pair `node_service_bench.js --in-flight 1` with `node_device.js`. The
+//! sender times its own loop (`elapsed_s`, start-up excluded); the pair's time runs from the
+//! start of that loop (the instant its result line arrived minus `elapsed_s`) to the instant the
+//! receiver printed its 500th message. Ratio = our sequential C2D rate / the pair's, both from
+//! the same round. Each peer device is registered only for its run. Telemetry is not compared
+//! with the peers here.
+//!
+//! ```text
+//! IOTHUB_PYTHON=VENV/bin/python IOTHUB_NODE_MODULES=DIR/node_modules \
+//!   cargo bench --features device,service,local-hub --bench e2e
+//! ```
+//!
+//! Linux only (`/proc`); only loopback traffic; every wait is bounded by a timeout.
+
+#[path = "../tests/interop/peer.rs"]
+mod peer;
+mod support;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use iothub::device::{AckMode, DeviceClient};
+use iothub::local_hub::LocalHub;
+use iothub::service::RegistryManager;
+use iothub::{ErrorKind, Message};
+use peer::{Peer, TempFile};
+use support::{BoxError, Result};
+use tokio::runtime::{Handle, Runtime};
+use tokio::task::JoinHandle;
+use tokio::time::{MissedTickBehavior, timeout};
+
+/// Connected devices: C2D receivers and telemetry senders.
+const DEVICES: usize = 8;
+/// The large registry: `DEVICES` connected plus idle ones.
+const LARGE_REGISTRY: usize = 10_000;
+const ROUNDS: usize = 5;
+const SEQUENTIAL_MESSAGES: usize = 2_000;
+const PACED_MESSAGES: usize = 2_000;
+const PACE: Duration = Duration::from_millis(1);
+const CONCURRENT_MESSAGES: usize = 8_000;
+const CONCURRENT_TASKS: usize = 32;
+/// Messages of every scenario in the warm-up.
+const WARMUP_MESSAGES: usize = 200;
+/// Messages of one official-pair run.
+const PEER_MESSAGES: usize = 500;
+/// The longest one run may take.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+const HUB_THREADS: &str = "e2e-hub";
+const DEVICE_THREADS: &str = "e2e-dev";
+const SERVICE_THREADS: &str = "e2e-svc";
+
+// ---------------------------------------------------------------------------------------------
+// CPU time per runtime.
+
+/// CPU nanoseconds of this process's threads whose name starts with `prefix`.
+fn threads_cpu_ns(prefix: &str) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let dir = task?.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        total += thread_cpu_ns(&dir).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+fn thread_cpu_ns(dir: &std::path::Path) -> Option<u64> {
+    if let Ok(schedstat) = std::fs::read_to_string(dir.join("schedstat")) {
+        return schedstat.split_whitespace().next()?.parse().ok();
+    }
+    // `stat`: utime and stime are fields 14 and 15, after the parenthesised name.
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000_000) // USER_HZ = 100 on Linux
+}
+
+#[derive(Clone, Copy)]
+struct CpuSample {
+    hub: u64,
+    device: u64,
+    service: u64,
+}
+
+impl CpuSample {
+    fn now() -> Result<Self> {
+        Ok(CpuSample {
+            hub: threads_cpu_ns(HUB_THREADS)?,
+            device: threads_cpu_ns(DEVICE_THREADS)?,
+            service: threads_cpu_ns(SERVICE_THREADS)?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Message bodies.
+
+fn body(seq: u64, epoch: Instant) -> Message {
+    let sent = epoch.elapsed().as_nanos() as u64;
+    let mut bytes = Vec::with_capacity(16);
+    bytes.extend_from_slice(&seq.to_le_bytes());
+    bytes.extend_from_slice(&sent.to_le_bytes());
+    Message::new(bytes).with_message_id(format!("e2e-{seq}"))
+}
+
+/// The latency of a received message, in ns.
+fn latency_ns(message: &Message, epoch: Instant) -> Result<u64> {
+    let body: &[u8] = message.body();
+    let sent: [u8; 8] = body
+        .get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("a message body that is not the bench's")?;
+    Ok((epoch.elapsed().as_nanos() as u64).saturating_sub(u64::from_le_bytes(sent)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios.
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Flow {
+    C2d,
+    Telemetry,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Sequential,
+    Paced,
+    Concurrent,
+}
+
+impl Mode {
+    fn messages(self) -> usize {
+        match self {
+            Mode::Sequential => SEQUENTIAL_MESSAGES,
+            Mode::Paced => PACED_MESSAGES,
+            Mode::Concurrent => CONCURRENT_MESSAGES,
+        }
+    }
+}
+
+const SCENARIOS: [(Flow, Mode); 6] = [
+    (Flow::C2d, Mode::Sequential),
+    (Flow::C2d, Mode::Paced),
+    (Flow::C2d, Mode::Concurrent),
+    (Flow::Telemetry, Mode::Sequential),
+    (Flow::Telemetry, Mode::Paced),
+    (Flow::Telemetry, Mode::Concurrent),
+];
+
+fn scenario_label(flow: Flow, mode: Mode) -> String {
+    let flow = match flow {
+        Flow::C2d => "c2d",
+        Flow::Telemetry => "telemetry",
+    };
+    let mode = match mode {
+        Mode::Sequential => "sequential".to_owned(),
+        Mode::Paced => "paced 1000/s".to_owned(),
+        Mode::Concurrent => format!("{CONCURRENT_TASKS} in flight"),
+    };
+    format!("{flow} {mode}")
+}
+
+/// One timed run's figures.
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    hub_us: f64,
+    sender_us: f64,
+    receiver_us: f64,
+    retries: usize,
+}
+
+struct Bench {
+    hub: Arc<LocalHub>,
+    device_rt: Handle,
+    service_rt: Handle,
+    devices: Vec<DeviceClient>,
+    ids: Arc<Vec<String>>,
+    registry: RegistryManager,
+    epoch: Instant,
+}
+
+/// Runs `future` on `runtime` and waits for it, bounded by `RUN_LIMIT`.
+async fn on<T: Send + 'static>(
+    runtime: &Handle,
+    what: &str,
+    future: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    match timeout(RUN_LIMIT, runtime.spawn(future)).await {
+        Ok(joined) => joined.map_err(|e| format!("{what}: {e}"))?,
+        Err(_) => Err(format!("{what}: not done in {} s", RUN_LIMIT.as_secs()).into()),
+    }
+}
+
+impl Bench {
+    async fn run(&self, flow: Flow, mode: Mode, messages: usize) -> Result<Figures> {
+        let epoch = self.epoch;
+        let (per_device, single) = match mode {
+            Mode::Sequential | Mode::Paced => (vec![messages], true),
+            Mode::Concurrent => (
+                (0..DEVICES)
+                    .map(|i| messages / DEVICES + usize::from(i < messages % DEVICES))
+                    .collect(),
+                false,
+            ),
+        };
+        let before = CpuSample::now()?;
+        let start = Instant::now();
+        // Receivers first, so that nothing sent can be missed.
+        let receiver: JoinHandle<Result<(Vec<u64>, Instant)>> = match flow {
+            Flow::C2d => {
+                let clients: Vec<DeviceClient> =
+                    self.devices[..per_device.len()].iter().cloned().collect();
+                self.device_rt
+                    .spawn(receive_c2d(clients, per_device.clone(), epoch))
+            }
+            Flow::Telemetry => {
+                let hub = self.hub.clone();
+                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+                let handle = self
+                    .service_rt
+                    .spawn(read_telemetry(hub, messages, epoch, ready_tx));
+                ready_rx
+                    .await
+                    .map_err(|_| "the telemetry reader did not start")?;
+                handle
+            }
+        };
+        let retries = match flow {
+            Flow::C2d => {
+                let registry = self.registry.clone();
+                let ids = self.ids.clone();
+                on(
+                    &self.service_rt,
+                    "C2D sends",
+                    send_c2d(registry, ids, mode, messages, single, epoch),
+                )
+                .await?
+            }
+            Flow::Telemetry => {
+                let clients = self.devices.clone();
+                on(
+                    &self.device_rt,
+                    "telemetry sends",
+                    send_telemetry(clients, mode, messages, epoch),
+                )
+                .await?;
+                0
+            }
+        };
+        let (mut latencies, last) = match timeout(RUN_LIMIT, receiver).await {
+            Ok(joined) => joined??,
+            Err(_) => return Err(format!("{flow:?} {mode:?}: the receivers timed out").into()),
+        };
+        let after = CpuSample::now()?;
+        latencies.sort_unstable();
+        let elapsed = last.saturating_duration_since(start).as_secs_f64();
+        let n = messages as f64;
+        let (sender_ns, receiver_ns) = match flow {
+            Flow::C2d => (after.service - before.service, after.device - before.device),
+            Flow::Telemetry => (after.device - before.device, after.service - before.service),
+        };
+        Ok(Figures {
+            rate: n / elapsed,
+            p50_ms: percentile_ms(&latencies, 0.50),
+            p99_ms: percentile_ms(&latencies, 0.99),
+            p999_ms: percentile_ms(&latencies, 0.999),
+            hub_us: (after.hub - before.hub) as f64 / 1e3 / n,
+            sender_us: sender_ns as f64 / 1e3 / n,
+            receiver_us: receiver_ns as f64 / 1e3 / n,
+            retries,
+        })
+    }
+
+    /// Grows or shrinks the idle part of the registry so that it holds `size` devices.
+    fn set_registry_size(&self, size: usize) -> Result<()> {
+        let idle = size.saturating_sub(DEVICES);
+        for i in 0..LARGE_REGISTRY - DEVICES {
+            let id = format!("idle-{i:05}");
+            let exists = self.hub.device_connection_string(&id).is_some();
+            if i < idle && !exists {
+                self.hub.create_device(&id)?;
+            } else if i >= idle && exists {
+                self.hub.delete_device(&id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Nearest-rank percentile of sorted nanoseconds, in ms.
+fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1] as f64 / 1e6
+}
+
+/// Receives `counts[i]` messages on `clients[i]`; the latencies and the last receipt.
+async fn receive_c2d(
+    clients: Vec<DeviceClient>,
+    counts: Vec<usize>,
+    epoch: Instant,
+) -> Result<(Vec<u64>, Instant)> {
+    let mut tasks = Vec::new();
+    for (client, count) in clients.into_iter().zip(counts) {
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(count);
+            for _ in 0..count {
+                let message = client.receive_message().await?;
+                latencies.push(latency_ns(&message, epoch)?);
+            }
+            Ok::<_, BoxError>((latencies, Instant::now()))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut last = None::<Instant>;
+    for task in tasks {
+        let (latencies, at) = task.await??;
+        all.extend(latencies);
+        last = Some(last.map_or(at, |l| l.max(at)));
+    }
+    Ok((all, last.unwrap_or_else(Instant::now)))
+}
+
+async fn read_telemetry(
+    hub: Arc<LocalHub>,
+    count: usize,
+    epoch: Instant,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> Result<(Vec<u64>, Instant)> {
+    let mut stream = hub.telemetry();
+    let _ = ready.send(());
+    let mut latencies = Vec::with_capacity(count);
+    while latencies.len() < count {
+        let telemetry = stream.next().await.ok_or("the telemetry stream ended")?;
+        latencies.push(latency_ns(&telemetry.message, epoch)?);
+    }
+    Ok((latencies, Instant::now()))
+}
+
+/// Sends `messages` C2D messages; returns how many `QueueFull` refusals were retried.
+async fn send_c2d(
+    registry: RegistryManager,
+    ids: Arc<Vec<String>>,
+    mode: Mode,
+    messages: usize,
+    single: bool,
+    epoch: Instant,
+) -> Result<usize> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let retries = Arc::new(AtomicUsize::new(0));
+    let tasks = if mode == Mode::Concurrent {
+        CONCURRENT_TASKS
+    } else {
+        1
+    };
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (registry, ids, next, retries) =
+            (registry.clone(), ids.clone(), next.clone(), retries.clone());
+        handles.push(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(PACE);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= messages {
+                    return Ok::<_, BoxError>(());
+                }
+                if mode == Mode::Paced {
+                    interval.tick().await;
+                }
+                // Message `seq` goes to device `seq % DEVICES`, as the receivers expect.
+                let device = &ids[if single { 0 } else { seq % DEVICES }];
+                loop {
+                    match registry
+                        .send_c2d_message(device, body(seq as u64, epoch))
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == ErrorKind::QueueFull => {
+                            retries.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_micros(200)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await??;
+    }
+    Ok(retries.load(Ordering::Relaxed))
+}
+
+async fn send_telemetry(
+    clients: Vec<DeviceClient>,
+    mode: Mode,
+    messages: usize,
+    epoch: Instant,
+) -> Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks = if mode == Mode::Concurrent {
+        CONCURRENT_TASKS
+    } else {
+        1
+    };
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let client = clients[task % clients.len()].clone();
+        let next = next.clone();
+        handles.push(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(PACE);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= messages {
+                    return Ok::<_, BoxError>(());
+                }
+                if mode == Mode::Paced {
+                    interval.tick().await;
+                }
+                client.send_message(body(seq as u64, epoch)).await?;
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await??;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The official pairs.
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pair {
+    Python,
+    Node,
+}
+
+struct Peers {
+    python: Option<PathBuf>,
+    node_modules: Option<PathBuf>,
+    ca: TempFile,
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+const PEER_DEVICE: &str = "peer-device";
+const PEER_WARMUP: &str = "peer-warmup";
+
+/// One run of an official pair: sequential C2D, `PEER_MESSAGES`; messages per second.
+async fn pair_rate(hub: &LocalHub, peers: &Peers, pair: Pair) -> Result<f64> {
+    let cs = hub.create_device(PEER_DEVICE)?;
+    hub.create_device(PEER_WARMUP)?;
+    let result = pair_run(hub, peers, pair, &cs.to_string()).await;
+    hub.delete_device(PEER_DEVICE)?;
+    hub.delete_device(PEER_WARMUP)?;
+    result
+}
+
+async fn pair_run(hub: &LocalHub, peers: &Peers, pair: Pair, cs: &str) -> Result<f64> {
+    let ca = peers.ca.path();
+    let count = PEER_MESSAGES as u32;
+    let mut receiver = match pair {
+        Pair::Python => Peer::spawn(
+            peers.python.as_deref().ok_or("no python")?,
+            "py_device.py",
+            &peer::device_args(
+                &peer::python_device_connection_string(cs),
+                ca,
+                hub,
+                count,
+                &[],
+            ),
+            ca,
+        ),
+        Pair::Node => Peer::spawn_node(
+            peers.node_modules.as_deref().ok_or("no node")?,
+            "node_device.js",
+            &peer::device_args(cs, ca, hub, count, &[]),
+            ca,
+        ),
+    };
+    receiver.expect_line("connected").await;
+    let devices = format!("[\"{PEER_DEVICE}\"]");
+    let mut args: Vec<String> = vec!["--connection-string".into()];
+    let mut sender = match pair {
+        Pair::Python => {
+            args.extend([
+                hub.service_connection_string().to_string(),
+                "--ca-file".into(),
+                ca.display().to_string(),
+                "--amqp-port".into(),
+                hub.amqp_addr().port().to_string(),
+            ]);
+            args.extend(common_sender_args(&devices));
+            Peer::spawn(
+                peers.python.as_deref().ok_or("no python")?,
+                "py_service_bench.py",
+                &args,
+                ca,
+            )
+        }
+        Pair::Node => {
+            args.push(hub.amqp_connection_string().to_string());
+            args.extend(common_sender_args(&devices));
+            args.extend(["--in-flight".into(), "1".into()]);
+            Peer::spawn_node(
+                peers.node_modules.as_deref().ok_or("no node")?,
+                "node_service_bench.js",
+                &args,
+                ca,
+            )
+        }
+    };
+    let receiving = async {
+        for _ in 0..PEER_MESSAGES {
+            receiver.json_line("a C2D message").await;
+        }
+        let last = Instant::now();
+        receiver.expect_success().await;
+        last
+    };
+    let sending = async {
+        let result = sender.json_line("the result line").await;
+        let at = Instant::now();
+        sender.expect_success().await;
+        (result, at)
+    };
+    let (last, (result, result_at)) = tokio::join!(receiving, sending);
+    let seconds = result["elapsed_s"]
+        .as_f64()
+        .ok_or_else(|| format!("no elapsed_s in {result}"))?;
+    let start = result_at
+        .checked_sub(Duration::from_secs_f64(seconds))
+        .ok_or("a clock before the sender's start")?;
+    Ok(PEER_MESSAGES as f64 / last.saturating_duration_since(start).as_secs_f64())
+}
+
+fn common_sender_args(devices: &str) -> [String; 8] {
+    [
+        "--device-ids".into(),
+        devices.to_owned(),
+        "--warmup-device".into(),
+        PEER_WARMUP.into(),
+        "--count".into(),
+        PEER_MESSAGES.to_string(),
+        "--timeout".into(),
+        "60".into(),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report.
+
+/// `min / median / max` of one figure over the rounds.
+fn spread(values: &[f64], decimals: usize) -> String {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+    let median = sorted[sorted.len() / 2];
+    format!("{min:.decimals$} / {median:.decimals$} / {max:.decimals$}")
+}
+
+fn runtime(name: &'static str, workers: usize) -> Result<Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(name)
+        .enable_all()
+        .build()?)
+}
+
+fn main() -> ExitCode {
+    // `cargo bench` passes `--bench`; there are no options to parse.
+    let main_rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("e2e bench: cannot start the Tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtimes = (|| {
+        Ok::<_, BoxError>((
+            runtime(HUB_THREADS, 2)?,
+            runtime(DEVICE_THREADS, 1)?,
+            runtime(SERVICE_THREADS, 1)?,
+        ))
+    })();
+    let (hub_rt, device_rt, service_rt) = match runtimes {
+        Ok(runtimes) => runtimes,
+        Err(e) => {
+            eprintln!("e2e bench: cannot start the Tokio runtimes: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = main_rt.block_on(bench(
+        hub_rt.handle().clone(),
+        device_rt.handle().clone(),
+        service_rt.handle().clone(),
+    ));
+    for rt in [hub_rt, device_rt, service_rt] {
+        rt.shutdown_timeout(Duration::from_secs(5));
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("e2e bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(hub_rt: Handle, device_rt: Handle, service_rt: Handle) -> Result<()> {
+    let hub = Arc::new(
+        on(&hub_rt, "hub start", async {
+            Ok(LocalHub::builder().start().await?)
+        })
+        .await?,
+    );
+    let ids: Vec<String> = (0..DEVICES).map(|i| format!("e2e-{i}")).collect();
+    let mut devices = Vec::with_capacity(DEVICES);
+    for id in &ids {
+        let cs = hub.create_device(id)?;
+        let ca = hub.ca_pem().to_owned();
+        devices.push(
+            on(&device_rt, "device connect", async move {
+                Ok(DeviceClient::builder(cs)
+                    .trust_ca_pem(ca)
+                    .ack_mode(AckMode::Auto)
+                    .connect()
+                    .await?)
+            })
+            .await?,
+        );
+    }
+    let registry = RegistryManager::builder(hub.service_connection_string())
+        .trust_ca_pem(hub.ca_pem())
+        .https_port(hub.https_addr().port())
+        .amqp_port(hub.amqp_addr().port())
+        .build()?;
+    let peers = Peers {
+        python: env_path("IOTHUB_PYTHON"),
+        node_modules: env_path("IOTHUB_NODE_MODULES"),
+        ca: TempFile::new("e2e-ca.pem", hub.ca_pem()),
+    };
+    let bench = Bench {
+        hub,
+        device_rt,
+        service_rt,
+        devices,
+        ids: Arc::new(ids),
+        registry,
+        epoch: Instant::now(),
+    };
+    println!(
+        "iothub end-to-end bench: {} CPU(s); hub runtime 2 workers, device and service runtimes 1 \
+         each; {DEVICES} connected devices; {ROUNDS} rounds",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    for (flow, mode) in SCENARIOS {
+        bench.run(flow, mode, WARMUP_MESSAGES).await?;
+    }
+    let pairs: Vec<Pair> = [
+        (Pair::Python, peers.python.is_some()),
+        (Pair::Node, peers.node_modules.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(pair, there)| there.then_some(pair))
+    .collect();
+    if peers.python.is_none() {
+        println!("skipped: the official Python pair (set IOTHUB_PYTHON)");
+    }
+    if peers.node_modules.is_none() {
+        println!("skipped: the official Node pair (set IOTHUB_NODE_MODULES)");
+    }
+
+    let sizes = [DEVICES, LARGE_REGISTRY];
+    // figures[size][scenario][round]
+    let mut figures = vec![vec![Vec::<Figures>::new(); SCENARIOS.len()]; sizes.len()];
+    let mut pair_ratios: Vec<Vec<f64>> = vec![Vec::new(); pairs.len()];
+    let mut pair_rates: Vec<Vec<f64>> = vec![Vec::new(); pairs.len()];
+    println!(
+        "{:<5} {:>8} {:<24} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "round",
+        "devices",
+        "scenario",
+        "msgs/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "hub µs",
+        "send µs",
+        "recv µs",
+        "retries"
+    );
+    for round in 1..=ROUNDS {
+        for (s, size) in sizes.iter().enumerate() {
+            bench.set_registry_size(*size)?;
+            for (i, (flow, mode)) in SCENARIOS.iter().enumerate() {
+                let f = bench.run(*flow, *mode, mode.messages()).await?;
+                println!(
+                    "{round:<5} {size:>8} {:<24} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.1} {:>8.1} \
+                     {:>8.1} {:>7}",
+                    scenario_label(*flow, *mode),
+                    f.rate,
+                    f.p50_ms,
+                    f.p99_ms,
+                    f.p999_ms,
+                    f.hub_us,
+                    f.sender_us,
+                    f.receiver_us,
+                    f.retries
+                );
+                figures[s][i].push(f);
+            }
+        }
+        bench.set_registry_size(DEVICES)?;
+        let ours = figures[0][0].last().map_or(f64::NAN, |f| f.rate);
+        for (p, pair) in pairs.iter().enumerate() {
+            let rate = pair_rate(&bench.hub, &peers, *pair).await?;
+            let name = if *pair == Pair::Python {
+                "python"
+            } else {
+                "node"
+            };
+            println!(
+                "{round:<5} {DEVICES:>8} {:<24} {rate:>9.0}   ours/pair {:.2}x",
+                format!("c2d sequential, {name} pair"),
+                ours / rate
+            );
+            pair_rates[p].push(rate);
+            pair_ratios[p].push(ours / rate);
+        }
+    }
+
+    println!();
+    println!("== summary: min / median / max over {ROUNDS} rounds ==");
+    for (s, size) in sizes.iter().enumerate() {
+        for (i, (flow, mode)) in SCENARIOS.iter().enumerate() {
+            let runs = &figures[s][i];
+            let pick = |f: fn(&Figures) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+            let mut line = format!("{size:>6} devices, {:<24}", scenario_label(*flow, *mode));
+            let _ = write!(
+                line,
+                " msgs/s {} | p50 ms {} | p99 ms {} | p99.9 ms {} | CPU µs/msg hub {} sender {} \
+                 receiver {}",
+                spread(&pick(|f| f.rate), 0),
+                spread(&pick(|f| f.p50_ms), 3),
+                spread(&pick(|f| f.p99_ms), 3),
+                spread(&pick(|f| f.p999_ms), 3),
+                spread(&pick(|f| f.hub_us), 1),
+                spread(&pick(|f| f.sender_us), 1),
+                spread(&pick(|f| f.receiver_us), 1),
+            );
+            println!("{line}");
+        }
+    }
+    for (i, (flow, mode)) in SCENARIOS.iter().enumerate() {
+        let ratios: Vec<f64> = figures[1][i]
+            .iter()
+            .zip(&figures[0][i])
+            .map(|(large, small)| large.hub_us / small.hub_us)
+            .collect();
+        let rates: Vec<f64> = figures[1][i]
+            .iter()
+            .zip(&figures[0][i])
+            .map(|(large, small)| large.rate / small.rate)
+            .collect();
+        println!(
+            "10,000 vs 8 devices, {:<24} hub CPU/msg ratio {} | msgs/s ratio {}",
+            scenario_label(*flow, *mode),
+            spread(&ratios, 2),
+            spread(&rates, 2)
+        );
+    }
+    for (p, pair) in pairs.iter().enumerate() {
+        let name = if *pair == Pair::Python {
+            "python"
+        } else {
+            "node"
+        };
+        println!(
+            "c2d sequential, official {name} pair: msgs/s {} | ours/pair {}",
+            spread(&pair_rates[p], 0),
+            spread(&pair_ratios[p], 2)
+        );
+    }
+    let Bench { hub, .. } = bench;
+    if let Ok(hub) = Arc::try_unwrap(hub) {
+        let _ = timeout(Duration::from_secs(10), hub.shutdown()).await;
+    }
+    Ok(())
+}
