@@ -46,10 +46,10 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use iothub::device::DeviceClient;
-use iothub::local_hub::LocalHub;
 use iothub::Message;
 use iothub::auth::DeviceConnectionString;
+use iothub::device::DeviceClient;
+use iothub::local_hub::LocalHub;
 use peer::{Peer, TempFile, python_device_connection_string};
 use reader::D2cReader;
 use support::{Result, device_key, mib, thousands, vm_rss_kib, within};
@@ -322,10 +322,11 @@ async fn run_round(
                 let client = client.clone();
                 sends.spawn(async move {
                     for seq in 0..PER_DEVICE {
-                        let message = Message::new(format!("{{\"device\":{device},\"seq\":{seq}}}"))
-                            .with_property("flow", "ours")
-                            .with_property("round", round.to_string())
-                            .with_property("sent-us", now_us().to_string());
+                        let message =
+                            Message::new(format!("{{\"device\":{device},\"seq\":{seq}}}"))
+                                .with_property("flow", "ours")
+                                .with_property("round", round.to_string())
+                                .with_property("sent-us", now_us().to_string());
                         client.send_message(message).await?;
                     }
                     Ok::<_, iothub::Error>(())

@@ -40,7 +40,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use azure_messaging_eventhubs::models::{AmqpSimpleValue, AmqpValue, MessageId, ReceivedEventData};
-use azure_messaging_eventhubs::{ConsumerClient, OpenReceiverOptions, StartLocation, StartPosition};
+use azure_messaging_eventhubs::{
+    ConsumerClient, OpenReceiverOptions, StartLocation, StartPosition,
+};
 use futures_util::StreamExt;
 use iothub::Message;
 use iothub::device::DeviceClient;
@@ -59,9 +61,12 @@ const AMQP_PORT: u16 = 5672;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let connection_string = ["EVENTHUB_EMULATOR_CONNECTION_STRING", "EVENTHUB_CONNECTION_STRING"]
-        .into_iter()
-        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+    let connection_string = [
+        "EVENTHUB_EMULATOR_CONNECTION_STRING",
+        "EVENTHUB_CONNECTION_STRING",
+    ]
+    .into_iter()
+    .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
     let result = match connection_string {
         Some(connection_string) => {
             // A connection string this example cannot use is a set-up error (exit code 2), as
@@ -124,7 +129,10 @@ async fn run_embedded() -> Result<(), String> {
     let mut reader = D2cReader::open(&hub.event_hubs_emulator_connection_string()).await?;
     for i in 0..MESSAGE_COUNT {
         let message = simulated_telemetry(i);
-        println!("Sending message: {}", message.body_str().unwrap_or_default());
+        println!(
+            "Sending message: {}",
+            message.body_str().unwrap_or_default()
+        );
         device
             .send_message(message)
             .await
@@ -195,9 +203,21 @@ impl D2cEvent {
             let fields = [
                 ("message-id", data.message_id().map(message_id_text)),
                 ("correlation-id", data.correlation_id().map(message_id_text)),
-                ("user-id", properties.user_id.as_deref().map(|id| String::from_utf8_lossy(id).into_owned())),
-                ("content-type", properties.content_type.as_ref().map(|s| s.0.clone())),
-                ("content-encoding", properties.content_encoding.as_ref().map(|s| s.0.clone())),
+                (
+                    "user-id",
+                    properties
+                        .user_id
+                        .as_deref()
+                        .map(|id| String::from_utf8_lossy(id).into_owned()),
+                ),
+                (
+                    "content-type",
+                    properties.content_type.as_ref().map(|s| s.0.clone()),
+                ),
+                (
+                    "content-encoding",
+                    properties.content_encoding.as_ref().map(|s| s.0.clone()),
+                ),
             ];
             for (name, value) in fields {
                 if let Some(value) = value {
@@ -316,10 +336,12 @@ pub fn plain_amqp_endpoint(connection_string: &str) -> Result<String, String> {
         })
     };
     if !field("UseDevelopmentEmulator").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return Err("the connection string has no `UseDevelopmentEmulator=true`: this example \
+        return Err(
+            "the connection string has no `UseDevelopmentEmulator=true`: this example \
                     reads over plain AMQP; use iothub-local's EVENTHUB_EMULATOR_CONNECTION_STRING \
                     (LocalHub::event_hubs_emulator_connection_string)"
-            .to_owned());
+                .to_owned(),
+        );
     }
     let endpoint = field("Endpoint").ok_or("the connection string has no `Endpoint`")?;
     let authority = endpoint

@@ -51,7 +51,10 @@ fn telemetry(i: usize) -> Message {
         .with_correlation_id(format!("corr-{i}"))
         .with_content_type("application/json")
         .with_content_encoding("utf-8")
-        .with_property("temperatureAlert", if i % 2 == 0 { "false" } else { "true" })
+        .with_property(
+            "temperatureAlert",
+            if i % 2 == 0 { "false" } else { "true" },
+        )
         .with_property("index", i.to_string())
 }
 
@@ -242,7 +245,10 @@ async fn the_example_alone_reads_back_what_its_simulated_device_sent() {
         .expect("the example runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
     assert_eq!(
         stdout.matches("Message received on partition ").count(),
         5,
@@ -299,7 +305,10 @@ async fn the_example_reads_a_running_hub_from_its_connection_string() {
                 .expect("sent");
         }
         let header = next_line().await;
-        assert!(header.starts_with("Message received on partition "), "{header}");
+        assert!(
+            header.starts_with("Message received on partition "),
+            "{header}"
+        );
         assert_eq!(next_line().await, format!("\tMessage body: {body}"));
         assert_eq!(
             next_line().await,
