@@ -112,7 +112,7 @@ impl Flow {
 /// The devices of one flow.
 enum Devices {
     Ours(Vec<DeviceClient>),
-    Peer(Peer),
+    Peer(Box<Peer>),
 }
 
 /// One round of one flow.
@@ -293,7 +293,7 @@ async fn start_python(hub: &LocalHub, python: &Path, ca: &TempFile) -> Result<De
     args.extend(["--mqtt-port".to_owned(), hub.mqtt_addr().port().to_string()]);
     let mut peer = Peer::spawn(python, "py_telemetry_bench.py", &args, ca.path());
     peer.expect_line("ready").await;
-    Ok(Devices::Peer(peer))
+    Ok(Devices::Peer(Box::new(peer)))
 }
 
 async fn start_node(hub: &LocalHub, node_modules: &Path, ca: &TempFile) -> Result<Devices> {
@@ -305,7 +305,7 @@ async fn start_node(hub: &LocalHub, node_modules: &Path, ca: &TempFile) -> Resul
     let args = peer_args(&file, ca, Flow::Node);
     let mut peer = Peer::spawn_node(node_modules, "node_telemetry_bench.js", &args, ca.path());
     peer.expect_line("ready").await;
-    Ok(Devices::Peer(peer))
+    Ok(Devices::Peer(Box::new(peer)))
 }
 
 async fn run_round(

@@ -53,7 +53,7 @@ fn telemetry(i: usize) -> Message {
         .with_content_encoding("utf-8")
         .with_property(
             "temperatureAlert",
-            if i % 2 == 0 { "false" } else { "true" },
+            if i.is_multiple_of(2) { "false" } else { "true" },
         )
         .with_property("index", i.to_string())
 }
@@ -70,7 +70,7 @@ async fn next_event(reader: &mut D2cReader) -> D2cEvent {
 async fn the_sdk_reads_body_properties_and_annotations_of_device_telemetry() {
     let hub = hub().await;
     let device = device(&hub, "reader-device").await;
-    for i in 0..3 {
+    for i in 0..3_usize {
         device.send_message(telemetry(i)).await.expect("sent");
     }
 
@@ -79,7 +79,7 @@ async fn the_sdk_reads_body_properties_and_annotations_of_device_telemetry() {
         .await
         .expect("the SDK connects");
     let mut partition = None;
-    for i in 0..3 {
+    for i in 0..3_usize {
         let event = next_event(&mut reader).await;
         // One device's messages are in one partition, in order.
         assert_eq!(
@@ -91,7 +91,7 @@ async fn the_sdk_reads_body_properties_and_annotations_of_device_telemetry() {
             ("index".to_owned(), i.to_string()),
             (
                 "temperatureAlert".to_owned(),
-                (if i % 2 == 0 { "false" } else { "true" }).to_owned(),
+                (if i.is_multiple_of(2) { "false" } else { "true" }).to_owned(),
             ),
         ]);
         assert_eq!(event.application_properties, properties);
