@@ -57,7 +57,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use support::{
     BoxError, Result, device_key, median, mib, open_files_soft_limit, thousands, tls_connector,
-    within,
+    vm_rss_kib, within,
 };
 
 use bytes::{Bytes, BytesMut};
@@ -690,19 +690,4 @@ async fn idle_case(hub_exe: &Path, devices: usize) -> Result<(IdleMeasure, Durat
         },
         connect_time,
     ))
-}
-
-/// `VmRSS` of a process, in KiB.
-fn vm_rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .ok_or("no VmRSS in /proc/<pid>/status")?;
-    let kib = line
-        .split_whitespace()
-        .nth(1)
-        .ok_or("an empty VmRSS line")?
-        .parse()?;
-    Ok(kib)
 }

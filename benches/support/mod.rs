@@ -1,4 +1,4 @@
-//! Helpers shared by the bench binaries `hub` and `device`.
+//! Helpers shared by the bench binaries.
 
 #![allow(dead_code)] // each bench uses a different part
 
@@ -84,7 +84,7 @@ pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -146,4 +146,19 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// `VmRSS` of a process, in KiB.
+pub fn vm_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .ok_or("no VmRSS in /proc/<pid>/status")?;
+    let kib = line
+        .split_whitespace()
+        .nth(1)
+        .ok_or("an empty VmRSS line")?
+        .parse()?;
+    Ok(kib)
 }

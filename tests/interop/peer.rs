@@ -12,8 +12,9 @@ use iothub::local_hub::LocalHub;
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::macros::format_description;
+use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
@@ -56,7 +57,14 @@ pub fn python() -> Option<PathBuf> {
 }
 
 pub fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+    // The root crate's tests/, also for the `benches/` workspace member that includes this file.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = manifest.join("tests/interop");
+    if dir.is_dir() {
+        dir
+    } else {
+        manifest.join("../tests/interop")
+    }
 }
 
 pub async fn hub() -> LocalHub {
@@ -118,6 +126,9 @@ pub struct Peer {
     name: String,
     child: Child,
     stdout: Lines<BufReader<ChildStdout>>,
+    /// The peer's stdin, for peers driven line by line (`Peer::send_line`); the others never
+    /// read it.
+    stdin: Option<ChildStdin>,
     stderr: Arc<Mutex<String>>,
     stderr_task: Option<JoinHandle<()>>,
 }
@@ -151,7 +162,7 @@ impl Peer {
         cmd.envs(env.iter().copied());
         cmd.arg(interop_dir().join(script))
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -180,6 +191,7 @@ impl Peer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {} {script}: {e}", program.display()));
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let stdin = child.stdin.take();
         let mut stderr_pipe = child.stderr.take().expect("piped stderr");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
@@ -195,6 +207,7 @@ impl Peer {
             name: script.to_owned(),
             child,
             stdout,
+            stdin,
             stderr,
             stderr_task: Some(stderr_task),
         }
@@ -215,6 +228,22 @@ impl Peer {
             "{}: {what} ({status})\n--- stderr of {} ---\n{stderr}--- end of stderr ---",
             self.name, self.name
         )
+    }
+
+    /// Writes `line` and a newline to the peer's stdin.
+    pub async fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("the peer's stdin is piped");
+        let written = async {
+            stdin.write_all(format!("{line}\n").as_bytes()).await?;
+            stdin.flush().await
+        };
+        if let Err(e) = timeout(PEER_WAIT, written)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        {
+            let problem = format!("cannot write {line:?} to stdin: {e}");
+            panic!("{}", self.failure(&problem).await);
+        }
     }
 
     /// The next line on stdout.
