@@ -68,6 +68,8 @@ pub(super) struct Session {
     c2d_qos: QoS,
     /// How the connection authenticated, stamped on its telemetry.
     credential: Credential,
+    /// A PUBACK for telemetry is queued: the next flush waits for the state directory.
+    awaiting_durable: bool,
 }
 
 /// How a session ended, for the log.
@@ -104,6 +106,7 @@ impl Session {
             next_pkid: 0,
             c2d_qos: QoS::AtLeastOnce,
             credential: Credential::Sas,
+            awaiting_durable: false,
         }
     }
 
@@ -149,7 +152,7 @@ impl Session {
                             Ok(true) => {}
                             Ok(false) => {
                                 // Answers queued before the DISCONNECT still go out.
-                                let _ = wire.flush().await;
+                                let _ = self.flush(wire).await;
                                 return Outcome::Disconnect;
                             }
                             Err(e) => return Outcome::Ended(e),
@@ -165,7 +168,7 @@ impl Session {
                     return Outcome::Ended(e);
                 }
             }
-            if let Err(e) = wire.flush().await {
+            if let Err(e) = self.flush(wire).await {
                 return Outcome::Ended(e);
             }
             tokio::select! {
@@ -187,6 +190,21 @@ impl Session {
                 _ = sleep_until(token_expiry) => return Outcome::TokenExpired,
             }
         }
+    }
+
+    /// Writes the queued packets in one flush; PUBACKs for telemetry wait until the state
+    /// directory (if any) has the messages they acknowledge.
+    async fn flush<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        wire: &mut Wire<S>,
+    ) -> Result<(), End> {
+        if std::mem::take(&mut self.awaiting_durable) {
+            self.state
+                .persisted()
+                .await
+                .map_err(|e| End::Protocol(e.to_string()))?;
+        }
+        wire.flush().await
     }
 
     /// Sends what was pushed, then pulls the C2D queue: after any item, so that a wake-up
@@ -305,11 +323,9 @@ impl Session {
                 }
                 let answer = self.on_publish(&publish)?;
                 if publish.qos == QoS::AtLeastOnce {
-                    // Durable before the PUBACK when the hub keeps a state directory.
-                    self.state
-                        .persisted()
-                        .await
-                        .map_err(|e| End::Protocol(e.to_string()))?;
+                    // Durable before the PUBACK goes out when the hub keeps a state
+                    // directory: `flush` waits for the store once per batch.
+                    self.awaiting_durable = true;
                     wire.queue(Packet::PubAck(PubAck::new(publish.pkid)))?;
                 }
                 if let Some((topic, payload)) = answer {
