@@ -14,7 +14,7 @@
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock README.md ./
 COPY src ./src
 COPY benches ./benches
 COPY examples ./examples
