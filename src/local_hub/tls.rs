@@ -109,7 +109,6 @@ pub(crate) struct HubCa {
     pub cert_pem: String,
     /// Its private key (PKCS#8).
     pub key_pem: String,
-    der: CertificateDer<'static>,
 }
 
 impl HubCa {
@@ -139,24 +138,19 @@ impl HubCa {
         Ok(HubCa {
             cert_pem: cert.pem(),
             key_pem: ca_key.serialize_pem(),
-            der: cert.der().clone(),
         })
     }
 
     /// A CA read back: its certificate and key, PEM.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
-        let der = rustls::pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
-            .map_err(|e| tls_error("the stored CA certificate", e))?;
+        let _: CertificateDer<'static> =
+            rustls::pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
+                .map_err(|e| tls_error("the stored CA certificate", e))?;
         KeyPair::from_pem(key_pem).map_err(|e| tls_error("the stored CA key", e))?;
         Ok(HubCa {
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.to_owned(),
-            der,
         })
-    }
-
-    fn der(&self) -> &CertificateDer<'static> {
-        &self.der
     }
 
     fn pem(&self) -> String {

@@ -47,6 +47,8 @@ fn stored_device(record: &DeviceRecord) -> StoredDevice {
         primary_thumbprint,
         secondary_thumbprint,
         status_updated: records::millis(record.status_updated),
+        device_scope: record.scopes.device_scope.clone(),
+        parent_scopes: record.scopes.parent_scopes.clone(),
     }
 }
 

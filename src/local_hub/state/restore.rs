@@ -11,7 +11,9 @@ use crate::local_hub::store::records::{
 use crate::local_hub::store::{Change, from_key_part};
 use crate::local_hub::telemetry_log::{AuthMethod, Stamps, TELEMETRY_SOURCE, TelemetryEvent};
 
-use super::identities::{Device, DeviceAuthentication, DeviceRecord, Module, ModuleRecord};
+use super::identities::{
+    Device, DeviceAuthentication, DeviceRecord, DeviceScopes, Module, ModuleRecord,
+};
 use super::sessions::SessionSlot;
 use super::twins::TwinRecord;
 use super::{DeviceStatus, HubState, Identity, Inner};
@@ -163,6 +165,10 @@ fn restore_device(inner: &mut Inner, d: StoredDevice, now: SystemTime) {
         status_updated: records::from_millis(d.status_updated),
         last_activity: now,
         c2d_count: 0,
+        scopes: DeviceScopes {
+            device_scope: d.device_scope,
+            parent_scopes: d.parent_scopes,
+        },
     };
     let modules = inner
         .devices

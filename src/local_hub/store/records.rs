@@ -257,6 +257,12 @@ pub(crate) struct StoredDevice {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secondary_thumbprint: Option<String>,
     pub status_updated: u64,
+    /// A leaf device's parent scope (IoT Edge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_scope: Option<String>,
+    /// An edge device's parent scopes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_scopes: Vec<String>,
 }
 
 /// A module's registry entry.
