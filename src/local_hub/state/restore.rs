@@ -76,6 +76,11 @@ impl HubState {
                 dropped.push(n);
             }
         }
+        // Restored messages expire on time: file each queue's next deadline.
+        let ids: Vec<String> = inner.devices.keys().cloned().collect();
+        for id in &ids {
+            self.file_c2d_deadline(&mut inner, id);
+        }
         let queues: Vec<(String, BTreeMap<u64, u32>)> = inner
             .devices
             .iter()
