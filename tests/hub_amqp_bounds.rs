@@ -299,16 +299,21 @@ async fn raw_cbs_sender<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
     assert!(attached.is_some(), "the hub attached the $cbs link");
 }
 
-/// Sends one delivery as `frames` transfers of `chunk` bytes each, the last with `more` unset.
-async fn raw_delivery<S: AsyncWrite + Unpin>(stream: &mut S, frames: usize, chunk: usize) {
-    for i in 0..frames {
+/// Sends `frames` transfers of `chunk` bytes each of one delivery that is never completed
+/// (`more` set on every one): the bytes a receiver holds until the delivery ends.
+async fn raw_unfinished_delivery<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    frames: usize,
+    chunk: usize,
+) {
+    for _ in 0..frames {
         let transfer = Transfer {
             handle: 0.into(),
             delivery_id: Some(0),
             delivery_tag: Some(vec![1u8].into()),
             message_format: Some(0),
             settled: Some(false),
-            more: i + 1 < frames,
+            more: true,
             rcv_settle_mode: None,
             state: None,
             resume: false,
@@ -322,11 +327,11 @@ async fn raw_delivery<S: AsyncWrite + Unpin>(stream: &mut S, frames: usize, chun
 #[tokio::test]
 async fn an_oversize_request_detaches_its_link_with_message_size_exceeded() {
     let hub = LocalHub::builder().start().await.unwrap();
-    // The service endpoint (TLS) and the Event Hubs endpoint (plain TCP): a put-token of
-    // 80 KiB in five transfers, over the 64 KiB of a request link.
+    // The service endpoint (TLS) and the Event Hubs endpoint (plain TCP): a put-token that
+    // is never finished, 80 KiB in five transfers so far, over the 64 KiB of a request link.
     let mut tls = tls_stream(&hub, hub.amqp_addr().port()).await;
     raw_cbs_sender(&mut tls).await;
-    raw_delivery(&mut tls, 5, 16 * 1024).await;
+    raw_unfinished_delivery(&mut tls, 5, 16 * 1024).await;
     let detach = timeout(WAIT, frame_with(&mut tls, DETACH))
         .await
         .expect("a DETACH in time")
@@ -341,7 +346,7 @@ async fn an_oversize_request_detaches_its_link_with_message_size_exceeded() {
         .await
         .unwrap();
     raw_cbs_sender(&mut tcp).await;
-    raw_delivery(&mut tcp, 5, 16 * 1024).await;
+    raw_unfinished_delivery(&mut tcp, 5, 16 * 1024).await;
     let detach = timeout(WAIT, frame_with(&mut tcp, DETACH))
         .await
         .expect("a DETACH in time")

@@ -232,6 +232,12 @@ pub(crate) async fn unauthorized_after(
 /// advertises `channel-max` and `handle-max` but does not refuse a BEGIN or ATTACH past them,
 /// so the hub counts. Past a bound the connection is closed with
 /// `amqp:resource-limit-exceeded`; other connections are not touched.
+///
+/// What needs no count: fe2o3-amqp does not enforce the session's incoming-window or a link's
+/// credit on incoming transfers, but it hands frames to each link through bounded channels
+/// that the hub's link tasks drain one delivery at a time, so a peer that ignores them meets
+/// TCP back-pressure rather than a growing buffer; and the hub settles every delivery it
+/// receives as it handles it (receiver settle mode first), so none stays unsettled.
 #[derive(Debug)]
 pub(crate) struct AmqpBudget {
     sessions: Arc<Semaphore>,
