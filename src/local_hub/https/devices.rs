@@ -112,7 +112,9 @@ pub(super) async fn list(
     // (azure-iot-hub-python `IoTHubRegistryManager.get_devices`, `max_number_of_devices`;
     // Microsoft Learn, "Understand the identity registry in your IoT hub": "List up to 1000
     // identities").
-    let top = top.filter(|n| (1..=MAX_LISTED).contains(n)).unwrap_or(MAX_LISTED);
+    let top = top
+        .filter(|n| (1..=MAX_LISTED).contains(n))
+        .unwrap_or(MAX_LISTED);
     let devices: Vec<Device> = state
         .list_devices()
         .iter()

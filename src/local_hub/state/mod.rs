@@ -22,6 +22,7 @@ mod features;
 mod feedback;
 mod identities;
 mod methods;
+mod scopes;
 mod sessions;
 mod telemetry;
 #[cfg(test)]
@@ -52,7 +53,7 @@ pub(crate) use identities::{
     DeviceAuthentication, DeviceRecord, DeviceSpec, DeviceStatus, Identity, ModuleRecord,
     ModuleSpec, RegistryError, etag_matches,
 };
-pub(crate) use identities::{DeviceScopes, edge_scope};
+pub(crate) use scopes::{DeviceScopes, edge_scope};
 #[allow(
     unused_imports,
     reason = "read by the HTTPS module API and device twins and methods (the next issues)"
