@@ -91,6 +91,9 @@ async fn a_trailing_slash_names_the_same_resource_and_top_limits_the_list() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = raw(&hub, reqwest::Method::GET, "/devices/?top=2", None).await;
     assert_eq!((status, ids(&body).len()), (StatusCode::OK, 2));
+    // Outside 1..=1000 counts as IoT Hub's limit of 1,000.
+    let (status, body) = raw(&hub, reqwest::Method::GET, "/devices?top=0", None).await;
+    assert_eq!((status, ids(&body).len()), (StatusCode::OK, 3));
     let (status, _) = raw(&hub, reqwest::Method::GET, "/devices?top=x", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(registry.list_devices_top(1).await.unwrap().len(), 1);

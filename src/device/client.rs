@@ -18,7 +18,7 @@ use crate::device::features::Features;
 use crate::device::inbound::{Delivered, Sinks};
 use crate::device::options::{AckMode, Transport};
 use crate::device::pending_requests::PendingRequests;
-use crate::device::state::{CloseReason, ConnectionState};
+use crate::device::state::ConnectionState;
 use crate::device::subscriptions::Subscriptions;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Completer, Completion, Message};
@@ -47,25 +47,6 @@ const CLIENT_TYPE: &str = concat!("iothub-rs/", env!("CARGO_PKG_VERSION"));
 
 fn closed_error() -> Error {
     Error::new(ErrorKind::Closed, "the device client is closed")
-}
-
-/// Why calls on a stopped client fail: [`ErrorKind::RetriesExhausted`] with the last cause
-/// when the retry policy gave up, [`ErrorKind::Closed`] otherwise.
-fn stopped_error(state: &ConnectionState) -> Error {
-    match state {
-        ConnectionState::Closed(CloseReason::RetriesExhausted {
-            attempts,
-            last_error,
-        }) => Error::new(
-            ErrorKind::RetriesExhausted,
-            format!(
-                "the client stopped after {attempts} connection attempt(s); the last one \
-                 failed: {last_error}. Fix the cause and connect a new client, or give the \
-                 retry policy more attempts"
-            ),
-        ),
-        _ => closed_error(),
-    }
 }
 
 fn no_c2d_for_modules() -> Error {
@@ -552,7 +533,7 @@ impl DeviceClient {
         if self.shared.closed.load(Ordering::SeqCst) {
             closed_error()
         } else {
-            stopped_error(&self.shared.state.borrow())
+            self.shared.state.borrow().stopped_error()
         }
     }
 

@@ -2,6 +2,8 @@
 
 use std::time::SystemTime;
 
+use crate::error::{Error, ErrorKind};
+
 /// Where the client's connection stands. Watch it with
 /// [`crate::device::DeviceClient::connection_state`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,4 +53,25 @@ pub enum CloseReason {
         /// credential).
         last_error: String,
     },
+}
+
+impl ConnectionState {
+    /// Why calls on a client stopped in this state fail: [`ErrorKind::RetriesExhausted`] with
+    /// the last cause when the retry policy gave up, [`ErrorKind::Closed`] otherwise.
+    pub(crate) fn stopped_error(&self) -> Error {
+        match self {
+            ConnectionState::Closed(CloseReason::RetriesExhausted {
+                attempts,
+                last_error,
+            }) => Error::new(
+                ErrorKind::RetriesExhausted,
+                format!(
+                    "the client stopped after {attempts} connection attempt(s); the last one \
+                     failed: {last_error}. Fix the cause and connect a new client, or give the \
+                     retry policy more attempts"
+                ),
+            ),
+            _ => Error::new(ErrorKind::Closed, "the device client is closed"),
+        }
+    }
 }

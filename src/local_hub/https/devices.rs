@@ -80,6 +80,9 @@ pub(super) async fn get(
     ))
 }
 
+/// The most devices one `GET /devices` returns.
+const MAX_LISTED: usize = 1000;
+
 /// The query of `GET /devices`.
 #[derive(Deserialize)]
 pub(super) struct ListParams {
@@ -105,10 +108,17 @@ pub(super) async fn list(
             )
         })?),
     };
+    // IoT Hub lists at most 1,000 devices; a `top` outside 1..=1000 counts as 1,000
+    // (azure-iot-hub-python `IoTHubRegistryManager.get_devices`, `max_number_of_devices`;
+    // Microsoft Learn, "Understand the identity registry in your IoT hub": "List up to 1000
+    // identities").
+    let top = top
+        .filter(|n| (1..=MAX_LISTED).contains(n))
+        .unwrap_or(MAX_LISTED);
     let devices: Vec<Device> = state
         .list_devices()
         .iter()
-        .take(top.unwrap_or(usize::MAX))
+        .take(top)
         .map(device_json)
         .collect();
     let replies: Vec<_> = devices.iter().map(Device::hub_reply).collect();

@@ -16,6 +16,7 @@ use crate::error::{Error, ErrorKind};
 use crate::local_hub::c2d_queue::C2dQueue;
 use crate::protocol::{check_device_id, check_module_id};
 
+use super::scopes::DeviceScopes;
 use super::sessions::SessionSlot;
 use super::{HubState, Inner, generate_key};
 
@@ -104,28 +105,8 @@ pub(crate) struct DeviceRecord {
     pub last_activity: SystemTime,
     pub c2d_count: usize,
     /// A leaf device's parent scope, or an edge device's parents (the edge device's own scope
-    /// is derived: [`edge_scope`]).
+    /// is derived: [`super::edge_scope`]).
     pub scopes: DeviceScopes,
-}
-
-/// Where a device sits under IoT Edge gateways (Microsoft Learn, "Understand the identity
-/// registry in your IoT hub", device identity properties `deviceScope` and `parentScopes`;
-/// azure-iot-hub-python `protocol/models/device_py3.py`, `device_scope` / `parent_scopes`).
-/// A leaf device's `deviceScope` is its parent edge device's scope and its `parentScopes` is
-/// that one scope; an edge device's `deviceScope` is its own and its `parentScopes` names at
-/// most one parent edge device (nested edge).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct DeviceScopes {
-    /// A leaf device's parent scope (ignored for an edge device, whose scope is its own).
-    pub device_scope: Option<String>,
-    /// An edge device's parent scopes (a leaf device's is its `device_scope`).
-    pub parent_scopes: Vec<String>,
-}
-
-/// An edge device's own scope, `ms-azure-iot-edge://{id}-{generationId}`, the shape IoT Hub
-/// gives edge devices (and the one `az iot hub device-identity` shows).
-pub(crate) fn edge_scope(device_id: &str, generation_id: &str) -> String {
-    format!("ms-azure-iot-edge://{device_id}-{generation_id}")
 }
 
 /// What a registry write asks for.
@@ -228,57 +209,6 @@ impl Module {
 }
 
 impl Inner {
-    /// `scopes` for `spec`, checked against the registry: a leaf device's `deviceScope` and an
-    /// edge device's `parentScopes` must each be the scope of another edge device here (IoT
-    /// Hub refuses others with 400). An edge device's `deviceScope` is the hub's to set, so
-    /// whatever a request carries there (a body copied from a `GET`) is dropped.
-    fn checked_scopes(
-        &self,
-        spec: &DeviceSpec,
-        mut scopes: DeviceScopes,
-    ) -> Result<DeviceScopes, RegistryError> {
-        if spec.iot_edge {
-            scopes.device_scope = None;
-            if scopes.parent_scopes.len() > 1 {
-                return Err(RegistryError::InvalidScope(
-                    "an edge device has at most one parent: parentScopes holds more than one                      scope"
-                        .to_owned(),
-                ));
-            }
-        } else {
-            // A leaf device's parentScopes is derived from its deviceScope: what a request
-            // carries there (a body copied from a `GET`) is dropped.
-            scopes.parent_scopes.clear();
-        }
-        let wanted = scopes
-            .device_scope
-            .iter()
-            .chain(scopes.parent_scopes.iter())
-            .filter(|scope| !scope.is_empty());
-        for scope in wanted {
-            let owner = self.devices.values().find(|d| {
-                d.record.iot_edge
-                    && edge_scope(&d.record.device_id, &d.record.generation_id) == *scope
-            });
-            match owner {
-                Some(d) if d.record.device_id == spec.device_id => {
-                    return Err(RegistryError::InvalidScope(format!(
-                        "the scope '{scope}' is the device's own: a device cannot be its own parent"
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    return Err(RegistryError::InvalidScope(format!(
-                        "the scope '{scope}' is not the deviceScope of an edge device of this                          hub: read the parent edge device and copy its deviceScope"
-                    )));
-                }
-            }
-        }
-        scopes.device_scope = scopes.device_scope.filter(|s| !s.is_empty());
-        scopes.parent_scopes.retain(|s| !s.is_empty());
-        Ok(scopes)
-    }
-
     /// The session slot of a registered identity.
     pub(super) fn slot(&self, identity: &Identity) -> Option<&SessionSlot> {
         let device = self.devices.get(&identity.device_id)?;

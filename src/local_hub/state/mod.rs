@@ -26,6 +26,7 @@ mod identities;
 mod methods;
 mod persist;
 mod restore;
+mod scopes;
 mod sessions;
 mod telemetry;
 #[cfg(test)]
@@ -57,7 +58,7 @@ pub(crate) use identities::{
     DeviceAuthentication, DeviceRecord, DeviceSpec, DeviceStatus, Identity, ModuleRecord,
     ModuleSpec, RegistryError, etag_matches,
 };
-pub(crate) use identities::{DeviceScopes, edge_scope};
+pub(crate) use scopes::{DeviceScopes, edge_scope};
 #[allow(
     unused_imports,
     reason = "read by the HTTPS module API and device twins and methods (the next issues)"
