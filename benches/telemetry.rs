@@ -19,7 +19,9 @@
 //!    machine, one clock). Events/s = 1,000 / (last event read − round start). One untimed
 //!    warm-up round per flow, then 5 rounds, the flows interleaved in each round. Reported per
 //!    flow: events/s and p99 latency, min / median / max over the rounds, and the ratio of the
-//!    medians, ours against theirs (above 1: ours is better).
+//!    medians, ours against theirs (above 1: ours is better). The hub, the reader and our 100
+//!    clients share this process; the peers' devices run in their own (Python: one thread per
+//!    device; Node: one event loop).
 //! 2. **Memory per retained event.** The hub runs as a separate process (the `iothub-local`
 //!    binary next to this bench executable, `target/release/iothub-local`), so that only the
 //!    hub's memory is measured: the growth of its `VmRSS` (`/proc/<pid>/status`) while 10 of
@@ -217,7 +219,7 @@ async fn throughput() -> Result<()> {
     let (_, our_rates, our_p99s) = summary[0];
     for (flow, rates, p99s) in &summary[1..] {
         println!(
-            "ours vs {}: events/s {:.2}x, p99 latency {:.2}x lower (ratios of the medians)",
+            "ours / {}: events/s {:.2}, p99 latency (theirs / ours, above 1: ours is lower) {:.2}",
             flow.name(),
             our_rates[1] / rates[1],
             p99s[1] / our_p99s[1]
