@@ -264,8 +264,7 @@ impl Bench {
         // Receivers first, so that nothing sent can be missed.
         let receiver: JoinHandle<Result<(Vec<u64>, Instant)>> = match flow {
             Flow::C2d => {
-                let clients: Vec<DeviceClient> =
-                    self.devices[..per_device.len()].iter().cloned().collect();
+                let clients: Vec<DeviceClient> = self.devices[..per_device.len()].to_vec();
                 self.device_rt
                     .spawn(receive_c2d(clients, per_device.clone(), epoch))
             }
