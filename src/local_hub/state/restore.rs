@@ -11,9 +11,8 @@ use crate::local_hub::store::records::{
 use crate::local_hub::store::{Change, from_key_part};
 use crate::local_hub::telemetry_log::{AuthMethod, Stamps, TELEMETRY_SOURCE, TelemetryEvent};
 
-use super::identities::{
-    Device, DeviceAuthentication, DeviceRecord, DeviceScopes, Module, ModuleRecord,
-};
+use super::identities::{Device, DeviceAuthentication, DeviceRecord, Module, ModuleRecord};
+use super::scopes::DeviceScopes;
 use super::sessions::SessionSlot;
 use super::twins::TwinRecord;
 use super::{DeviceStatus, HubState, Identity, Inner};
