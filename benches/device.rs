@@ -48,7 +48,7 @@
 //!
 //! ```text
 //! cargo build --release --features cli --bin iothub-local
-//! cargo bench --features local-hub --bench device
+//! cargo bench -p iothub-benches --bench device
 //! ```
 //!
 //! Only loopback (127.0.0.1) traffic; every wait is bounded by a timeout and every loop by a

@@ -44,7 +44,7 @@
 //! ```text
 //! cargo build --release --features cli --bin iothub-local
 //! ulimit -n 65536   # or as high as the hard limit allows; 10,200 is enough
-//! cargo bench --features local-hub --bench hub
+//! cargo bench -p iothub-benches --bench hub
 //! ```
 //!
 //! Only loopback (127.0.0.1) traffic; every wait is bounded by a timeout and every loop by a

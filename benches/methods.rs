@@ -20,7 +20,7 @@
 //!
 //! ```text
 //! IOTHUB_PYTHON=VENV/bin/python IOTHUB_NODE_MODULES=DIR/node_modules \
-//!   cargo bench --features device,service,local-hub --bench methods
+//!   cargo bench -p iothub-benches --bench methods
 //! ```
 //!
 //! Only loopback traffic; every wait is bounded by a timeout.

@@ -22,7 +22,7 @@
 //!   application properties) with a small payload.
 //! - `c2d_topic_encode`: `protocol::c2d_topic` for the decoded message.
 //!
-//! Run with `cargo bench --bench sas`.
+//! Run with `cargo bench -p iothub-benches --bench sas`.
 
 use std::hint::black_box;
 

@@ -28,7 +28,7 @@
 //! ```text
 //! tests/interop/setup-python.sh VENV; tests/interop/setup-node.sh DIR
 //! IOTHUB_PYTHON=VENV/bin/python IOTHUB_NODE_MODULES=DIR/node_modules \
-//!   cargo bench --features local-hub --bench service
+//!   cargo bench -p iothub-benches --bench service
 //! ```
 //!
 //! Only loopback traffic; every wait is bounded by a timeout.

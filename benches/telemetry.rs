@@ -36,6 +36,16 @@
 //! ```
 //!
 //! Only loopback traffic; every wait is bounded by a timeout.
+//!
+//! Four runs (2026-12-01, release build, 2 cores shared with other builds, load average 6-11),
+//! events/s median of each run (min-max over all runs' rounds), p99 median of each run:
+//! ours 5,304 / 7,743 / 13,299 / 7,788 (3,830-14,376), p99 74 / 53 / 24 / 51 ms; Python 1,201 /
+//! 1,739 / 1,636 / 1,409 (813-2,267), p99 79 / 40 / 38 / 59 ms; Node 2,649 / 5,060 / 5,657 /
+//! 4,262 (1,617-8,852), p99 32 / 19 / 16 / 18 ms. Ours / Python events/s 4.4-8.1x, ours / Node
+//! 1.5-2.4x. The p99 is not in ours' favour against Node (0.35-0.68: ours is higher): our 100
+//! clients send about twice as fast, in the hub's own process, so events queue at the one
+//! reader; against Python it is 0.75-1.61. Retained telemetry: 1,000-1,002 bytes of hub RSS per
+//! event (100-byte body, two properties) at 25,000 and 50,000 events, in every run.
 
 #[path = "../tests/interop/peer.rs"]
 mod peer;
