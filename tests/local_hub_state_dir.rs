@@ -157,3 +157,36 @@ async fn a_state_directory_of_another_hub_name_is_refused_with_what_to_do() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A message read back from the state directory still expires on time: the restarted hub
+/// files its deadline, and its sender gets `Expired` feedback although no device ever connects.
+#[tokio::test]
+async fn a_restored_message_expires_and_its_sender_hears_of_it() {
+    let dir = scratch_dir("expiry");
+    let hub = start(&dir).await;
+    hub.create_device("dev1").unwrap();
+    hub.enqueue_c2d(
+        "dev1",
+        Message::new("late")
+            .with_message_id("late")
+            .with_expiry(std::time::SystemTime::now() + Duration::from_secs(2))
+            .with_ack(Ack::Full),
+    )
+    .unwrap();
+    hub.persisted().await.unwrap();
+    hub.shutdown().await;
+
+    let hub = start(&dir).await;
+    assert_eq!(hub.c2d_queue_len("dev1"), Some(1));
+    let mut feedback = hub.feedback();
+    let batch = timeout(WAIT, feedback.next()).await.unwrap().unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].original_message_id, "late");
+    assert_eq!(
+        batch[0].status_code,
+        iothub::protocol::FeedbackStatus::Expired
+    );
+    assert_eq!(hub.c2d_queue_len("dev1"), Some(0));
+    hub.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
