@@ -165,6 +165,18 @@ async fn a_retry_policy_that_gives_up_is_its_own_state_and_error() {
     assert!(err.to_string().contains(&endpoint), "{err}");
     let err = client.receive_message().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RetriesExhausted, "{err}");
+    // The twin and method calls say the same, not a bare `Closed`.
+    let err = client.get_twin().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RetriesExhausted, "{err}");
+    let err = client
+        .update_reported_properties(serde_json::json!({"a": 1}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RetriesExhausted, "{err}");
+    let err = client.method_requests().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RetriesExhausted, "{err}");
+    let err = client.desired_property_updates().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RetriesExhausted, "{err}");
 }
 
 #[tokio::test]

@@ -537,6 +537,16 @@ impl DeviceClient {
         }
     }
 
+    /// `e`, or when it only says the task stopped, why it stopped: [`ErrorKind::Closed`] after
+    /// [`Self::close`], [`ErrorKind::RetriesExhausted`] with the last cause otherwise.
+    pub(crate) fn why_stopped(&self, e: Error) -> Error {
+        if e.kind() == ErrorKind::Closed {
+            self.stopped()
+        } else {
+            e
+        }
+    }
+
     /// The connection state, now and as it changes.
     pub fn connection_state(&self) -> watch::Receiver<ConnectionState> {
         self.shared.state.clone()

@@ -262,7 +262,8 @@ impl DeviceClient {
             .features()
             .desired
             .get_or_try_init(|| self.start_desired_updates())
-            .await?;
+            .await
+            .map_err(|e| self.why_stopped(e))?;
         Ok(DesiredPropertyUpdates {
             receiver: receiver.clone(),
             next: None,

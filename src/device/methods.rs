@@ -241,7 +241,8 @@ impl DeviceClient {
             .features()
             .methods
             .get_or_try_init(|| self.start_method_requests())
-            .await?;
+            .await
+            .map_err(|e| self.why_stopped(e))?;
         Ok(MethodRequests {
             receiver: receiver.clone(),
             next: None,

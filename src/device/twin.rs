@@ -197,7 +197,8 @@ impl DeviceClient {
             Bytes::from_static(b" "),
             self.features().twin_timeout,
         )
-        .await?;
+        .await
+        .map_err(|e| self.why_stopped(e))?;
         twin_from_response(&response)
     }
 
@@ -219,7 +220,8 @@ impl DeviceClient {
             body,
             self.features().twin_timeout,
         )
-        .await?;
+        .await
+        .map_err(|e| self.why_stopped(e))?;
         reported_version_from_response(&response)
     }
 }
