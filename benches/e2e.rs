@@ -539,7 +539,17 @@ async fn pair_run(hub: &LocalHub, peers: &Peers, pair: Pair, cs: &str) -> Result
         Pair::Node => Peer::spawn_node(
             peers.node_modules.as_deref().ok_or("no node")?,
             "node_device.js",
-            &peer::device_args(cs, ca, hub, count, &[]),
+            // The port is in the connection string's GatewayHostName.
+            &[
+                "--connection-string".to_owned(),
+                cs.to_owned(),
+                "--ca-file".to_owned(),
+                ca.display().to_string(),
+                "--count".to_owned(),
+                count.to_string(),
+                "--timeout".to_owned(),
+                "60".to_owned(),
+            ],
             ca,
         ),
     };
