@@ -222,6 +222,12 @@ mod amqp {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::MessageTooLarge);
+        // Past the link's max-message-size the client refuses it itself, with the same kind.
+        let err = registry
+            .send_c2d_message("dev1", Message::new(vec![0u8; 2 * 1024 * 1024]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MessageTooLarge, "{err}");
         registry
             .send_c2d_message("dev1", Message::new("still fine"))
             .await

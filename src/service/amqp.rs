@@ -411,6 +411,13 @@ async fn sender_task(config: AmqpConfig, mut requests: mpsc::Receiver<SendReques
                         }
                         let _ = request.done.send(Err(Error::new(ErrorKind::Timeout, "the AMQP link did not take the message in time")));
                     }
+                    Ok(Err(SendError::MessageSizeExceeded(e))) => {
+                        // Checked before anything is written: the link stays usable.
+                        let _ = request.done.send(Err(Error::new(
+                            ErrorKind::MessageTooLarge,
+                            format!("the message is larger than the hub's C2D link takes ({e}); IoT Hub takes C2D messages up to 64 KB"),
+                        )));
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "the C2D link failed; it reopens on the next send");
                         if let Some((link, _)) = open.take() {
