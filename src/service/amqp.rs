@@ -9,20 +9,18 @@
 //! (the manager's [`RetryPolicy`]) after a failure. Sends go out on one sender link to
 //! `/messages/devicebound` and are pipelined: each caller waits for its own disposition.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::SendError;
-use fe2o3_amqp::link::delivery::{DeliveryFut, DeliveryInfo};
+use fe2o3_amqp::link::delivery::DeliveryFut;
 use fe2o3_amqp::session::SessionHandle;
-use fe2o3_amqp::{Connection, Receiver, Sender, Session};
+use fe2o3_amqp::{Connection, Sender, Session};
 use fe2o3_amqp_cbs::client::CbsClient;
 use fe2o3_amqp_cbs::token::CbsToken;
 use fe2o3_amqp_management::error::Error as MgmtError;
-use fe2o3_amqp_types::messaging::{Body, Data, Message as AmqpMessage, Outcome};
-use fe2o3_amqp_types::primitives::Value;
+use fe2o3_amqp_types::messaging::{Data, Message as AmqpMessage, Outcome};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -30,11 +28,12 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::auth::TokenSource;
 use crate::error::{Error, ErrorKind, Result};
-use crate::protocol::FeedbackRecord;
 use crate::protocol::amqp_error;
-use crate::protocol::amqp_message::{C2D_LINK_TARGET, FEEDBACK_LINK_SOURCE};
-use crate::protocol::feedback::decode_feedback_body;
+use crate::protocol::amqp_message::C2D_LINK_TARGET;
 use crate::retry::RetryPolicy;
+
+mod feedback_link;
+pub(crate) use feedback_link::{ReceivedBatch, Settle, spawn_feedback};
 
 /// The CBS token type (azure-iot-hub-node `src/common-amqp/amqp_cbs.ts`,
 /// `ClaimsBasedSecurityAgent.putToken`).
@@ -469,136 +468,6 @@ async fn open_sender(config: &AmqpConfig) -> Result<(Link, Sender)> {
         Err(e) => {
             link.close().await;
             Err(transport("the hub refused the C2D link").with_source(e))
-        }
-    }
-}
-
-/// A settlement the application chose for a feedback batch.
-pub(crate) enum Settle {
-    Complete(u64, oneshot::Sender<Result<()>>),
-    Abandon(u64, oneshot::Sender<Result<()>>),
-}
-
-/// A batch as the feedback task hands it out.
-pub(crate) struct ReceivedBatch {
-    pub id: u64,
-    pub records: Vec<FeedbackRecord>,
-}
-
-/// Starts a feedback receiver task; batches come out of the returned channel.
-pub(crate) fn spawn_feedback(
-    config: AmqpConfig,
-) -> (
-    mpsc::Receiver<Result<ReceivedBatch>>,
-    mpsc::UnboundedSender<Settle>,
-) {
-    let (batches_tx, batches_rx) = mpsc::channel(16);
-    let (settle_tx, settle_rx) = mpsc::unbounded_channel();
-    tokio::spawn(feedback_task(config, batches_tx, settle_rx));
-    (batches_rx, settle_tx)
-}
-
-async fn feedback_task(
-    config: AmqpConfig,
-    batches: mpsc::Sender<Result<ReceivedBatch>>,
-    mut settles: mpsc::UnboundedReceiver<Settle>,
-) {
-    let mut failures = 0u32;
-    let mut next_id = 0u64;
-    'connection: loop {
-        if batches.is_closed() {
-            return;
-        }
-        let (mut link, mut receiver) = match open_feedback(&config).await {
-            Ok(opened) => {
-                failures = 0;
-                opened
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                let last =
-                    e.kind() == ErrorKind::Unauthorized || config.retry.gives_up_after(failures);
-                if batches.send(Err(e)).await.is_err() || last {
-                    return;
-                }
-                tokio::time::sleep(config.retry.delay(failures)).await;
-                continue;
-            }
-        };
-        let mut pending: HashMap<u64, DeliveryInfo> = HashMap::new();
-        loop {
-            tokio::select! {
-                delivery = receiver.recv::<Body<Value>>() => {
-                    let delivery = match delivery {
-                        Ok(delivery) => delivery,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the feedback link failed; reopening");
-                            link.close().await;
-                            tokio::time::sleep(config.retry.delay(1)).await;
-                            continue 'connection;
-                        }
-                    };
-                    let records = decode_feedback_body(delivery.body());
-                    let info = DeliveryInfo::from(delivery);
-                    match records {
-                        Ok(records) => {
-                            next_id += 1;
-                            pending.insert(next_id, info);
-                            if batches.send(Ok(ReceivedBatch { id: next_id, records })).await.is_err() {
-                                break 'connection;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "a feedback message was not a record array; rejecting it");
-                            let _ = receiver.reject(info, None).await;
-                        }
-                    }
-                }
-                settle = settles.recv() => {
-                    let Some(settle) = settle else { break 'connection };
-                    let (id, done, accept) = match settle {
-                        Settle::Complete(id, done) => (id, done, true),
-                        Settle::Abandon(id, done) => (id, done, false),
-                    };
-                    let result = match pending.remove(&id) {
-                        Some(info) if accept => receiver.accept(info).await.map_err(|e| transport("the completion did not reach the hub").with_source(e)),
-                        Some(info) => receiver.release(info).await.map_err(|e| transport("the abandon did not reach the hub").with_source(e)),
-                        None => Err(transport("the feedback link that delivered this batch was lost; the hub will deliver it again")),
-                    };
-                    let _ = done.send(result);
-                }
-                _ = sleep_until(link.renew_at) => {
-                    if let Err(e) = link.authorize(&config).await {
-                        tracing::warn!(error = %e, "token renewal failed; reopening the feedback link");
-                        link.close().await;
-                        continue 'connection;
-                    }
-                }
-            }
-        }
-    }
-}
-
-async fn open_feedback(config: &AmqpConfig) -> Result<(Link, Receiver)> {
-    let mut link = Link::open(config).await?;
-    let name = format!("feedback-receiver-{}", uuid::Uuid::new_v4());
-    let attach = Receiver::builder()
-        .name(name)
-        .source(FEEDBACK_LINK_SOURCE)
-        .target(format!("iothub-rs-{}", uuid::Uuid::new_v4()))
-        .attach(&mut link.session);
-    match tokio::time::timeout(OPEN_TIMEOUT, attach).await {
-        Ok(Ok(receiver)) => Ok((link, receiver)),
-        Ok(Err(e)) => {
-            link.close().await;
-            Err(transport("the hub refused the feedback link").with_source(e))
-        }
-        Err(_) => {
-            link.close().await;
-            Err(Error::new(
-                ErrorKind::Timeout,
-                "the hub did not answer the feedback link's ATTACH in time",
-            ))
         }
     }
 }
