@@ -47,7 +47,7 @@
 //!
 //! ```text
 //! IOTHUB_PYTHON=VENV/bin/python IOTHUB_NODE_MODULES=DIR/node_modules \
-//!   cargo bench --features device,service,local-hub --bench e2e
+//!   cargo bench -p iothub-benches --bench e2e
 //! ```
 //!
 //! Linux only (`/proc`); only loopback traffic; every wait is bounded by a timeout.
