@@ -190,3 +190,38 @@ async fn a_restored_message_expires_and_its_sender_hears_of_it() {
     hub.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every file of the state directory, as text.
+fn state_text(dir: &PathBuf) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            text.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+        }
+    }
+    text
+}
+
+/// A registry change made over HTTPS is on disk when the hub answers it: a `kill -9` right
+/// after the answer cannot lose it.
+#[tokio::test]
+async fn a_registry_change_is_on_disk_before_the_hub_answers_it() {
+    let dir = scratch_dir("https");
+    let hub = start(&dir).await;
+    let registry = iothub::service::RegistryManager::builder(hub.service_connection_string())
+        .trust_ca_pem(hub.ca_pem())
+        .https_port(hub.https_addr().port())
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        let id = format!("durable-{i}");
+        registry.create_device(&id).await.unwrap();
+        assert!(
+            state_text(&dir).contains(&id),
+            "{id} was answered before it was written"
+        );
+    }
+    hub.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

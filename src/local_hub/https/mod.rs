@@ -146,7 +146,19 @@ fn rest_router(state: Arc<HubState>) -> Router {
 async fn finish(State(state): State<Arc<HubState>>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let response = errors::write_body(next.run(request).await, state.clock.now());
+    let mut response = next.run(request).await;
+    // A registry change is in the state directory (if any) before the hub answers for it.
+    if method != axum::http::Method::GET && response.status().is_success() {
+        if let Err(e) = state.persisted().await {
+            tracing::warn!(error = %e, "the state directory did not take a registry change");
+            response = ApiError::new(
+                ErrorCode::ServerError,
+                "the hub could not write the change to its state directory",
+            )
+            .into_response();
+        }
+    }
+    let response = errors::write_body(response, state.clock.now());
     let error_code = response
         .headers()
         .get(errors::ERROR_CODE_HEADER)
