@@ -225,3 +225,38 @@ async fn a_registry_change_is_on_disk_before_the_hub_answers_it() {
     hub.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The state directory holds the hub's keys and its CA's private key: only its owner may read
+/// it.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_state_directory_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir("private");
+    let hub = start(&dir).await;
+    hub.create_device("dev1").unwrap();
+    hub.persisted().await.unwrap();
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode();
+    assert_eq!(mode(&dir) & 0o077, 0, "the directory is {:o}", mode(&dir));
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file()
+            && std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .contains("dev1")
+        {
+            files += 1;
+            assert_eq!(
+                mode(&path) & 0o077,
+                0,
+                "{} is {:o}",
+                path.display(),
+                mode(&path)
+            );
+        }
+    }
+    assert!(files > 0, "no file holds the device");
+    hub.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

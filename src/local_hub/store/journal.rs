@@ -130,18 +130,36 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Creates `dir` (and its parents) if needed; a directory this creates is its owner's only,
+/// since the files in it hold the hub's keys and its CA's private key.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Options that create a file readable and writable by its owner only.
+fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
 impl Journal {
     /// Opens (creating it if needed) the state directory `dir` and loads what it holds.
     /// Refused while another live process holds the directory's `lock` file.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| io_context("cannot create", dir, e))?;
+        private_dir(dir).map_err(|e| io_context("cannot create", dir, e))?;
         take_lock(dir)?;
         let mut map = BTreeMap::new();
         let snapshot_bytes = read_changes(&dir.join("state.snapshot"), &mut map)?;
         let journal_path = dir.join("journal.log");
         let good = read_changes(&journal_path, &mut map)?;
-        let file = OpenOptions::new()
-            .create(true)
+        let file = private_options()
             .append(true)
             .open(&journal_path)
             .map_err(|e| io_context("cannot open", &journal_path, e))?;
@@ -182,7 +200,8 @@ impl Journal {
     /// empties the journal.
     pub fn compact(&mut self) -> std::io::Result<()> {
         let tmp = self.dir.join("state.snapshot.tmp");
-        let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+        let mut out =
+            std::io::BufWriter::new(private_options().write(true).truncate(true).open(&tmp)?);
         let mut bytes = 0u64;
         for (key, value) in &self.map {
             let change = Change::Put {
