@@ -4,10 +4,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_core::Stream;
 use rumqttc::{AsyncClient, MqttOptions, TlsConfiguration};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
@@ -16,9 +14,10 @@ use crate::device::client_certificate::ClientCertificate;
 use crate::device::connection::{Command, Task, filter_qos};
 use crate::device::features::Features;
 use crate::device::inbound::{Delivered, Sinks};
+use crate::device::message_stream::MessageStream;
 use crate::device::options::{AckMode, Transport};
 use crate::device::pending_requests::PendingRequests;
-use crate::device::state::ConnectionState;
+use crate::device::state::{ConnectionState, closed_error};
 use crate::device::subscriptions::Subscriptions;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Completer, Completion, Message};
@@ -44,10 +43,6 @@ const API_VERSION: &str = "2021-04-12";
 
 /// What the `DeviceClientType` query parameter names: this crate and its version.
 const CLIENT_TYPE: &str = concat!("iothub-rs/", env!("CARGO_PKG_VERSION"));
-
-fn closed_error() -> Error {
-    Error::new(ErrorKind::Closed, "the device client is closed")
-}
 
 fn no_c2d_for_modules() -> Error {
     Error::new(
@@ -467,12 +462,12 @@ impl DeviceClient {
         }
     }
 
-    /// The received messages as a [`Stream`]; it ends when the client closes. On a module
+    /// The received messages as a [`Stream`](futures_core::Stream); it ends when the client closes. On a module
     /// client it ends at once ([`Self::receive_message`] says why: modules have no
     /// cloud-to-device messages).
     pub fn messages(&self) -> MessageStream {
         let client = self.clone();
-        MessageStream { next: None, client }
+        MessageStream::new(client)
     }
 
     /// Sends telemetry on `devices/{id}[/modules/{module}]/messages/events/{properties}` at
@@ -569,36 +564,5 @@ impl DeviceClient {
             let _ = closed.await;
         }
         Ok(())
-    }
-}
-
-/// The stream of [`DeviceClient::messages`].
-pub struct MessageStream {
-    next: Option<Pin<Box<dyn Future<Output = Result<Message>> + Send>>>,
-    client: DeviceClient,
-}
-
-impl std::fmt::Debug for MessageStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MessageStream")
-            .field("client", &self.client)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Stream for MessageStream {
-    type Item = Message;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        if self.next.is_none() {
-            let client = self.client.clone();
-            self.next = Some(Box::pin(async move { client.receive_message().await }));
-        }
-        let result = match self.next.as_mut() {
-            Some(future) => std::task::ready!(future.as_mut().poll(cx)),
-            None => return Poll::Pending,
-        };
-        self.next = None;
-        Poll::Ready(result.ok())
     }
 }

@@ -34,10 +34,10 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::device::connection::{Command, filter_qos};
 use crate::device::inbound::{DesiredPatch, FeatureSink};
-use crate::device::state::ConnectionState;
+use crate::device::state::{ConnectionState, closed_error};
 use crate::device::twin::{VersionedProperties, request, twin_from_response};
 use crate::device::{DeviceClient, twin::Twin};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{ErrorKind, Result};
 use crate::protocol::{DESIRED_PATCH_SUBSCRIPTION, TwinRequestKind};
 
 /// How long the client waits before getting the twin again after a failed GET.
@@ -206,7 +206,7 @@ impl Watcher {
                 response = async { get.as_mut().expect("guarded").await }, if get.is_some() => {
                     get = None;
                     let twin = response
-                        .map_err(|_| Error::new(ErrorKind::Closed, "the device client is closed"))
+                        .map_err(|_| closed_error())
                         .and_then(|r| r)
                         .and_then(|r| twin_from_response(&r));
                     match twin {
@@ -280,9 +280,11 @@ impl DeviceClient {
             sink: Some(FeatureSink::DesiredPatches(patches_tx)),
             done,
         };
-        let closed = || Error::new(ErrorKind::Closed, "the device client is closed");
-        self.commands().send(command).await.map_err(|_| closed())?;
-        granted.await.map_err(|_| closed())??;
+        self.commands()
+            .send(command)
+            .await
+            .map_err(|_| closed_error())?;
+        granted.await.map_err(|_| closed_error())??;
         let (out, receiver) = mpsc::channel(features.buffer);
         let watcher = Watcher {
             commands: self.commands().downgrade(),
@@ -318,7 +320,7 @@ impl DesiredPropertyUpdates {
             .await
             .recv()
             .await
-            .ok_or_else(|| Error::new(ErrorKind::Closed, "the device client is closed"))
+            .ok_or_else(closed_error)
     }
 }
 

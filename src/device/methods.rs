@@ -33,6 +33,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use crate::device::DeviceClient;
 use crate::device::connection::{Command, filter_qos};
 use crate::device::inbound::{FeatureSink, MethodRequest as RawRequest};
+use crate::device::state::closed_error;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{METHOD_REQUEST_SUBSCRIPTION, check_payload_size, method_response_topic};
 
@@ -41,10 +42,6 @@ pub const DROPPED_REQUEST_STATUS: i32 = 500;
 
 /// The status of the answer to a request no application code received.
 pub const UNHANDLED_REQUEST_STATUS: i32 = 501;
-
-fn closed_error() -> Error {
-    Error::new(ErrorKind::Closed, "the device client is closed")
-}
 
 /// Answers one request, once.
 struct Responder {

@@ -17,6 +17,7 @@ mod connection_tests;
 mod desired;
 mod features;
 mod inbound;
+mod message_stream;
 mod methods;
 mod options;
 mod pending_requests;
@@ -27,9 +28,10 @@ mod subscriptions;
 mod twin;
 
 pub use crate::retry::RetryPolicy;
-pub use client::{DeviceClient, DeviceClientBuilder, MAX_TELEMETRY_SIZE, MessageStream};
+pub use client::{DeviceClient, DeviceClientBuilder, MAX_TELEMETRY_SIZE};
 pub use client_certificate::ClientCertificate;
 pub use desired::{DesiredPropertiesUpdate, DesiredPropertyUpdates, DesiredUpdateKind};
+pub use message_stream::MessageStream;
 pub use methods::{
     DROPPED_REQUEST_STATUS, MethodRequest, MethodRequests, UNHANDLED_REQUEST_STATUS,
 };

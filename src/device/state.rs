@@ -71,7 +71,12 @@ impl ConnectionState {
                      retry policy more attempts"
                 ),
             ),
-            _ => Error::new(ErrorKind::Closed, "the device client is closed"),
+            _ => closed_error(),
         }
     }
+}
+
+/// The error of a call on a client that was closed, or whose task has gone.
+pub(crate) fn closed_error() -> Error {
+    Error::new(ErrorKind::Closed, "the device client is closed")
 }

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use crate::device::DeviceClient;
 use crate::device::connection::Command;
 use crate::device::pending_requests::Response;
+use crate::device::state::closed_error;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{METADATA_KEY, TwinLimits, TwinRequestKind, VERSION_KEY, collection_version};
 
@@ -173,9 +174,8 @@ pub(crate) async fn request(
         timeout,
         done,
     };
-    let closed = || Error::new(ErrorKind::Closed, "the device client is closed");
-    commands.send(command).await.map_err(|_| closed())?;
-    response.await.map_err(|_| closed())?
+    commands.send(command).await.map_err(|_| closed_error())?;
+    response.await.map_err(|_| closed_error())?
 }
 
 impl DeviceClient {
