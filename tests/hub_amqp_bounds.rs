@@ -9,7 +9,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{WAIT, closed_by_hub, tls_from, tls_stream};
+use common::{WAIT, amqp_connection, closed_by_hub, tls_from, tls_stream};
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::types::definitions::{AmqpError, ErrorCondition, Role};
@@ -161,18 +161,7 @@ async fn silent_event_hubs_connections_are_closed_at_their_deadlines() {
 #[tokio::test]
 async fn too_many_sending_links_close_the_connection_with_resource_limit_exceeded() {
     let hub = LocalHub::builder().start().await.unwrap();
-    let tls = tls_stream(&hub, hub.amqp_addr().port()).await;
-    let mut connection = timeout(
-        WAIT,
-        Connection::builder()
-            .container_id("many-links")
-            .hostname("localhost")
-            .scheme("amqp")
-            .open_with_stream(tls),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let mut connection = amqp_connection(&hub, "many-links").await;
     let mut session = Session::begin(&mut connection).await.unwrap();
     // `$cbs` senders, each of which may hold a partly received put-token: 8 are allowed.
     let mut senders = Vec::new();

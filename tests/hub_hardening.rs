@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::{Mutex, Once};
 
-use common::{RawClient, WAIT, closed_by_hub, tls_from, tls_stream};
+use common::{RawClient, WAIT, amqp_connection, closed_by_hub, tls_from, tls_stream};
 use iothub::Message;
 use iothub::local_hub::LocalHub;
 use iothub::service::RegistryManager;
@@ -265,21 +265,10 @@ async fn silent_connections_are_closed_at_their_deadlines() {
 async fn a_cbs_flood_with_unread_replies_closes_its_connection() {
     use fe2o3_amqp::types::messaging::{ApplicationProperties, Message as AmqpMessage, Properties};
     use fe2o3_amqp::types::primitives::SimpleValue;
-    use fe2o3_amqp::{Connection, Sender, Session};
+    use fe2o3_amqp::{Sender, Session};
 
     let hub = LocalHub::builder().start().await.unwrap();
-    let tls = tls_stream(&hub, hub.amqp_addr().port()).await;
-    let mut connection = timeout(
-        WAIT,
-        Connection::builder()
-            .container_id("flood")
-            .hostname("localhost")
-            .scheme("amqp")
-            .open_with_stream(tls),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let mut connection = amqp_connection(&hub, "flood").await;
     let mut session = Session::begin(&mut connection).await.unwrap();
     // A `$cbs` sender and no `$cbs` receiver: no reply is ever read.
     let mut requests = Sender::attach(&mut session, "$cbs-sender", "$cbs")

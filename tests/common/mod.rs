@@ -177,3 +177,23 @@ pub async fn closed_by_hub<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> b
     .await
     .is_ok()
 }
+
+/// An AMQP connection (no SASL, no token yet) over TLS to the hub's IoT Hub AMQP port, as a
+/// back end opens it before its CBS put-token.
+pub async fn amqp_connection(
+    hub: &LocalHub,
+    container_id: &str,
+) -> fe2o3_amqp::connection::ConnectionHandle<()> {
+    let tls = tls_stream(hub, hub.amqp_addr().port()).await;
+    timeout(
+        WAIT,
+        fe2o3_amqp::Connection::builder()
+            .container_id(container_id)
+            .hostname("localhost")
+            .scheme("amqp")
+            .open_with_stream(tls),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
