@@ -27,7 +27,7 @@
 //!    time; latency = receipt (`receive_message()` returned; for the raw client, the read
 //!    holding the PUBLISH completed) − enqueue. Reported: p50, p99 (nearest rank) and max.
 //!
-//! 3. **RSS per connected `DeviceClient`, 1,000 clients in one process.** The hub runs as a
+//! 3. **RSS per connected `DeviceClient`, 999 clients in one process.** The hub runs as a
 //!    separate process — the `iothub-local` binary next to this bench executable
 //!    (`target/release/iothub-local`) — so that only the clients' memory is in this process.
 //!    It is started with `--mqtt-port 0 --https-port 0 --amqp-port 0`, `RUST_LOG=warn` and one
@@ -35,8 +35,9 @@
 //!    the port from the hub's `IOTHUB_CA_FILE=` and `IOTHUB_DEVICE_CONNECTION_STRING_*=` lines
 //!    (the port is in `GatewayHostName`). One extra warm-up client is connected first (one-time
 //!    costs: TLS provider, lazy statics, runtime threads), then this process's `VmRSS` is read
-//!    from `/proc/self/status` (the baseline); 1,000 `DeviceClient`s are connected, at most 100
-//!    at a time; after 1 s `VmRSS` is read again: per client = (after − baseline) / 1,000. All
+//!    from `/proc/self/status` (the baseline); 999 `DeviceClient`s are connected (with the
+//!    warm-up client, the 1,000 connections the hub admits from one address), at most 100 at a
+//!    time; after 1 s `VmRSS` is read again: per client = (after − baseline) / 999. All
 //!    clients stay alive until then, and are closed (`close()`) afterwards. This part runs
 //!    first, before 1 and 2 have allocated and freed memory that the clients could reuse.
 //!
@@ -99,8 +100,9 @@ const BODY_LEN: usize = 16;
 /// Longest wait of the feeder for a sign of progress before trying to enqueue again.
 const FEEDER_POLL: Duration = Duration::from_millis(1);
 
-/// Connected `DeviceClient`s in the memory measurement.
-const RSS_CLIENTS: usize = 1_000;
+/// Measured clients: with the warm-up client, 1,000 connections from 127.0.0.1, the most the
+/// hub admits from one address (`ConnectionLimits::default`).
+const RSS_CLIENTS: usize = 999;
 /// TLS handshakes + CONNECTs in progress at once.
 const CONNECT_CONCURRENCY: usize = 100;
 /// Open files a process needs beyond one per connection.

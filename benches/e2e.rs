@@ -5,9 +5,9 @@
 //! No criterion: one `main`, one run, tables on stdout.
 //!
 //! **Where the CPU goes.** The hub, the senders and the receivers run in this one process, each
-//! on its own Tokio runtime with named threads: the hub on `e2e-hub` (2 workers, as
-//! `iothub-local` has on this 2-core machine; the hub's tasks are spawned there because
-//! `LocalHub::builder().start()` runs there), the eight `DeviceClient`s on `e2e-dev` (1 worker;
+//! on its own Tokio runtime with named threads: the hub on `e2e-hub` (1 worker, as
+//! `iothub-local` has by default; `IOTHUB_E2E_HUB_WORKERS=N` measures `--worker-threads N`;
+//! the hub's tasks are spawned there because `LocalHub::builder().start()` runs there), the eight `DeviceClient`s on `e2e-dev` (1 worker;
 //! each client's connection task is spawned where `connect()` runs), the `RegistryManager` and
 //! the telemetry reader on `e2e-svc` (1 worker). Before and after each timed run the bench sums
 //! each runtime's threads' CPU time from `/proc/self/task/<tid>/schedstat` (nanoseconds on
@@ -49,6 +49,9 @@
 //! IOTHUB_PYTHON=VENV/bin/python IOTHUB_NODE_MODULES=DIR/node_modules \
 //!   cargo bench -p iothub-benches --bench e2e
 //! ```
+//!
+//! For a quicker look, `IOTHUB_E2E_ROUNDS=N` sets the rounds, `IOTHUB_E2E_FLOW=c2d|telemetry`
+//! and `IOTHUB_E2E_MODE=sequential|paced|concurrent` pick scenarios.
 //!
 //! Linux only (`/proc`); only loopback traffic; every wait is bounded by a timeout.
 
@@ -447,6 +450,9 @@ async fn send_telemetry(
 /// `min / median / max` of one figure over the rounds.
 fn spread(values: &[f64], decimals: usize) -> String {
     let mut sorted = values.to_vec();
+    if sorted.is_empty() {
+        return "no figure".to_owned();
+    }
     sorted.sort_by(f64::total_cmp);
     let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
     let median = sorted[sorted.len() / 2];
@@ -459,6 +465,41 @@ fn runtime(name: &'static str, workers: usize) -> Result<Runtime> {
         .thread_name(name)
         .enable_all()
         .build()?)
+}
+
+/// The hub runtime's workers: `IOTHUB_E2E_HUB_WORKERS`, 1 (`iothub-local`'s default) when
+/// unset.
+fn hub_workers() -> usize {
+    std::env::var("IOTHUB_E2E_HUB_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
+}
+
+/// The rounds: `IOTHUB_E2E_ROUNDS`, [`ROUNDS`] when unset.
+fn rounds() -> usize {
+    std::env::var("IOTHUB_E2E_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ROUNDS)
+}
+
+/// Whether to run a scenario: `IOTHUB_E2E_FLOW` (`c2d` or `telemetry`) and `IOTHUB_E2E_MODE`
+/// (`sequential`, `paced` or `concurrent`) each pick one; all when unset.
+fn wanted(flow: Flow, mode: Mode) -> bool {
+    let flow_wanted = match std::env::var("IOTHUB_E2E_FLOW").as_deref() {
+        Ok("c2d") => flow == Flow::C2d,
+        Ok("telemetry") => flow == Flow::Telemetry,
+        _ => true,
+    };
+    let mode_wanted = match std::env::var("IOTHUB_E2E_MODE").as_deref() {
+        Ok("sequential") => mode == Mode::Sequential,
+        Ok("paced") => mode == Mode::Paced,
+        Ok("concurrent") => mode == Mode::Concurrent,
+        _ => true,
+    };
+    flow_wanted && mode_wanted
 }
 
 fn main() -> ExitCode {
@@ -475,7 +516,7 @@ fn main() -> ExitCode {
     };
     let runtimes = (|| {
         Ok::<_, BoxError>((
-            runtime(HUB_THREADS, 2)?,
+            runtime(HUB_THREADS, hub_workers())?,
             runtime(DEVICE_THREADS, 1)?,
             runtime(SERVICE_THREADS, 1)?,
         ))
@@ -547,11 +588,16 @@ async fn bench(hub_rt: Handle, device_rt: Handle, service_rt: Handle) -> Result<
         epoch: Instant::now(),
     };
     println!(
-        "iothub end-to-end bench: {} CPU(s); hub runtime 2 workers, device and service runtimes 1 \
-         each; {DEVICES} connected devices; {ROUNDS} rounds",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "iothub end-to-end bench: {} CPU(s); hub runtime {} workers, device and service runtimes 1 \
+         each; {DEVICES} connected devices; {} rounds",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        hub_workers(),
+        rounds()
     );
-    for (flow, mode) in SCENARIOS {
+    for (flow, mode) in SCENARIOS
+        .into_iter()
+        .filter(|(flow, mode)| wanted(*flow, *mode))
+    {
         bench.run(flow, mode, WARMUP_MESSAGES).await?;
     }
     let pairs: Vec<Pair> = [
@@ -587,10 +633,13 @@ async fn bench(hub_rt: Handle, device_rt: Handle, service_rt: Handle) -> Result<
         "recv µs",
         "retries"
     );
-    for round in 1..=ROUNDS {
+    for round in 1..=rounds() {
         for (s, size) in sizes.iter().enumerate() {
             bench.set_registry_size(*size)?;
             for (i, (flow, mode)) in SCENARIOS.iter().enumerate() {
+                if !wanted(*flow, *mode) {
+                    continue;
+                }
                 let f = bench.run(*flow, *mode, mode.messages()).await?;
                 println!(
                     "{round:<5} {size:>8} {:<24} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.1} {:>8.1} \
@@ -641,10 +690,13 @@ async fn bench(hub_rt: Handle, device_rt: Handle, service_rt: Handle) -> Result<
     }
 
     println!();
-    println!("== summary: min / median / max over {ROUNDS} rounds ==");
+    println!("== summary: min / median / max over {} rounds ==", rounds());
     for (s, size) in sizes.iter().enumerate() {
         for (i, (flow, mode)) in SCENARIOS.iter().enumerate() {
             let runs = &figures[s][i];
+            if runs.is_empty() {
+                continue;
+            }
             let pick = |f: fn(&Figures) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
             let mut line = format!("{size:>6} devices, {:<24}", scenario_label(*flow, *mode));
             let _ = write!(
@@ -663,6 +715,9 @@ async fn bench(hub_rt: Handle, device_rt: Handle, service_rt: Handle) -> Result<
         }
     }
     for (i, (flow, mode)) in SCENARIOS.iter().enumerate() {
+        if figures[0][i].is_empty() {
+            continue;
+        }
         let ratios: Vec<f64> = figures[1][i]
             .iter()
             .zip(&figures[0][i])

@@ -430,3 +430,39 @@ async fn manual_completions_across_sas_renewals_succeed_without_duplicates() {
     client.close().await.unwrap();
     drop(hub);
 }
+
+#[tokio::test]
+async fn messages_taken_right_before_close_are_completed_not_delivered_again() {
+    // The client writes PUBACKs in batches; `close()` must send the batch before its
+    // DISCONNECT, or the hub would deliver these messages again to the next connection.
+    const MESSAGES: usize = 40;
+    let hub = hub().await;
+    let mut feedback = hub.feedback();
+    let cs = hub.create_device("dev1").unwrap();
+    let client = connect(&hub, cs, AckMode::Auto).await;
+    for i in 0..MESSAGES {
+        hub.enqueue_c2d(
+            "dev1",
+            Message::new("taken")
+                .with_message_id(format!("m{i}"))
+                .with_ack(Ack::Full),
+        )
+        .unwrap();
+    }
+    for _ in 0..MESSAGES {
+        receive(&client).await;
+    }
+    client.close().await.unwrap();
+    let mut completed = BTreeSet::new();
+    while completed.len() < MESSAGES {
+        let batch = timeout(WAIT, feedback.recv())
+            .await
+            .expect("feedback for every message taken before close")
+            .unwrap();
+        for record in batch {
+            assert_eq!(record.status_code, FeedbackStatus::Success);
+            completed.insert(record.original_message_id);
+        }
+    }
+    assert_eq!(hub.c2d_queue_len("dev1"), Some(0));
+}

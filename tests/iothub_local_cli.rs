@@ -11,6 +11,9 @@ use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// The flags that put every IoT Hub listener on a free port.
+const FREE_PORTS: [&str; 6] = ["--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"];
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("iothub-cli-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -242,19 +245,11 @@ async fn logs_into_a_pipe_have_no_colour_codes() {
 async fn a_state_directory_in_use_is_refused_until_its_hub_is_gone() {
     let dir = scratch("in-use");
     let state = dir.join("state");
-    let args = [
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--mqtt-port",
-        "0",
-        "--https-port",
-        "0",
-        "--amqp-port",
-        "0",
-    ];
+    let mut args = vec!["--state-dir", state.to_str().unwrap()];
+    args.extend(FREE_PORTS);
     let (mut first, printed) = start(&args).await;
     let second = Command::new(env!("CARGO_BIN_EXE_iothub-local"))
-        .args(args)
+        .args(&args)
         .output()
         .await
         .unwrap();
@@ -267,4 +262,31 @@ async fn a_state_directory_in_use_is_refused_until_its_hub_is_gone() {
     assert_eq!(printed_again, printed);
     again.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--worker-threads N` sets the threads serving connections (1 by default); 0 is refused
+/// before anything starts, naming the flag.
+#[tokio::test]
+async fn worker_threads_are_a_positive_count() {
+    let mut args = FREE_PORTS.to_vec();
+    args.extend(["--worker-threads", "3"]);
+    let (mut hub, printed) = start(&args).await;
+    assert!(names(&printed).contains(&"IOTHUB_CONNECTION_STRING"));
+    hub.kill().await.unwrap();
+
+    args.pop();
+    args.push("0");
+    let out = timeout(
+        WAIT,
+        Command::new(env!("CARGO_BIN_EXE_iothub-local"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--worker-threads"), "{stderr}");
 }

@@ -271,6 +271,7 @@ impl DeviceClientBuilder {
             state: state_tx,
             live_epoch: live_epoch.clone(),
             awaiting_ack: Default::default(),
+            acks_due: Default::default(),
         };
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(task.run(Some(ready_tx)));

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use rumqttc::{
     AsyncClient, ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, Outgoing,
-    PubAck, QoS, Request, SubscribeReasonCode,
+    Packet, PubAck, QoS, SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
@@ -33,6 +33,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{TWIN_RESPONSE_SUBSCRIPTION, TwinRequestKind, twin_request_topic};
 use crate::retry::RetryPolicy;
 
+pub(crate) mod acks;
 mod commands;
 
 /// How far away "never" is for the timers of the select loop.
@@ -105,6 +106,8 @@ pub(crate) struct Task {
     /// Packet ids of the QoS 1 messages the live connection handed to the application and
     /// that it has not acknowledged yet.
     pub awaiting_ack: HashSet<u16>,
+    /// PUBACKs due on the live connection, written together (`connection/acks.rs`).
+    pub acks_due: acks::DueAcks,
 }
 
 /// The QoS a feature's filter is subscribed at: 1 for messages, 0 for twin and methods, as
@@ -189,19 +192,6 @@ impl Task {
                  device id (CA-signed); the device must be enabled and registered with X.509 \
                  authentication"
             )
-        }
-    }
-
-    /// Queues a PUBACK. It goes through the request channel: rumqttc's `pending` queue, meant
-    /// for retransmissions, waits a timer tick (about 1 ms) before each request it sends,
-    /// which caps acknowledgements near 1,000 a second (measured in `benches/device.rs`).
-    fn puback(&mut self, pkid: u16) {
-        let mut publish = rumqttc::Publish::new("", QoS::AtLeastOnce, Vec::new());
-        publish.pkid = pkid;
-        if self.client.try_ack(&publish).is_err() {
-            self.eventloop
-                .pending
-                .push_back(Request::PubAck(PubAck::new(pkid)));
         }
     }
 
@@ -313,6 +303,7 @@ impl Task {
             }
             self.purge_stale_requests();
             self.awaiting_ack.clear();
+            self.acks_due.clear();
             // Set when the token is due for renewal while messages await their ack.
             let mut ack_wait: Option<Instant> = None;
             self.subscriptions.on_connected(session_present);
@@ -380,7 +371,14 @@ impl Task {
                             reason: "SAS token renewal".into(),
                         };
                     }
-                    Step::Continue => continue,
+                    Step::Continue => {
+                        if let Err(reason) = self.write_acks_if_idle().await {
+                            break Step::Reconnect {
+                                planned: false,
+                                reason,
+                            };
+                        }
+                    }
                     other => break other,
                 }
             };
@@ -576,6 +574,8 @@ impl Task {
         if self.live_epoch.load(Ordering::SeqCst) == 0 {
             return;
         }
+        // The PUBACKs due go before the DISCONNECT.
+        let _ = self.write_acks().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             loop {
                 match self.eventloop.poll().await {
