@@ -39,6 +39,22 @@ fn connack_code(packet: &Packet) -> ConnectReturnCode {
     }
 }
 
+/// A raw client connected as `dev1` with a keep-alive of 1 s.
+async fn connected_with_keep_alive_1s(
+    hub: &LocalHub,
+    cs: &DeviceConnectionString,
+) -> RawClient<TlsStream<TcpStream>> {
+    let mut client = RawClient::open(hub).await;
+    client
+        .send(connect_packet("dev1", &username(cs), &password(cs), 1))
+        .await;
+    assert_eq!(
+        connack_code(&client.recv().await),
+        ConnectReturnCode::Success
+    );
+    client
+}
+
 async fn subscribe_c2d<S>(client: &mut RawClient<S>, device: &str) -> Vec<SubscribeReasonCode>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -486,14 +502,7 @@ async fn a_second_connection_for_the_device_closes_the_first() {
 async fn keep_alive_is_enforced_at_one_and_a_half_times() {
     let hub = hub().await;
     let cs = hub.create_device("dev1").unwrap();
-    let mut client = RawClient::open(&hub).await;
-    client
-        .send(connect_packet("dev1", &username(&cs), &password(&cs), 1))
-        .await;
-    assert_eq!(
-        connack_code(&client.recv().await),
-        ConnectReturnCode::Success
-    );
+    let mut client = connected_with_keep_alive_1s(&hub, &cs).await;
     let started = tokio::time::Instant::now();
     client.expect_closed().await;
     let waited = started.elapsed();
@@ -501,6 +510,23 @@ async fn keep_alive_is_enforced_at_one_and_a_half_times() {
         waited >= Duration::from_millis(1400),
         "closed after {waited:?}"
     );
+}
+
+/// A device that keeps talking within its keep-alive stays connected well past it: every
+/// packet moves the deadline.
+#[tokio::test]
+async fn packets_within_the_keep_alive_keep_the_connection() {
+    let hub = hub().await;
+    let cs = hub.create_device("dev1").unwrap();
+    let mut client = connected_with_keep_alive_1s(&hub, &cs).await;
+    // Keep-alive 1 s (enforced at 1.5 s); a PINGREQ every 0.5 s for 4 s.
+    let mut ticks = tokio::time::interval(Duration::from_millis(500));
+    for _ in 0..8 {
+        ticks.tick().await;
+        client.send(Packet::PingReq).await;
+        assert_eq!(client.recv().await, Packet::PingResp);
+    }
+    assert!(hub.is_connected("dev1"));
 }
 
 #[tokio::test]

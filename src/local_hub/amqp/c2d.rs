@@ -62,13 +62,16 @@ fn enqueue(state: &HubState, amqp: &AmqpBodyMessage) -> Result<String, Error> {
 /// Serves the client's `/messages/devicebound` sender link until it detaches or the
 /// connection's authorization lapses.
 pub(super) async fn receive(mut receiver: Receiver, conn: Arc<Conn>) {
+    // One watch on the authorization for the link's life, not one (with its timer) per message.
+    let lapsed = conn.lapsed();
+    tokio::pin!(lapsed);
     loop {
         let delivery = tokio::select! {
             delivery = receiver.recv::<Body<Value>>() => match delivery {
                 Ok(delivery) => delivery,
                 Err(_) => return,
             },
-            _ = conn.lapsed() => {
+            _ = &mut lapsed => {
                 close_expired(LinkEndpoint::Receiver(receiver), &conn).await;
                 return;
             }

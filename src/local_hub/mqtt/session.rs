@@ -140,6 +140,11 @@ impl Session {
         if let Err(e) = self.deliver(wire) {
             return Outcome::Ended(e);
         }
+        // One timer for the keep-alive and the token's expiry. A packet moves `alive_until`
+        // without touching the timer: when it fires early, it is set to the new deadline.
+        // (A timer made per wake-up costs a registration and a removal in Tokio's wheel each.)
+        let wake = sleep_until(alive_until.min(token_expiry));
+        tokio::pin!(wake);
         loop {
             // Handle every complete packet already read.
             loop {
@@ -186,8 +191,16 @@ impl Session {
                     }
                 }
                 _ = kick.notified() => return Outcome::TakenOver,
-                _ = sleep_until(alive_until) => return Outcome::KeepAliveTimeout,
-                _ = sleep_until(token_expiry) => return Outcome::TokenExpired,
+                _ = &mut wake => {
+                    let now = Instant::now();
+                    if token_expiry <= now {
+                        return Outcome::TokenExpired;
+                    }
+                    if alive_until <= now {
+                        return Outcome::KeepAliveTimeout;
+                    }
+                    wake.as_mut().reset(alive_until.min(token_expiry));
+                }
             }
         }
     }
