@@ -376,9 +376,17 @@ async fn connect_sender(
 async fn sender_task(config: AmqpConfig, mut requests: mpsc::Receiver<SendRequest>) {
     let mut open: Option<(Link, Sender)> = None;
     let mut backoff = Backoff::new();
+    // One renewal timer, moved only when the link's renewal time changes: not a timer
+    // registered and dropped per message.
+    let renew_timer = sleep_until(Instant::now() + Duration::from_secs(24 * 3600));
+    tokio::pin!(renew_timer);
     loop {
         let renew_at = open.as_ref().map(|(link, _)| link.renew_at);
-        let far = Instant::now() + Duration::from_secs(24 * 3600);
+        if let Some(at) = renew_at {
+            if renew_timer.deadline() != at {
+                renew_timer.as_mut().reset(at);
+            }
+        }
         tokio::select! {
             request = requests.recv() => {
                 let Some(request) = request else { break };
@@ -437,7 +445,7 @@ async fn sender_task(config: AmqpConfig, mut requests: mpsc::Receiver<SendReques
                     link.close().await;
                 }
             }
-            _ = sleep_until(renew_at.unwrap_or(far)), if renew_at.is_some() => {
+            _ = &mut renew_timer, if renew_at.is_some() => {
                 let (link, _) = open.as_mut().expect("renew_at implies a link");
                 if let Err(e) = link.authorize(&config).await {
                     tracing::warn!(error = %e, "token renewal failed; reconnecting on the next send");
