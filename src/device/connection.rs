@@ -364,6 +364,9 @@ impl Task {
                         }
                     }
                 };
+                let step = self
+                    .handle_ready(step, epoch, &mut sends, &mut restoring, &mut ready)
+                    .await;
                 match step {
                     Step::Continue if ack_wait.is_some() && self.awaiting_ack.is_empty() => {
                         break Step::Reconnect {

@@ -50,7 +50,12 @@ pub fn c2d_subscription(device_id: &str) -> String {
 /// The topic that delivers `message` to `device_id`, properties in the hub's order.
 pub fn c2d_topic(device_id: &str, message: &Message) -> Result<String> {
     let bag = PropertyBag::from_message(message, SystemOrder::CloudToDevice)?;
-    let mut topic = format!("{DEVICES}{device_id}/{DEVICEBOUND}/");
+    // Built by pushes into one allocation: this runs for every C2D delivery of the hub.
+    let mut topic =
+        String::with_capacity(DEVICES.len() + device_id.len() + DEVICEBOUND.len() + 130);
+    for part in [DEVICES, device_id, "/", DEVICEBOUND, "/"] {
+        topic.push_str(part);
+    }
     bag.encode_into(&mut topic);
     Ok(topic)
 }

@@ -1,5 +1,6 @@
 //! PUBACKs written in batches: one socket write and one flush for every acknowledgement that is
-//! due when the task runs out of ready work, instead of one write and one flush each.
+//! due when the task runs out of ready work, instead of one write and one flush each; and the
+//! ready work (events rumqttc already read, commands already waiting) handled in one pass.
 //!
 //! rumqttc's event loop takes one request per wake-up and flushes after each, so acknowledging
 //! through `AsyncClient::ack` costs a channel hop, a wake-up and a `write` per message. An
@@ -31,7 +32,39 @@ impl DueAcks {
     }
 }
 
+/// Events and commands handled at most in one pass, so that the timers still get their turn.
+const READY_BATCH: usize = 64;
+
 impl Task {
+    /// Goes on from `step` (what the `select!` woke for) with the events rumqttc has already
+    /// read and the commands already waiting, without another trip through `select!`, which
+    /// builds rumqttc's `poll()` future anew each time. Stops at the first step that is not
+    /// `Continue`.
+    pub(super) async fn handle_ready(
+        &mut self,
+        mut step: Step,
+        epoch: u64,
+        sends: &mut Sends,
+        restoring: &mut bool,
+        ready: &mut Option<oneshot::Sender<Result<()>>>,
+    ) -> Step {
+        for _ in 0..READY_BATCH {
+            if !matches!(step, Step::Continue) {
+                break;
+            }
+            step = if let Some(event) = self.eventloop.state.events.pop_front() {
+                self.on_event(event, epoch, sends, restoring, ready).await
+            } else {
+                match self.commands.try_recv() {
+                    Ok(command) => self.on_command(Some(command), epoch, sends).await,
+                    // Empty, or every handle gone: the `select!` sees that next.
+                    Err(_) => break,
+                }
+            };
+        }
+        step
+    }
+
     /// Queues a PUBACK for `pkid` on the live connection; [`Task::write_acks_if_idle`] sends it.
     pub(super) fn puback(&mut self, pkid: u16) {
         self.acks_due.pkids.push(pkid);
