@@ -141,12 +141,56 @@ enum Mode {
 }
 
 impl Mode {
+    /// The tasks sending at once.
+    fn sending_tasks(self) -> usize {
+        if self == Mode::Concurrent {
+            CONCURRENT_TASKS
+        } else {
+            1
+        }
+    }
+
     fn messages(self) -> usize {
         match self {
             Mode::Sequential => SEQUENTIAL_MESSAGES,
             Mode::Paced => PACED_MESSAGES,
             Mode::Concurrent => CONCURRENT_MESSAGES,
         }
+    }
+}
+
+/// One sending task's share of a run: the next sequence number while any of `messages` is
+/// left, shared with the run's other tasks; when paced, one per tick of `PACE` (a late tick
+/// delays the next, never bunches them).
+struct Turns {
+    next: Arc<AtomicUsize>,
+    messages: usize,
+    pace: Option<tokio::time::Interval>,
+}
+
+impl Turns {
+    fn new(next: Arc<AtomicUsize>, messages: usize, mode: Mode) -> Self {
+        let pace = (mode == Mode::Paced).then(|| {
+            let mut interval = tokio::time::interval(PACE);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            interval
+        });
+        Turns {
+            next,
+            messages,
+            pace,
+        }
+    }
+
+    async fn next(&mut self) -> Option<usize> {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        if seq >= self.messages {
+            return None;
+        }
+        if let Some(pace) = &mut self.pace {
+            pace.tick().await;
+        }
+        Some(seq)
     }
 }
 
@@ -365,26 +409,12 @@ async fn send_c2d(
 ) -> Result<usize> {
     let next = Arc::new(AtomicUsize::new(0));
     let retries = Arc::new(AtomicUsize::new(0));
-    let tasks = if mode == Mode::Concurrent {
-        CONCURRENT_TASKS
-    } else {
-        1
-    };
     let mut handles = Vec::new();
-    for _ in 0..tasks {
-        let (registry, ids, next, retries) =
-            (registry.clone(), ids.clone(), next.clone(), retries.clone());
+    for _ in 0..mode.sending_tasks() {
+        let (registry, ids, retries) = (registry.clone(), ids.clone(), retries.clone());
+        let mut turns = Turns::new(next.clone(), messages, mode);
         handles.push(tokio::spawn(async move {
-            let mut interval = tokio::time::interval(PACE);
-            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                let seq = next.fetch_add(1, Ordering::Relaxed);
-                if seq >= messages {
-                    return Ok::<_, BoxError>(());
-                }
-                if mode == Mode::Paced {
-                    interval.tick().await;
-                }
+            while let Some(seq) = turns.next().await {
                 // Message `seq` goes to device `seq % DEVICES`, as the receivers expect.
                 let device = &ids[if single { 0 } else { seq % DEVICES }];
                 loop {
@@ -401,6 +431,7 @@ async fn send_c2d(
                     }
                 }
             }
+            Ok::<_, BoxError>(())
         }));
     }
     for handle in handles {
@@ -416,28 +447,15 @@ async fn send_telemetry(
     epoch: Instant,
 ) -> Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
-    let tasks = if mode == Mode::Concurrent {
-        CONCURRENT_TASKS
-    } else {
-        1
-    };
     let mut handles = Vec::new();
-    for task in 0..tasks {
+    for task in 0..mode.sending_tasks() {
         let client = clients[task % clients.len()].clone();
-        let next = next.clone();
+        let mut turns = Turns::new(next.clone(), messages, mode);
         handles.push(tokio::spawn(async move {
-            let mut interval = tokio::time::interval(PACE);
-            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                let seq = next.fetch_add(1, Ordering::Relaxed);
-                if seq >= messages {
-                    return Ok::<_, BoxError>(());
-                }
-                if mode == Mode::Paced {
-                    interval.tick().await;
-                }
+            while let Some(seq) = turns.next().await {
                 client.send_message(body(seq as u64, epoch)).await?;
             }
+            Ok::<_, BoxError>(())
         }));
     }
     for handle in handles {

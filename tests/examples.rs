@@ -8,13 +8,17 @@
 //! `iothub-local` needs the `cli` feature (as `cargo test --all-features` enables).
 #![cfg(all(feature = "device", feature = "service", feature = "cli"))]
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use iothub_local_process::printed_var;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
+
+mod iothub_local_process;
 
 /// Every wait in these tests.
 const WAIT: Duration = Duration::from_secs(60);
@@ -178,37 +182,15 @@ async fn read_until(
 /// `iothub-local` on free ports with device `dev1`: the process, its printed variables and the
 /// AMQP port (as printed: port 0 picks it).
 async fn start_hub(ca_file: &std::path::Path) -> (Child, Vec<String>, u16) {
-    let mut hub = Command::new(env!("CARGO_BIN_EXE_iothub-local"))
-        .args(["--mqtt-port", "0", "--https-port", "0", "--device", "dev1"])
-        .args(["--amqp-port", "0"])
-        .arg("--ca-out")
-        .arg(ca_file)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("iothub-local starts");
-    let mut lines = BufReader::new(hub.stdout.take().expect("piped")).lines();
-    let printed = read_until(&mut lines, |line| line == "ready").await;
+    let flags = iothub_local_process::FREE_PORTS.into_iter();
+    let flags = flags.chain(["--device", "dev1", "--ca-out"]);
+    let mut args: Vec<&OsStr> = flags.map(OsStr::new).collect();
+    args.push(ca_file.as_os_str());
+    let (hub, printed) = iothub_local_process::start(args).await;
     let amqp_port = printed_var(&printed, "IOTHUB_AMQP_PORT")
         .parse()
         .expect("a port number");
     (hub, printed, amqp_port)
-}
-
-/// The value of a printed `NAME='value'` line (single-quoted for a shell: `'\''` is a quote).
-fn printed_var(printed: &[String], name: &str) -> String {
-    let quoted = printed
-        .iter()
-        .find_map(|line| line.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("iothub-local printed {name}: {printed:#?}"));
-    quoted
-        .strip_prefix('\'')
-        .and_then(|v| v.strip_suffix('\''))
-        .unwrap_or_else(|| panic!("{name} is not single-quoted: {quoted}"))
-        .replace("'\\''", "'")
 }
 
 #[tokio::test]

@@ -14,6 +14,8 @@
 //! each test prints `skipped:` and passes, unless `IOTHUB_REQUIRE_INTEROP=1`.
 #![cfg(all(feature = "local-hub", feature = "device"))]
 
+#[cfg(feature = "cli")]
+mod iothub_local_process;
 #[path = "interop/peer.rs"]
 mod peer;
 
@@ -381,41 +383,31 @@ async fn python_registry_creates_x509_devices_that_connect() {
 #[cfg(feature = "cli")]
 #[tokio::test]
 async fn sdks_connect_with_the_certificate_iothub_local_issues() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
     let (Some(python), Some(node_modules)) = (python(), node_modules()) else {
         return;
     };
     let x509_ca = TempFile::new("x509-ca.pem", &test_ca().pem);
     let hub_ca = TempFile::new("hub-ca.pem", "");
-    let mut hub = tokio::process::Command::new(env!("CARGO_BIN_EXE_iothub-local"))
-        .args(["--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"])
-        .args(["--device", "cli-x509:x509", "--x509-ca"])
-        .arg(x509_ca.path())
-        .arg("--ca-out")
-        .arg(hub_ca.path())
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("iothub-local starts");
-    let mut lines = BufReader::new(hub.stdout.take().unwrap()).lines();
-    let mut printed = Vec::new();
-    while let Some(line) = timeout(HUB_WAIT, lines.next_line()).await.unwrap().unwrap() {
-        if line == "ready" {
-            break;
-        }
-        printed.push(line);
-    }
-    let var = |name: &str| {
-        printed
-            .iter()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("iothub-local printed no {name}: {printed:#?}"))
-            .trim_matches('\'')
-            .to_owned()
-    };
+    let mut args: Vec<&std::ffi::OsStr> = [
+        "--mqtt-port",
+        "0",
+        "--https-port",
+        "0",
+        "--amqp-port",
+        "0",
+        "--device",
+        "cli-x509:x509",
+        "--x509-ca",
+    ]
+    .map(std::ffi::OsStr::new)
+    .to_vec();
+    args.extend([
+        x509_ca.path().as_os_str(),
+        "--ca-out".as_ref(),
+        hub_ca.path().as_os_str(),
+    ]);
+    let (mut hub, printed) = iothub_local_process::start(args).await;
+    let var = |name: &str| iothub_local_process::printed_var(&printed, name);
     let cs = var("IOTHUB_DEVICE_CONNECTION_STRING_CLI_X509");
     let cert_file = std::path::PathBuf::from(var("IOTHUB_DEVICE_CERT_FILE_CLI_X509"));
     let key_file = std::path::PathBuf::from(var("IOTHUB_DEVICE_KEY_FILE_CLI_X509"));

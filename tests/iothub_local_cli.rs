@@ -5,45 +5,20 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use iothub_local_process::{FREE_PORTS, start};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::time::timeout;
 
-const WAIT: Duration = Duration::from_secs(60);
+mod iothub_local_process;
 
-/// The flags that put every IoT Hub listener on a free port.
-const FREE_PORTS: [&str; 6] = ["--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"];
+const WAIT: Duration = Duration::from_secs(60);
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("iothub-cli-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Starts `iothub-local` with `args`; returns it and the lines it printed before `ready`.
-async fn start(args: &[&str]) -> (Child, Vec<String>) {
-    let mut hub = Command::new(env!("CARGO_BIN_EXE_iothub-local"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("iothub-local starts");
-    let mut lines = BufReader::new(hub.stdout.take().unwrap()).lines();
-    let mut printed = Vec::new();
-    loop {
-        let line = timeout(WAIT, lines.next_line())
-            .await
-            .expect("iothub-local is ready in time")
-            .unwrap()
-            .unwrap_or_else(|| panic!("iothub-local stopped; printed {printed:#?}"));
-        if line == "ready" {
-            return (hub, printed);
-        }
-        printed.push(line);
-    }
 }
 
 /// What `sh` makes of `script`.

@@ -7,8 +7,8 @@
 #![cfg(all(feature = "cli", feature = "device", feature = "service"))]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -19,9 +19,10 @@ use iothub::local_hub::{LocalHub, TelemetryStart};
 use iothub::protocol::FeedbackStatus;
 use iothub::service::RegistryManager;
 use iothub::{Ack, Message, RetryPolicy};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::{sleep, timeout};
+
+mod iothub_local_process;
 
 const C2D_MESSAGES: usize = 1_000;
 const TELEMETRY_EVENTS: usize = 500;
@@ -35,33 +36,16 @@ struct Hub {
 }
 
 async fn start_hub(dir: &Path, config: &Path) -> Hub {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iothub-local"))
-        .arg("--state-dir")
-        .arg(dir)
-        .arg("--config")
-        .arg(config)
-        .args(["--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"])
-        .args(["--device", "dev1"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("iothub-local starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut vars = BTreeMap::new();
-    loop {
-        let line = timeout(WAIT, lines.next_line())
-            .await
-            .expect("iothub-local is ready in time")
-            .unwrap()
-            .expect("iothub-local printed `ready`");
-        if line == "ready" {
-            return Hub { child, vars };
-        }
-        let (name, quoted) = line.split_once('=').expect("NAME='value'");
-        let value = quoted.trim_matches('\'').replace("'\\''", "'");
-        vars.insert(name.to_owned(), value);
+    let mut args = vec![OsStr::new("--state-dir"), dir.as_os_str()];
+    args.extend([OsStr::new("--config"), config.as_os_str()]);
+    let flags = iothub_local_process::FREE_PORTS
+        .into_iter()
+        .chain(["--device", "dev1"]);
+    args.extend(flags.map(OsStr::new));
+    let (child, printed) = iothub_local_process::start(args).await;
+    Hub {
+        child,
+        vars: iothub_local_process::printed_vars(&printed),
     }
 }
 

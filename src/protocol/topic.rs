@@ -50,9 +50,11 @@ pub fn c2d_subscription(device_id: &str) -> String {
 /// The topic that delivers `message` to `device_id`, properties in the hub's order.
 pub fn c2d_topic(device_id: &str, message: &Message) -> Result<String> {
     let bag = PropertyBag::from_message(message, SystemOrder::CloudToDevice)?;
-    // Built by pushes into one allocation: this runs for every C2D delivery of the hub.
-    let mut topic =
-        String::with_capacity(DEVICES.len() + device_id.len() + DEVICEBOUND.len() + 130);
+    // One allocation, sized for the prefix and a typical bag (a message id, an expiry, an
+    // ack): the hub builds this topic for every C2D delivery.
+    const TYPICAL_BAG: usize = 128;
+    let prefix = DEVICES.len() + device_id.len() + DEVICEBOUND.len() + 2;
+    let mut topic = String::with_capacity(prefix + TYPICAL_BAG);
     for part in [DEVICES, device_id, "/", DEVICEBOUND, "/"] {
         topic.push_str(part);
     }
