@@ -3,6 +3,8 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(any(feature = "service", feature = "local-hub"))]
+mod amqp_batched_writes;
 pub mod auth;
 #[cfg(any(feature = "device", feature = "service"))]
 mod client_tls;

@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
+use crate::amqp_batched_writes::BatchedWrites;
 use crate::auth::TokenSource;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::amqp_error;
@@ -170,12 +171,13 @@ impl Link {
             .container_id(container)
             .hostname(config.host.as_str())
             .idle_time_out(IDLE_TIMEOUT_MS);
+        // Frames written in one turn of fe2o3's connection loop go out in one write.
         let opened = if config.websockets {
             builder
-                .open_with_stream(websocket_pipe(config, tls).await?)
+                .open_with_stream(BatchedWrites::new(websocket_pipe(config, tls).await?))
                 .await
         } else {
-            builder.open_with_stream(tls).await
+            builder.open_with_stream(BatchedWrites::new(tls)).await
         };
         let mut connection =
             opened.map_err(|e| transport("the AMQP connection was refused").with_source(e))?;

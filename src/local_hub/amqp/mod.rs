@@ -50,6 +50,8 @@ use crate::local_hub::rewind::Rewind;
 use crate::local_hub::state::HubState;
 use crate::protocol::amqp_error;
 use frame_guard::FrameGuard;
+
+use crate::amqp_batched_writes::BatchedWrites;
 use link_kind::{LinkKind, classify, fill_termini};
 use sasl::{HubSasl, SaslGrant};
 
@@ -174,7 +176,10 @@ where
         Ok(Err(e)) => return Err(ConnectionEnd::Header(e)),
         Err(_) => return Err(ConnectionEnd::HeaderTimeout),
     }
-    let stream = FrameGuard::new(Rewind::new(header.to_vec(), stream), MAX_FRAME_SIZE);
+    let stream = BatchedWrites::new(FrameGuard::new(
+        Rewind::new(header.to_vec(), stream),
+        MAX_FRAME_SIZE,
+    ));
     let (mut connection, grant) = match header {
         SASL_HEADER => {
             let (sasl, slot) = HubSasl::new(state.clone());

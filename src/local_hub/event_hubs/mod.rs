@@ -43,6 +43,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
+use crate::amqp_batched_writes::BatchedWrites;
 use crate::local_hub::amqp::frame_guard::FrameGuard;
 use crate::local_hub::amqp::sasl::HubSasl;
 use crate::local_hub::amqp::{AMQP_HEADER, MAX_FRAME_SIZE, SASL_HEADER};
@@ -197,10 +198,12 @@ where
         Err(_) => return Err("no protocol header in time".to_owned()),
     }
     // The same guard as the service endpoint: fe2o3's decoder panics on frame sizes 4 to 7.
-    let stream = full_frames::FullFrames::new(FrameGuard::new(
+    // Transfers to a reader written in one turn of fe2o3's connection loop go out in one
+    // write (`BatchedWrites`), each padded by `FullFrames`.
+    let stream = BatchedWrites::new(full_frames::FullFrames::new(FrameGuard::new(
         Rewind::new(header.to_vec(), stream),
         MAX_FRAME_SIZE,
-    ));
+    )));
     let acceptor = ConnectionAcceptor::builder()
         .container_id(CONTAINER_ID)
         .max_frame_size(MAX_FRAME_SIZE)
