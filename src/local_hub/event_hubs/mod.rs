@@ -21,6 +21,7 @@ mod event_message;
 mod filter;
 mod full_frames;
 mod management;
+mod moot_detaches;
 mod receiver;
 mod token;
 
@@ -199,11 +200,14 @@ where
     }
     // The same guard as the service endpoint: fe2o3's decoder panics on frame sizes 4 to 7.
     // Transfers to a reader written in one turn of fe2o3's connection loop go out in one
-    // write (`BatchedWrites`), each padded by `FullFrames`.
-    let stream = BatchedWrites::new(full_frames::FullFrames::new(FrameGuard::new(
-        Rewind::new(header.to_vec(), stream),
-        MAX_FRAME_SIZE,
-    )));
+    // write (`BatchedWrites`), each padded by `FullFrames`. A client's DETACH followed by the
+    // END of its session is answered by END alone (`MootDetaches`).
+    let stream = BatchedWrites::new(full_frames::FullFrames::new(
+        moot_detaches::MootDetaches::new(FrameGuard::new(
+            Rewind::new(header.to_vec(), stream),
+            MAX_FRAME_SIZE,
+        )),
+    ));
     let acceptor = ConnectionAcceptor::builder()
         .container_id(CONTAINER_ID)
         .max_frame_size(MAX_FRAME_SIZE)
