@@ -19,8 +19,9 @@
 //!    (IoT Hub's 50-message queue; `QueueFull` means "come back later": the feeder waits until
 //!    the receiver reports a message, or 1 ms) until N = 20,000 messages were enqueued. Time
 //!    runs from the first enqueue until the receiver has the N-th message. A 1,000-message
-//!    warm-up per client first, then 3 alternating rounds (raw, `DeviceClient`); the medians
-//!    are reported, and every round is printed.
+//!    warm-up per client first, then 5 alternating rounds (raw, `DeviceClient`); every round
+//!    is printed with the context switches of this process per message (hub, feeder and client
+//!    together, from `/proc/self/task/*/status`), then min, median and max of each column.
 //!
 //! 2. **C2D latency at 1,000 msg/s.** Same hub and clients: one message enqueued per tick of
 //!    a 1 ms Tokio interval, 5,000 messages per client (raw first), each carrying its enqueue
@@ -62,8 +63,8 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    BoxError, Result, WAIT, device_key, median, mib, open_files_soft_limit, thousands,
-    tls_connector, within,
+    BoxError, Result, WAIT, context_switches, device_key, median, mib, min_max,
+    open_files_soft_limit, thousands, tls_connector, within,
 };
 
 use bytes::{Bytes, BytesMut};
@@ -90,7 +91,7 @@ const THROUGHPUT_MESSAGES: usize = 20_000;
 /// C2D messages per client in the untimed warm-up.
 const WARMUP_MESSAGES: usize = 1_000;
 /// Timed throughput rounds (raw, then `DeviceClient`, in each).
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// C2D messages per client in the latency measurement.
 const LATENCY_MESSAGES: usize = 5_000;
 /// One enqueue per period: 1,000 msg/s.
@@ -451,26 +452,50 @@ async fn c2d_receive() -> Result<(Rates, Latencies)> {
         thousands(WARMUP_MESSAGES)
     );
     println!(
-        "{:>7}  {:>14}  {:>14}  {:>17}",
-        "round", "raw msgs/s", "DeviceClient", "DeviceClient/raw"
+        "{:>7}  {:>14}  {:>14}  {:>17}  {:>14}  {:>14}",
+        "round", "raw msgs/s", "DeviceClient", "DeviceClient/raw", "raw cs/msg", "DC cs/msg"
     );
     let mut raw_rates = Vec::with_capacity(ROUNDS);
     let mut device_rates = Vec::with_capacity(ROUNDS);
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    // Context switches of this process (hub, feeder and client together) per message.
+    let per_message = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) => format!("{:.2}", (a - b) as f64 / THROUGHPUT_MESSAGES as f64),
+        _ => "-".to_owned(),
+    };
     for round in 1..=ROUNDS {
         let tag = format!("t{round}");
         let raw_time;
         let device_time;
+        let start = context_switches();
         (raw, raw_time) = throughput_round(&hub, "raw", &tag, raw, THROUGHPUT_MESSAGES).await?;
+        let middle = context_switches();
         (device, device_time) =
             throughput_round(&hub, "dc", &tag, device, THROUGHPUT_MESSAGES).await?;
+        let end = context_switches();
         let raw_rate = THROUGHPUT_MESSAGES as f64 / raw_time.as_secs_f64();
         let device_rate = THROUGHPUT_MESSAGES as f64 / device_time.as_secs_f64();
         println!(
-            "{round:>7}  {raw_rate:>14.0}  {device_rate:>14.0}  {:>17.2}",
-            device_rate / raw_rate
+            "{round:>7}  {raw_rate:>14.0}  {device_rate:>14.0}  {:>17.2}  {:>14}  {:>14}",
+            device_rate / raw_rate,
+            per_message(start, middle),
+            per_message(middle, end),
         );
         raw_rates.push(raw_rate);
         device_rates.push(device_rate);
+        ratios.push(device_rate / raw_rate);
+    }
+    for (label, pick) in [("min", 0), ("max", 1)] {
+        let choose = |values: &[f64]| {
+            let (lo, hi) = min_max(values);
+            if pick == 0 { lo } else { hi }
+        };
+        println!(
+            "{label:>7}  {:>14.0}  {:>14.0}  {:>17.2}",
+            choose(&raw_rates),
+            choose(&device_rates),
+            choose(&ratios)
+        );
     }
     let rates = Rates {
         device: median(&mut device_rates),
@@ -481,7 +506,7 @@ async fn c2d_receive() -> Result<(Rates, Latencies)> {
         "median",
         rates.raw,
         rates.device,
-        rates.device / rates.raw
+        median(&mut ratios)
     );
 
     println!();
