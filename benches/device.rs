@@ -17,11 +17,18 @@
 //!    devices, one for the `DeviceClient`, one for the raw client, both connected throughout.
 //!    A feeder keeps the measured device's queue full through `LocalHub::enqueue_c2d`
 //!    (IoT Hub's 50-message queue; `QueueFull` means "come back later": the feeder waits until
-//!    the receiver reports a message, or 1 ms) until N = 20,000 messages were enqueued. Time
-//!    runs from the first enqueue until the receiver has the N-th message. A 1,000-message
-//!    warm-up per client first, then 5 alternating rounds (raw, `DeviceClient`); every round
-//!    is printed with the context switches of this process per message (hub, feeder and client
-//!    together, from `/proc/self/task/*/status`), then min, median and max of each column.
+//!    the receiver has taken another 16 messages, or 1 ms) until N = 20,000 messages were
+//!    enqueued. Time runs from the first enqueue until the receiver has the N-th message. A
+//!    1,000-message warm-up per client first, then 5 alternating rounds (raw, `DeviceClient`);
+//!    every round is printed with this process's CPU time and context switches per message
+//!    (hub, feeder and client together, from `/proc/self/task/*/schedstat` and `…/status`),
+//!    then min, median and max of each column. The hub's and the feeder's share is the same for
+//!    both clients, so the difference of the CPU columns is what the `DeviceClient` costs over
+//!    the raw client per message.
+//!
+//!    On a VM with few CPUs, cross-CPU wake-ups move these figures from round to round; running
+//!    the bench under `taskset -c 0` puts every thread on one CPU, where the rates measure CPU
+//!    cost per message alone.
 //!
 //! 2. **C2D latency at 1,000 msg/s.** Same hub and clients: one message enqueued per tick of
 //!    a 1 ms Tokio interval, 5,000 messages per client (raw first), each carrying its enqueue
@@ -63,7 +70,7 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    BoxError, Result, WAIT, context_switches, device_key, median, mib, min_max,
+    BoxError, Result, WAIT, context_switches, cpu_ns, device_key, median, mib, min_max,
     open_files_soft_limit, thousands, tls_connector, within,
 };
 
@@ -100,6 +107,11 @@ const LATENCY_PERIOD: Duration = Duration::from_millis(1);
 const BODY_LEN: usize = 16;
 /// Longest wait of the feeder for a sign of progress before trying to enqueue again.
 const FEEDER_POLL: Duration = Duration::from_millis(1);
+/// The receiver wakes the feeder once per this many messages (a third of the hub's 50-message
+/// queue), whatever the client's batches: waking the feeder's thread for every message cost
+/// more than a client's own work per message, and more for the client that returns one message
+/// per call than for the one that reads batches.
+const FEEDER_WAKE_EVERY: u64 = 16;
 
 /// Measured clients: with the warm-up client, 1,000 connections from 127.0.0.1, the most the
 /// hub admits from one address (`ConnectionLimits::default`).
@@ -317,7 +329,7 @@ impl Receiver {
     async fn next_batch(&mut self, out: &mut Vec<Bytes>) -> Result<()> {
         match self {
             Receiver::Device(client) => {
-                let message = within("receive_message", client.receive_message()).await?;
+                let message = client.receive_message().await?;
                 out.push(message.body().clone());
                 Ok(())
             }
@@ -452,62 +464,68 @@ async fn c2d_receive() -> Result<(Rates, Latencies)> {
         thousands(WARMUP_MESSAGES)
     );
     println!(
-        "{:>7}  {:>14}  {:>14}  {:>17}  {:>14}  {:>14}",
-        "round", "raw msgs/s", "DeviceClient", "DeviceClient/raw", "raw cs/msg", "DC cs/msg"
+        "{:>7}  {:>11}  {:>12}  {:>9}  {:>11}  {:>10}  {:>10}  {:>9}",
+        "round",
+        "raw msgs/s",
+        "DeviceClient",
+        "DC/raw",
+        "raw CPU µs",
+        "DC CPU µs",
+        "raw cs",
+        "DC cs"
     );
-    let mut raw_rates = Vec::with_capacity(ROUNDS);
-    let mut device_rates = Vec::with_capacity(ROUNDS);
-    let mut ratios = Vec::with_capacity(ROUNDS);
-    // Context switches of this process (hub, feeder and client together) per message.
-    let per_message = |before: Option<u64>, after: Option<u64>| match (before, after) {
-        (Some(b), Some(a)) => format!("{:.2}", (a - b) as f64 / THROUGHPUT_MESSAGES as f64),
-        _ => "-".to_owned(),
+    // Columns: rates, their ratio, then this process's CPU µs and context switches per
+    // message (hub, feeder and client together) in each client's half of the round.
+    let mut columns: [Vec<f64>; 7] = std::array::from_fn(|_| Vec::with_capacity(ROUNDS));
+    let per_message = |before: Option<Usage>, after: Option<Usage>| match (before, after) {
+        (Some(b), Some(a)) => [
+            (a.cpu_ns - b.cpu_ns) as f64 / 1e3 / THROUGHPUT_MESSAGES as f64,
+            (a.switches - b.switches) as f64 / THROUGHPUT_MESSAGES as f64,
+        ],
+        _ => [f64::NAN; 2],
     };
     for round in 1..=ROUNDS {
         let tag = format!("t{round}");
         let raw_time;
         let device_time;
-        let start = context_switches();
+        let start = Usage::now();
         (raw, raw_time) = throughput_round(&hub, "raw", &tag, raw, THROUGHPUT_MESSAGES).await?;
-        let middle = context_switches();
+        let middle = Usage::now();
         (device, device_time) =
             throughput_round(&hub, "dc", &tag, device, THROUGHPUT_MESSAGES).await?;
-        let end = context_switches();
+        let end = Usage::now();
         let raw_rate = THROUGHPUT_MESSAGES as f64 / raw_time.as_secs_f64();
         let device_rate = THROUGHPUT_MESSAGES as f64 / device_time.as_secs_f64();
-        println!(
-            "{round:>7}  {raw_rate:>14.0}  {device_rate:>14.0}  {:>17.2}  {:>14}  {:>14}",
+        let [raw_cpu, raw_cs] = per_message(start, middle);
+        let [device_cpu, device_cs] = per_message(middle, end);
+        let row = [
+            raw_rate,
+            device_rate,
             device_rate / raw_rate,
-            per_message(start, middle),
-            per_message(middle, end),
-        );
-        raw_rates.push(raw_rate);
-        device_rates.push(device_rate);
-        ratios.push(device_rate / raw_rate);
+            raw_cpu,
+            device_cpu,
+            raw_cs,
+            device_cs,
+        ];
+        print_throughput_row(&round.to_string(), &row);
+        for (column, value) in columns.iter_mut().zip(row) {
+            column.push(value);
+        }
     }
     for (label, pick) in [("min", 0), ("max", 1)] {
-        let choose = |values: &[f64]| {
-            let (lo, hi) = min_max(values);
+        let row = columns.clone().map(|values| {
+            let (lo, hi) = min_max(&values);
             if pick == 0 { lo } else { hi }
-        };
-        println!(
-            "{label:>7}  {:>14.0}  {:>14.0}  {:>17.2}",
-            choose(&raw_rates),
-            choose(&device_rates),
-            choose(&ratios)
-        );
+        });
+        print_throughput_row(label, &row);
     }
+    let medians = columns.clone().map(|mut values| median(&mut values));
+    print_throughput_row("median", &medians);
+    let [mut raw_rates, mut device_rates, ..] = columns;
     let rates = Rates {
         device: median(&mut device_rates),
         raw: median(&mut raw_rates),
     };
-    println!(
-        "{:>7}  {:>14.0}  {:>14.0}  {:>17.2}",
-        "median",
-        rates.raw,
-        rates.device,
-        median(&mut ratios)
-    );
 
     println!();
     println!(
@@ -545,7 +563,9 @@ struct Progress {
 impl OnMessage for Progress {
     fn on_message(&mut self, seq: u64, _stamp_ns: u64, _at: Instant) -> Result<()> {
         self.sequence.check(seq)?;
-        self.notify.notify_one();
+        if (seq + 1).is_multiple_of(FEEDER_WAKE_EVERY) {
+            self.notify.notify_one();
+        }
         Ok(())
     }
 }
@@ -594,6 +614,30 @@ async fn throughput_round(
     }
     let (receiver, _, last) = join_receiver(task, deadline).await?;
     Ok((receiver, last.saturating_duration_since(start)))
+}
+
+/// This process's CPU time and context switches so far.
+#[derive(Clone, Copy)]
+struct Usage {
+    cpu_ns: u64,
+    switches: u64,
+}
+
+impl Usage {
+    fn now() -> Option<Usage> {
+        Some(Usage {
+            cpu_ns: cpu_ns()?,
+            switches: context_switches()?,
+        })
+    }
+}
+
+/// One line of the throughput table: rates, ratio, CPU µs and context switches per message.
+fn print_throughput_row(label: &str, row: &[f64; 7]) {
+    println!(
+        "{label:>7}  {:>11.0}  {:>12.0}  {:>9.2}  {:>11.2}  {:>10.2}  {:>10.2}  {:>9.2}",
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6]
+    );
 }
 
 /// Records enqueue → receipt latencies.

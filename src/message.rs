@@ -73,6 +73,17 @@ impl fmt::Display for Ack {
     }
 }
 
+/// The system properties of a [`Message`] that hold text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TextField {
+    MessageId,
+    CorrelationId,
+    UserId,
+    ContentType,
+    ContentEncoding,
+    To,
+}
+
 /// A message to or from IoT Hub: a body, the system properties IoT Hub knows, and custom
 /// (application) properties.
 ///
@@ -256,6 +267,35 @@ impl Message {
             Some(completion) => completion.0.complete().await,
             None => Ok(()),
         }
+    }
+
+    /// Sets a text system property in place (the property-bag decoder fills a message this
+    /// way, without moving it once per property).
+    pub(crate) fn set_text(&mut self, field: TextField, value: String) {
+        let slot = match field {
+            TextField::MessageId => &mut self.message_id,
+            TextField::CorrelationId => &mut self.correlation_id,
+            TextField::UserId => &mut self.user_id,
+            TextField::ContentType => &mut self.content_type,
+            TextField::ContentEncoding => &mut self.content_encoding,
+            TextField::To => &mut self.to,
+        };
+        *slot = Some(value);
+    }
+
+    /// Sets the expiry in place.
+    pub(crate) fn set_expiry(&mut self, at: SystemTime) {
+        self.expiry = Some(at);
+    }
+
+    /// Sets the requested feedback in place.
+    pub(crate) fn set_ack(&mut self, ack: Ack) {
+        self.ack = Some(ack);
+    }
+
+    /// Appends a custom property (`None`: a bare key) in place.
+    pub(crate) fn push_property(&mut self, name: String, value: Option<String>) {
+        self.properties.push((name, value));
     }
 
     /// Attaches the delivery handle of a received message.

@@ -222,7 +222,7 @@ pub(crate) fn route(
 /// The message of a C2D or input PUBLISH. A property bag that cannot be decoded does not lose
 /// the message: its body is delivered alone.
 fn decode_message(properties: &str, payload: Bytes) -> Message {
-    match PropertyBag::decode(properties).and_then(|bag| bag.into_message(payload.clone())) {
+    match PropertyBag::decode_message(properties, payload.clone()) {
         Ok(message) => message,
         Err(e) => {
             tracing::error!(error = %e, "a message's properties could not be decoded; delivering its body alone");

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// Everything but the unreserved characters `- . _ ~` and ASCII alphanumerics.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -52,19 +52,33 @@ impl fmt::Display for DecodeError {
     }
 }
 
-/// Decodes `%XX` escapes (either hex case). `+` stays `+`. Borrows when there is no escape.
+/// Decodes `%XX` escapes (either hex case). `+` stays `+`. Borrows when there is no escape;
+/// otherwise one pass into a buffer of the text's length (a device decodes every received
+/// message's properties).
 pub(crate) fn decode(text: &str) -> Result<Cow<'_, str>, DecodeError> {
     let bytes = text.as_bytes();
-    let mut at = 0;
-    while let Some(offset) = bytes[at..].iter().position(|&b| b == b'%') {
-        let pos = at + offset;
-        match bytes.get(pos + 1..pos + 3) {
-            Some([hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => at = pos + 3,
-            _ => return Err(DecodeError::BadEscape(pos)),
+    let Some(first) = bytes.iter().position(|&b| b == b'%') else {
+        return Ok(Cow::Borrowed(text));
+    };
+    let hex = |at: usize| bytes.get(at).and_then(|&b| char::from(b).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..first]);
+    let mut at = first;
+    while let Some(&b) = bytes.get(at) {
+        if b != b'%' {
+            out.push(b);
+            at += 1;
+            continue;
         }
+        match (hex(at + 1), hex(at + 2)) {
+            // Two hex digits: at most 0xFF, so the cast is exact.
+            (Some(hi), Some(lo)) => out.push((hi * 16 + lo) as u8),
+            _ => return Err(DecodeError::BadEscape(at)),
+        }
+        at += 3;
     }
-    percent_decode_str(text)
-        .decode_utf8()
+    String::from_utf8(out)
+        .map(Cow::Owned)
         .map_err(|_| DecodeError::NotUtf8)
 }
 

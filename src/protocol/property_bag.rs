@@ -8,10 +8,12 @@
 //! and the hub differ: either hex case, `$` or `%24`, `+` kept as `+`, raw `/` in values (the C
 //! SDK), and one trailing `/` (Node's output events).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::{Ack, Message};
+use crate::message::{Ack, Message, TextField};
 use crate::protocol::{expiry_time, percent};
 
 /// `$.mid`: message id.
@@ -95,23 +97,25 @@ impl PropertyBag {
         let text = text.strip_suffix('/').unwrap_or(text);
         let mut pairs = Vec::with_capacity(text.bytes().filter(|b| *b == b'&').count() + 1);
         for part in text.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = match part.split_once('=') {
-                Some((key, value)) => (key, Some(value)),
-                None => (part, None),
-            };
-            let key = percent::decode(key)
-                .map_err(|e| bag_error(format!("in a property name: {e}")))?
-                .into_owned();
-            let value = value
-                .map(|v| {
-                    percent::decode(v).map(|v| v.into_owned()).map_err(|e| {
-                        bag_error(format!("in the value of '{}': {e}", key.escape_debug()))
-                    })
-                })
-                .transpose()?;
-            pairs.push((key, value));
+            let (key, value) = decode_pair(part)?;
+            pairs.push((key.into_owned(), value.map(Cow::into_owned)));
         }
         Ok(PropertyBag { pairs })
+    }
+
+    /// The message of the property text after a topic's `…/devicebound/` (or a module input's
+    /// `…/inputs/{name}/`), with `body`, in one pass: the message [`PropertyBag::decode`]
+    /// followed by [`PropertyBag::into_message`] gives, without the bag in between (a device
+    /// decodes every received message this way). It fails where they fail, reporting the
+    /// first problem in the text.
+    pub fn decode_message(text: &str, body: Bytes) -> Result<Message> {
+        let text = text.strip_suffix('/').unwrap_or(text);
+        let mut message = Message::new(body);
+        for part in text.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = decode_pair(part)?;
+            fill(&mut message, key, value)?;
+        }
+        Ok(message)
     }
 
     /// Appends the encoded bag (no leading or trailing separator) to `out`.
@@ -204,29 +208,73 @@ impl PropertyBag {
     pub fn into_message(self, body: Bytes) -> Result<Message> {
         let mut message = Message::new(body);
         for (key, value) in self.pairs {
-            let Some(text) = value else {
-                if !SYSTEM_KEYS.contains(&key.as_str()) {
-                    message = message.with_bare_property(key);
-                }
-                continue;
-            };
-            message = match key.as_str() {
-                MESSAGE_ID => message.with_message_id(text),
-                CORRELATION_ID => message.with_correlation_id(text),
-                USER_ID => message.with_user_id(text),
-                CONTENT_TYPE => message.with_content_type(text),
-                CONTENT_ENCODING => message.with_content_encoding(text),
-                TO => message.with_to(text),
-                EXPIRY => message.with_expiry(expiry_time::parse(&text)?),
-                ACK => match Ack::from_wire(&text) {
-                    Some(ack) => message.with_ack(ack),
-                    None => message.with_property(key, text),
-                },
-                _ => message.with_property(key, text),
-            };
+            fill(&mut message, Cow::Owned(key), value.map(Cow::Owned))?;
         }
         Ok(message)
     }
+}
+
+/// Decodes one `key[=value]` segment. A system key's `$` written as `%24` (as IoT Hub writes
+/// it) is matched without allocating.
+fn decode_pair(part: &str) -> Result<(Cow<'_, str>, Option<Cow<'_, str>>)> {
+    let (raw_key, raw_value) = match part.split_once('=') {
+        Some((key, value)) => (key, Some(value)),
+        None => (part, None),
+    };
+    let system = raw_key
+        .strip_prefix("%24")
+        .and_then(|tail| SYSTEM_KEYS.iter().find(|key| key[1..] == *tail));
+    let key = match system {
+        Some(key) => Cow::Borrowed(*key),
+        None => {
+            percent::decode(raw_key).map_err(|e| bag_error(format!("in a property name: {e}")))?
+        }
+    };
+    let value = raw_value
+        .map(|v| {
+            percent::decode(v)
+                .map_err(|e| bag_error(format!("in the value of '{}': {e}", key.escape_debug())))
+        })
+        .transpose()?;
+    Ok((key, value))
+}
+
+/// Applies one decoded pair to `message`: a system key fills its field (a repeated one: the
+/// last wins), `iothub-ack` with a known value fills [`Message::ack`], anything else is a
+/// custom property; a system key without a value is ignored.
+fn fill(message: &mut Message, key: Cow<'_, str>, value: Option<Cow<'_, str>>) -> Result<()> {
+    let Some(text) = value else {
+        if !SYSTEM_KEYS.contains(&key.as_ref()) {
+            message.push_property(key.into_owned(), None);
+        }
+        return Ok(());
+    };
+    let field = match key.as_ref() {
+        MESSAGE_ID => TextField::MessageId,
+        CORRELATION_ID => TextField::CorrelationId,
+        USER_ID => TextField::UserId,
+        CONTENT_TYPE => TextField::ContentType,
+        CONTENT_ENCODING => TextField::ContentEncoding,
+        TO => TextField::To,
+        EXPIRY => {
+            message.set_expiry(expiry_time::parse(&text)?);
+            return Ok(());
+        }
+        _ => {
+            let ack = if key == ACK {
+                Ack::from_wire(&text)
+            } else {
+                None
+            };
+            match ack {
+                Some(ack) => message.set_ack(ack),
+                None => message.push_property(key.into_owned(), Some(text.into_owned())),
+            }
+            return Ok(());
+        }
+    };
+    message.set_text(field, text.into_owned());
+    Ok(())
 }
 
 const SYSTEM_KEYS: &[&str] = &[
@@ -244,5 +292,49 @@ impl FromIterator<(String, Option<String>)> for PropertyBag {
         PropertyBag {
             pairs: iter.into_iter().collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `%24` shortcut for system keys reads exactly what percent-decoding reads.
+    #[test]
+    fn system_key_shortcut_agrees_with_percent_decoding() {
+        let mut keys: Vec<String> = Vec::new();
+        for key in SYSTEM_KEYS {
+            let tail = &key[1..];
+            keys.push(format!("%24{tail}"));
+            keys.push(format!("${tail}"));
+            keys.push(format!("%24{tail}x"));
+            keys.push(format!("%24{}", &tail[..tail.len() - 1]));
+        }
+        keys.extend(["%24", "%24.", "%24%2Emid", "%24.cdid", "iothub-ack"].map(String::from));
+        for key in &keys {
+            let pair = format!("{key}=v");
+            let (decoded, value) = decode_pair(&pair).unwrap();
+            assert_eq!(decoded, percent::decode(key).unwrap(), "{key}");
+            assert_eq!(value.as_deref(), Some("v"));
+        }
+        assert!(matches!(
+            decode_pair("%24.mid").unwrap().0,
+            Cow::Borrowed("$.mid")
+        ));
+    }
+
+    #[test]
+    fn one_pass_decode_fills_the_message() {
+        let text = "%24.mid=m1&%24.to=%2Fdevices%2Fd&iothub-ack=full&%24.ct&k=v%20w&bare&";
+        let message = PropertyBag::decode_message(text, Bytes::from_static(b"b")).unwrap();
+        assert_eq!(message.message_id(), Some("m1"));
+        assert_eq!(message.to(), Some("/devices/d"));
+        assert_eq!(message.ack(), Some(Ack::Full));
+        assert_eq!(message.content_type(), None);
+        assert_eq!(
+            message.properties().collect::<Vec<_>>(),
+            [("k", Some("v w")), ("bare", None)]
+        );
+        assert!(PropertyBag::decode_message("a=%zz", Bytes::new()).is_err());
     }
 }

@@ -81,7 +81,7 @@ pub fn parse_c2d_topic(topic: &str, payload: Bytes) -> Result<(String, Message)>
     let (device_id, bag) = split_c2d(topic).ok_or_else(|| {
         topic_error("not a cloud-to-device topic (expected 'devices/{id}/messages/devicebound/')")
     })?;
-    let message = PropertyBag::decode(bag)?.into_message(payload)?;
+    let message = PropertyBag::decode_message(bag, payload)?;
     Ok((device_id.to_owned(), message))
 }
 
@@ -158,7 +158,7 @@ pub fn parse_input_topic(topic: &str, payload: Bytes) -> Result<(TopicIdentity, 
         )
     })?;
     let input = decode(parts.input, "the input name")?.into_owned();
-    let message = PropertyBag::decode(parts.bag)?.into_message(payload)?;
+    let message = PropertyBag::decode_message(parts.bag, payload)?;
     let identity = TopicIdentity {
         device_id: parts.device_id.to_owned(),
         module_id: Some(parts.module_id.to_owned()),
@@ -238,7 +238,7 @@ pub fn parse_telemetry_topic(topic: &str, payload: Bytes) -> Result<(TopicIdenti
                 "not a telemetry topic (expected 'devices/{id}[/modules/{id}]/messages/events/')",
             )
         })?;
-    let message = PropertyBag::decode(bag)?.into_message(payload)?;
+    let message = PropertyBag::decode_message(bag, payload)?;
     let identity = TopicIdentity {
         device_id: device_id.to_owned(),
         module_id,
