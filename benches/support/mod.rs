@@ -52,9 +52,15 @@ pub fn hub_binary() -> Result<PathBuf> {
     }
 }
 
+/// The median of `values` (the mean of the middle two for an even count); sorts them.
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) && mid > 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
 }
 
 /// The smallest and largest of `values`.
