@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, UNIX_EPOCH};
 
 use iothub::auth::{DeviceConnectionString, HostAndPort, SasKey};
-use iothub::device::{AckMode, ConnectionState, DeviceClient, RetryPolicy, Transport};
+use iothub::device::{
+    AckMode, ConnectionState, DeviceClient, DeviceClientBuilder, RetryPolicy, Transport,
+};
 use iothub::local_hub::LocalHub;
 use iothub::protocol::FeedbackStatus;
 use iothub::{Ack, ErrorKind, Message};
@@ -39,6 +41,10 @@ async fn connect(hub: &LocalHub, cs: DeviceConnectionString, ack: AckMode) -> De
     .await
     .unwrap()
     .unwrap()
+}
+
+async fn connect_built(builder: DeviceClientBuilder) -> DeviceClient {
+    timeout(WAIT, builder.connect()).await.unwrap().unwrap()
 }
 
 async fn receive(client: &DeviceClient) -> Message {
@@ -178,16 +184,12 @@ async fn websockets_transport_receives() {
     let cs = hub.create_device("dev1").unwrap().with_gateway(
         HostAndPort::parse(&format!("localhost:{}", hub.https_addr().port())).unwrap(),
     );
-    let client = timeout(
-        WAIT,
+    let client = connect_built(
         DeviceClient::builder(cs)
             .trust_ca_pem(hub.ca_pem())
-            .transport(Transport::WebSocket)
-            .connect(),
+            .transport(Transport::WebSocket),
     )
-    .await
-    .unwrap()
-    .unwrap();
+    .await;
     hub.enqueue_c2d("dev1", Message::new("over ws").with_message_id("w1"))
         .unwrap();
     let message = receive(&client).await;
@@ -251,17 +253,13 @@ async fn close_disconnects_and_later_calls_say_closed() {
 async fn sas_renewal_loses_nothing_and_surfaces_no_error() {
     let hub = hub().await;
     let cs = hub.create_device("dev1").unwrap();
-    let client = timeout(
-        WAIT,
+    let client = connect_built(
         DeviceClient::builder(cs)
             .trust_ca_pem(hub.ca_pem())
             .sas_ttl(Duration::from_secs(3))
-            .retry_policy(fast_retry())
-            .connect(),
+            .retry_policy(fast_retry()),
     )
-    .await
-    .unwrap()
-    .unwrap();
+    .await;
     let mut state = client.connection_state();
     let watcher = tokio::spawn(async move {
         let mut seen = Vec::new();
@@ -375,18 +373,14 @@ async fn reconnects_through_ten_hub_disconnects_without_losing_a_message() {
 async fn manual_completions_across_sas_renewals_succeed_without_duplicates() {
     let hub = hub().await;
     let cs = hub.create_device("dev1").unwrap();
-    let client = timeout(
-        WAIT,
+    let client = connect_built(
         DeviceClient::builder(cs)
             .trust_ca_pem(hub.ca_pem())
             .ack_mode(AckMode::Manual)
             .sas_ttl(Duration::from_secs(2))
-            .retry_policy(fast_retry())
-            .connect(),
+            .retry_policy(fast_retry()),
     )
-    .await
-    .unwrap()
-    .unwrap();
+    .await;
     let total = 100;
     let sender = {
         let hub_messages: Vec<Message> = (0..total)
@@ -465,4 +459,73 @@ async fn messages_taken_right_before_close_are_completed_not_delivered_again() {
         }
     }
     assert_eq!(hub.c2d_queue_len("dev1"), Some(0));
+}
+
+#[tokio::test]
+async fn telemetry_is_acknowledged_amid_a_burst_of_cloud_to_device_messages() {
+    // The connection task reads the PUBLISHes it has received without going back through
+    // rumqttc's event loop; the PUBACKs of telemetry that arrive between them must still
+    // resolve their sends, and nothing may break the connection.
+    const MESSAGES: usize = 50;
+    const SENDS: usize = 20;
+    let hub = hub().await;
+    let mut telemetry = hub.telemetry();
+    let cs = hub.create_device("dev1").unwrap();
+    let client = connect(&hub, cs, AckMode::Auto).await;
+    let mut state = client.connection_state();
+    state.mark_unchanged();
+    for i in 0..MESSAGES {
+        hub.enqueue_c2d("dev1", Message::new(format!("c2d {i}")))
+            .unwrap();
+    }
+    let sender = client.clone();
+    let sends = tokio::spawn(async move {
+        for i in 0..SENDS {
+            let sent = Message::new(format!("d2c {i}"));
+            timeout(WAIT, sender.send_message(sent))
+                .await
+                .expect("every send acknowledged in time")
+                .unwrap();
+        }
+    });
+    for i in 0..MESSAGES {
+        assert_eq!(
+            receive(&client).await.body_str(),
+            Some(format!("c2d {i}").as_str())
+        );
+    }
+    sends.await.unwrap();
+    for i in 0..SENDS {
+        let received = timeout(WAIT, telemetry.recv()).await.unwrap().unwrap();
+        assert_eq!(
+            received.message.body_str(),
+            Some(format!("d2c {i}").as_str())
+        );
+    }
+    assert!(
+        !state.has_changed().unwrap(),
+        "the connection changed state"
+    );
+    assert_eq!(*state.borrow(), ConnectionState::Connected);
+}
+
+#[tokio::test]
+async fn a_short_keep_alive_keeps_the_connection_through_several_pings() {
+    // Every PINGRESP must reach rumqttc's state, however it was read: a ping left unanswered
+    // in its state fails the next one and breaks the connection.
+    let hub = hub().await;
+    let cs = hub.create_device("dev1").unwrap();
+    let client = connect_built(
+        DeviceClient::builder(cs)
+            .trust_ca_pem(hub.ca_pem())
+            .keep_alive(Duration::from_secs(1)),
+    )
+    .await;
+    let mut state = client.connection_state();
+    state.mark_unchanged();
+    // Three and a half keep-alive periods: three pings, each answered before the next.
+    let changed = timeout(Duration::from_millis(3_500), state.changed()).await;
+    assert!(changed.is_err(), "the state changed: {:?}", *state.borrow());
+    hub.enqueue_c2d("dev1", Message::new("still here")).unwrap();
+    assert_eq!(receive(&client).await.body_str(), Some("still here"));
 }

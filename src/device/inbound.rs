@@ -100,9 +100,17 @@ impl Sinks {
                     epoch,
                     pkid,
                 };
-                match tx.send(delivered).await {
+                // Room in the channel is the usual case: no wait to set up for it.
+                let sent = match tx.try_send(delivered) {
+                    Ok(()) => Ok(()),
+                    Err(mpsc::error::TrySendError::Full(delivered)) => {
+                        tx.send(delivered).await.map_err(drop)
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                };
+                match sent {
                     Ok(()) => Handed::Held,
-                    Err(_) => Handed::C2dClosed,
+                    Err(()) => Handed::C2dClosed,
                 }
             }
             Route::Input { input, message } => {

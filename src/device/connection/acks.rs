@@ -8,6 +8,12 @@
 //! (`MqttState::handle_incoming_publish` only builds the PUBACK in automatic mode), so the task
 //! encodes the PUBACKs itself into the connection's write buffer (`Network::write`) and flushes
 //! them together.
+//!
+//! After a wake-up the task also takes the packets the connection has already received
+//! (`Task::read_received`) instead of going back through rumqttc's `poll()`, which reads at
+//! most ten packets per call and copies each PUBLISH's topic for its event queue.
+
+use std::task::Poll;
 
 use super::*;
 
@@ -32,14 +38,24 @@ impl DueAcks {
     }
 }
 
+/// What [`Task::read_received`] found.
+enum ReadReceived {
+    Publish(rumqttc::Publish),
+    /// Another packet, handed to rumqttc's state.
+    Other,
+    Nothing,
+    /// The connection broke; why.
+    Lost(String),
+}
+
 /// Events and commands handled at most in one pass, so that the timers still get their turn.
 const READY_BATCH: usize = 64;
 
 impl Task {
     /// Goes on from `step` (what the `select!` woke for) with the events rumqttc has already
-    /// read and the commands already waiting, without another trip through `select!`, which
-    /// builds rumqttc's `poll()` future anew each time. Stops at the first step that is not
-    /// `Continue`.
+    /// read, the commands already waiting and the packets the connection has already received,
+    /// without another trip through `select!`, which builds rumqttc's `poll()` future anew each
+    /// time. Stops at the first step that is not `Continue`.
     pub(super) async fn handle_ready(
         &mut self,
         mut step: Step,
@@ -54,15 +70,77 @@ impl Task {
             }
             step = if let Some(event) = self.eventloop.state.events.pop_front() {
                 self.on_event(event, epoch, sends, restoring, ready).await
+            } else if let Ok(command) = self.commands.try_recv() {
+                self.on_command(Some(command), epoch, sends).await
             } else {
-                match self.commands.try_recv() {
-                    Ok(command) => self.on_command(Some(command), epoch, sends).await,
-                    // Empty, or every handle gone: the `select!` sees that next.
-                    Err(_) => break,
+                match self.read_received().await {
+                    ReadReceived::Publish(publish) => {
+                        let event = Event::Incoming(Incoming::Publish(publish));
+                        self.on_event(event, epoch, sends, restoring, ready).await
+                    }
+                    // An acknowledgement, a SUBACK or a PINGRESP: now among rumqttc's events.
+                    ReadReceived::Other => Step::Continue,
+                    // Nothing received yet: the `select!` waits for it.
+                    ReadReceived::Nothing => break,
+                    ReadReceived::Lost(reason) => {
+                        // What rumqttc's `poll()` does on an error: the connection is gone,
+                        // and its unacknowledged sends wait for the next.
+                        self.eventloop.clean();
+                        Step::Reconnect {
+                            planned: false,
+                            reason,
+                        }
+                    }
                 }
             };
         }
         step
+    }
+
+    /// Takes one packet the connection has already received, without waiting. A PUBLISH goes
+    /// straight to the caller: with manual acknowledgements rumqttc keeps no state for it, and
+    /// its event loop would copy its topic for its event queue. Every other packet goes
+    /// through rumqttc's state (in-flight sends, the ping) onto its event queue.
+    async fn read_received(&mut self) -> ReadReceived {
+        let Some(network) = self.eventloop.network.as_mut() else {
+            return ReadReceived::Nothing;
+        };
+        let read = {
+            let read = network.read();
+            tokio::pin!(read);
+            std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
+                Poll::Ready(result) => Poll::Ready(Some(result)),
+                Poll::Pending => Poll::Ready(None),
+            })
+            .await
+        };
+        let lost =
+            |e: rumqttc::StateError| ReadReceived::Lost(describe(&ConnectionError::MqttState(e)));
+        match read {
+            None => ReadReceived::Nothing,
+            Some(Err(e)) => lost(e),
+            Some(Ok(Incoming::Publish(publish))) => ReadReceived::Publish(publish),
+            Some(Ok(packet)) => match self.eventloop.state.handle_incoming_packet(packet) {
+                Ok(None) => ReadReceived::Other,
+                // A send that waited for this acknowledgement's packet id (rumqttc's
+                // collision handling) goes out now.
+                Ok(Some(outgoing)) => {
+                    let limit =
+                        Duration::from_secs(self.eventloop.network_options.connection_timeout());
+                    let written = tokio::time::timeout(limit, async {
+                        network.write(outgoing).await?;
+                        network.flush().await
+                    })
+                    .await;
+                    match written {
+                        Ok(Ok(())) => ReadReceived::Other,
+                        Ok(Err(e)) => lost(e),
+                        Err(_) => ReadReceived::Lost("writing to the hub timed out".into()),
+                    }
+                }
+                Err(e) => lost(e),
+            },
+        }
     }
 
     /// Queues a PUBACK for `pkid` on the live connection; [`Task::write_acks_if_idle`] sends it.
