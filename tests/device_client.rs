@@ -8,7 +8,7 @@ use iothub::auth::{DeviceConnectionString, HostAndPort, SasKey};
 use iothub::device::{
     AckMode, ConnectionState, DeviceClient, DeviceClientBuilder, RetryPolicy, Transport,
 };
-use iothub::local_hub::LocalHub;
+use iothub::local_hub::{FeedbackStream, LocalHub};
 use iothub::protocol::FeedbackStatus;
 use iothub::{Ack, ErrorKind, Message};
 use tokio::time::timeout;
@@ -45,6 +45,25 @@ async fn connect(hub: &LocalHub, cs: DeviceConnectionString, ack: AckMode) -> De
 
 async fn connect_built(builder: DeviceClientBuilder) -> DeviceClient {
     timeout(WAIT, builder.connect()).await.unwrap().unwrap()
+}
+
+/// The ids of the next `count` messages the hub reports completed, each once.
+async fn completed_ids(feedback: &mut FeedbackStream, count: usize) -> BTreeSet<String> {
+    let mut completed = BTreeSet::new();
+    while completed.len() < count {
+        let batch = timeout(WAIT, feedback.recv())
+            .await
+            .expect("feedback for every message taken")
+            .unwrap();
+        for record in batch {
+            assert_eq!(record.status_code, FeedbackStatus::Success);
+            assert!(
+                completed.insert(record.original_message_id),
+                "a message completed twice"
+            );
+        }
+    }
+    completed
 }
 
 async fn receive(client: &DeviceClient) -> Message {
@@ -447,17 +466,7 @@ async fn messages_taken_right_before_close_are_completed_not_delivered_again() {
         receive(&client).await;
     }
     client.close().await.unwrap();
-    let mut completed = BTreeSet::new();
-    while completed.len() < MESSAGES {
-        let batch = timeout(WAIT, feedback.recv())
-            .await
-            .expect("feedback for every message taken before close")
-            .unwrap();
-        for record in batch {
-            assert_eq!(record.status_code, FeedbackStatus::Success);
-            completed.insert(record.original_message_id);
-        }
-    }
+    assert_eq!(completed_ids(&mut feedback, MESSAGES).await.len(), MESSAGES);
     assert_eq!(hub.c2d_queue_len("dev1"), Some(0));
 }
 
@@ -528,4 +537,45 @@ async fn a_short_keep_alive_keeps_the_connection_through_several_pings() {
     assert!(changed.is_err(), "the state changed: {:?}", *state.borrow());
     hub.enqueue_c2d("dev1", Message::new("still here")).unwrap();
     assert_eq!(receive(&client).await.body_str(), Some("still here"));
+}
+
+#[tokio::test]
+async fn concurrent_receivers_each_take_distinct_messages_and_every_one_is_completed() {
+    // In automatic mode the client acknowledges what `receive_message` took, counted across
+    // every caller; four callers at once must still complete each message exactly once.
+    const MESSAGES: usize = 200;
+    const RECEIVERS: usize = 4;
+    let hub = hub().await;
+    let mut feedback = hub.feedback();
+    let cs = hub.create_device("dev1").unwrap();
+    let client = connect(&hub, cs, AckMode::Auto).await;
+    let (taken_tx, mut taken_rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..RECEIVERS {
+        let client = client.clone();
+        let taken_tx = taken_tx.clone();
+        tokio::spawn(async move {
+            while let Ok(message) = client.receive_message().await {
+                let _ = taken_tx.send(message.message_id().map(str::to_owned));
+            }
+        });
+    }
+    let mut taken = BTreeSet::new();
+    for i in 0..MESSAGES {
+        let message = Message::new("m")
+            .with_message_id(format!("m{i}"))
+            .with_ack(Ack::Full);
+        // IoT Hub's queue holds 50: wait for the receivers to make room.
+        while let Err(e) = hub.enqueue_c2d("dev1", message.clone()) {
+            assert_eq!(e.kind(), ErrorKind::QueueFull, "{e}");
+            let id = timeout(WAIT, taken_rx.recv()).await.unwrap().unwrap();
+            assert!(taken.insert(id.unwrap()), "a message taken twice");
+        }
+    }
+    while taken.len() < MESSAGES {
+        let id = timeout(WAIT, taken_rx.recv()).await.unwrap().unwrap();
+        assert!(taken.insert(id.unwrap()), "a message taken twice");
+    }
+    assert_eq!(completed_ids(&mut feedback, MESSAGES).await, taken);
+    assert_eq!(hub.c2d_queue_len("dev1"), Some(0));
+    client.close().await.unwrap();
 }

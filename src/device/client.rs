@@ -11,6 +11,7 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use crate::auth::{DeviceConnectionString, DeviceCredential, TokenSource};
 use crate::device::client_certificate::ClientCertificate;
+use crate::device::connection::receipts::Receipts;
 use crate::device::connection::{Command, Task, filter_qos};
 use crate::device::features::Features;
 use crate::device::inbound::{Delivered, Sinks};
@@ -254,6 +255,9 @@ impl DeviceClientBuilder {
                 (Some(filter), Some(Mutex::new(rx)))
             }
         };
+        // Modules receive no C2D messages, and manual mode acknowledges by command.
+        let receipts = (incoming.is_some() && self.ack_mode == AckMode::Auto)
+            .then(|| Arc::new(Receipts::default()));
         let task = Task {
             client,
             eventloop,
@@ -272,6 +276,8 @@ impl DeviceClientBuilder {
             live_epoch: live_epoch.clone(),
             awaiting_ack: Default::default(),
             acks_due: Default::default(),
+            receipts: receipts.clone(),
+            handed_over: Default::default(),
         };
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(task.run(Some(ready_tx)));
@@ -282,6 +288,7 @@ impl DeviceClientBuilder {
                 incoming,
                 state: state_rx,
                 live_epoch,
+                receipts,
                 closed: AtomicBool::new(false),
                 ack_mode: self.ack_mode,
                 device_id: cs.device_id().to_owned(),
@@ -298,6 +305,8 @@ struct Shared {
     incoming: Option<Mutex<mpsc::Receiver<Delivered>>>,
     state: watch::Receiver<ConnectionState>,
     live_epoch: Arc<AtomicU64>,
+    /// What `receive_message` took, for the task to acknowledge ([`AckMode::Auto`] only).
+    receipts: Option<Arc<Receipts>>,
     /// Set by [`DeviceClient::close`]: from then on every call returns
     /// [`ErrorKind::Closed`], buffered messages included.
     closed: AtomicBool,
@@ -431,23 +440,16 @@ impl DeviceClient {
                 // acknowledged); the hub delivers it again to the next client.
                 return Err(closed_error());
             }
+            // Counted before the epoch check, taken or skipped: the task acknowledges it if
+            // its connection is still the live one.
+            if let Some(receipts) = &self.shared.receipts {
+                receipts.took_one();
+            }
             if delivered.epoch != self.shared.live_epoch.load(Ordering::SeqCst) {
                 continue;
             }
             return match self.shared.ack_mode {
-                AckMode::Auto => {
-                    let ack = Command::Ack {
-                        epoch: delivered.epoch,
-                        pkid: delivered.pkid,
-                        done: None,
-                    };
-                    self.shared
-                        .commands
-                        .send(ack)
-                        .await
-                        .map_err(|_| self.stopped())?;
-                    Ok(delivered.message)
-                }
+                AckMode::Auto => Ok(delivered.message),
                 AckMode::Manual => {
                     let completion = ManualCompletion {
                         commands: self.shared.commands.clone(),

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 
 use crate::auth::{IssuedToken, TokenSource};
-use crate::device::inbound::{FeatureSink, Handed, Sinks, route};
+use crate::device::inbound::{FeatureSink, Handed, Route, Sinks, route};
 use crate::device::pending_requests::{PendingRequests, Responder};
 use crate::device::sends::{SendDone, Sends};
 use crate::device::state::{CloseReason, ConnectionState};
@@ -36,6 +36,7 @@ use crate::retry::RetryPolicy;
 
 pub(crate) mod acks;
 mod commands;
+pub(crate) mod receipts;
 
 /// How far away "never" is for the timers of the select loop.
 const FAR: Duration = Duration::from_secs(86_400 * 365);
@@ -109,6 +110,11 @@ pub(crate) struct Task {
     pub awaiting_ack: PacketIds,
     /// PUBACKs due on the live connection, written together (`connection/acks.rs`).
     pub acks_due: acks::DueAcks,
+    /// The application's count of C2D deliveries taken, in automatic mode only
+    /// (`connection/receipts.rs`).
+    pub receipts: Option<Arc<receipts::Receipts>>,
+    /// The C2D deliveries handed to the application in automatic mode, not yet resolved.
+    pub handed_over: receipts::HandedOver,
 }
 
 /// A set of MQTT packet ids, hashed with one multiplication instead of SipHash: the ids come
@@ -343,6 +349,7 @@ impl Task {
             // acknowledgements, the expiry warning, twin request timeouts), moved only when the
             // earliest of them changes: no timer is registered and dropped per event.
             let far = Instant::now() + FAR;
+            let receipts = self.receipts.clone();
             let timer = tokio::time::sleep_until(far);
             tokio::pin!(timer);
             let step = loop {
@@ -364,6 +371,13 @@ impl Task {
                         Err(e) => Step::Reconnect { planned: false, reason: describe(&e) },
                     },
                     command = self.commands.recv() => self.on_command(command, epoch, &mut sends).await,
+                    // The application took C2D messages: their PUBACKs are due.
+                    _ = async {
+                        match &receipts {
+                            Some(receipts) => receipts.taken_more().await,
+                            None => std::future::pending().await,
+                        }
+                    } => Step::Continue,
                     _ = &mut timer => {
                         let now = Instant::now();
                         if renew <= now {
@@ -515,12 +529,14 @@ impl Task {
             Event::Incoming(Incoming::Publish(publish)) => {
                 let pkid = publish.pkid;
                 let needs_ack = publish.qos != QoS::AtMostOnce;
+                let counted = self.receipts.is_some();
                 let routed = route(
                     &publish.topic,
                     publish.payload,
                     &self.device_id,
                     self.module_id.as_deref(),
                 );
+                let counted = counted && matches!(routed, Route::CloudToDevice(_));
                 // Messages are acknowledged by the application (or auto mode); everything
                 // else as soon as it is handed over.
                 match self
@@ -529,6 +545,9 @@ impl Task {
                     .await
                 {
                     Handed::Held => {
+                        if counted {
+                            self.handed_over.push(epoch, pkid, needs_ack);
+                        }
                         if needs_ack {
                             self.awaiting_ack.insert(pkid);
                         }
@@ -603,7 +622,9 @@ impl Task {
         if self.live_epoch.load(Ordering::SeqCst) == 0 {
             return;
         }
-        // The PUBACKs due go before the DISCONNECT.
+        // The PUBACKs due go before the DISCONNECT, those of the messages the application
+        // took last included.
+        self.resolve_receipts();
         let _ = self.write_acks().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             loop {

@@ -64,6 +64,7 @@ impl Task {
         restoring: &mut bool,
         ready: &mut Option<oneshot::Sender<Result<()>>>,
     ) -> Step {
+        self.resolve_receipts();
         for _ in 0..READY_BATCH {
             if !matches!(step, Step::Continue) {
                 break;
@@ -153,6 +154,7 @@ impl Task {
     /// when the batch is full or was kept back [`ACK_BATCH`] times. `Err` describes a broken
     /// connection.
     pub(super) async fn write_acks_if_idle(&mut self) -> std::result::Result<(), String> {
+        self.resolve_receipts();
         if self.acks_due.pkids.is_empty() {
             return Ok(());
         }
