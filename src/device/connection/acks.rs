@@ -179,9 +179,10 @@ impl Task {
             return Ok(());
         };
         self.acks_due.deferrals = 0;
-        let acks = std::mem::take(&mut self.acks_due.pkids);
+        // Drained, not taken: the queue keeps its capacity for the next batch.
+        let acks = &mut self.acks_due.pkids;
         let written = tokio::time::timeout(limit, async {
-            for pkid in acks {
+            for pkid in acks.drain(..) {
                 network.write(Packet::PubAck(PubAck::new(pkid))).await?;
             }
             network.flush().await
