@@ -99,7 +99,9 @@ pub(crate) fn check_cert_variables(
             return Err(Error::new(
                 ErrorKind::Transport,
                 format!(
-                    "SSL_CERT_FILE={} is not a readable file, so no system root certificate                      would be trusted: point it at a PEM bundle (for iothub-local, the file                      it prints as IOTHUB_CA_FILE) or unset it",
+                    "SSL_CERT_FILE={} is not a readable file, so no system root certificate \
+                     would be trusted: point it at a PEM bundle (for iothub-local, the file \
+                     it prints as IOTHUB_CA_FILE) or unset it",
                     file.display()
                 ),
             ));
@@ -113,7 +115,8 @@ pub(crate) fn check_cert_variables(
             return Err(Error::new(
                 ErrorKind::Transport,
                 format!(
-                    "SSL_CERT_DIR={text} names no directory, so no system root certificate                      would be trusted: point it at a directory of CA certificates or unset it"
+                    "SSL_CERT_DIR={text} names no directory, so no system root certificate \
+                     would be trusted: point it at a directory of CA certificates or unset it"
                 ),
             ));
         }
@@ -138,18 +141,25 @@ pub(crate) fn trust_hint(error: &(dyn std::error::Error + 'static)) -> Option<&'
         || text.contains("BadSignature");
     if unknown_issuer {
         Some(
-            "the hub's certificate is not signed by a CA this client trusts: trust the hub's              CA (DeviceClientBuilder::trust_ca_pem / RegistryManagerBuilder::trust_ca_pem with              the PEM text; for iothub-local, the file it prints as IOTHUB_CA_FILE), or set              SSL_CERT_FILE to a PEM bundle that holds it",
+            "the hub's certificate is not signed by a CA this client trusts: trust the hub's \
+             CA (DeviceClientBuilder::trust_ca_pem / RegistryManagerBuilder::trust_ca_pem with \
+             the PEM text; for iothub-local, the file it prints as IOTHUB_CA_FILE), or set \
+             SSL_CERT_FILE to a PEM bundle that holds it",
         )
     } else if bad_signature {
         Some(
-            "the hub's certificate does not verify against the CA this client trusts: the              hub now has another CA (iothub-local makes a new one at every start unless it              is given --state-dir): read its CA file (IOTHUB_CA_FILE) again and trust that",
+            "the hub's certificate does not verify against the CA this client trusts: the \
+             hub now has another CA (iothub-local makes a new one at every start unless it \
+             is given --state-dir): read its CA file (IOTHUB_CA_FILE) again and trust that",
         )
     } else if matches!(
         certificate_error,
         Some(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })
     ) {
         Some(
-            "the hub's certificate does not name the host dialled: connect with the host name              the certificate was made for (iothub-local's names its --host-name, localhost              and 127.0.0.1)",
+            "the hub's certificate does not name the host dialled: connect with the host name \
+             the certificate was made for (iothub-local's names its --host-name, localhost \
+             and 127.0.0.1)",
         )
     } else {
         None

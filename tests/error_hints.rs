@@ -51,6 +51,7 @@ async fn an_untrusted_hub_certificate_names_the_ca_to_trust_and_the_endpoint() {
         text.contains("IOTHUB_CA_FILE") && text.contains("SSL_CERT_FILE"),
         "{text}"
     );
+    assert!(!text.contains("  "), "one space between words: {text}");
 
     // The CA of an earlier hub with the same name (a restart without --state-dir): the
     // signature does not verify.
@@ -70,6 +71,7 @@ async fn an_untrusted_hub_certificate_names_the_ca_to_trust_and_the_endpoint() {
         text.contains("--state-dir") || text.contains("IOTHUB_CA_FILE"),
         "says to read the hub's CA again: {text}"
     );
+    assert!(!text.contains("  "), "one space between words: {text}");
 
     // The back end's registry calls say the same.
     let registry = RegistryManager::builder(hub.service_connection_string())

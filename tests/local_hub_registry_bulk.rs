@@ -291,7 +291,7 @@ async fn a_leaf_device_sits_under_its_edge_device() {
     // The hub's text comes with the error: what is wrong and what to do.
     assert!(
         err.to_string()
-            .contains("not the deviceScope of an edge device"),
+            .contains("not the deviceScope of an edge device of this hub: read"),
         "{err}"
     );
     let own = registry.get_device("edge1").await.unwrap();

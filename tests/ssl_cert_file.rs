@@ -31,6 +31,7 @@ async fn a_missing_ssl_cert_file_is_reported_by_device_and_service_clients() {
         "{text}"
     );
     assert!(text.contains("unset it"), "says what to do: {text}");
+    assert!(!text.contains("  "), "one space between words: {text}");
 
     let result = RegistryManager::builder(hub.service_connection_string())
         .trust_ca_pem(hub.ca_pem())

@@ -38,7 +38,8 @@ impl Inner {
             scopes.device_scope = None;
             if scopes.parent_scopes.len() > 1 {
                 return Err(RegistryError::InvalidScope(
-                    "an edge device has at most one parent: parentScopes holds more than one                      scope"
+                    "an edge device has at most one parent: parentScopes holds more than one \
+                     scope"
                         .to_owned(),
                 ));
             }
@@ -66,7 +67,8 @@ impl Inner {
                 Some(_) => {}
                 None => {
                     return Err(RegistryError::InvalidScope(format!(
-                        "the scope '{scope}' is not the deviceScope of an edge device of this                          hub: read the parent edge device and copy its deviceScope"
+                        "the scope '{scope}' is not the deviceScope of an edge device of this \
+                         hub: read the parent edge device and copy its deviceScope"
                     )));
                 }
             }
