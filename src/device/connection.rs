@@ -10,16 +10,14 @@
 //! delivered the message: a PUBACK must never go out on a later connection, where the same
 //! packet id can mean another message.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use rumqttc::{
-    AsyncClient, ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, Outgoing,
-    Packet, PubAck, QoS, SubscribeReasonCode,
+    AsyncClient, ConnAck, ConnectionError, Event, EventLoop, Incoming, Outgoing, Packet, PubAck,
+    QoS, SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
@@ -36,7 +34,12 @@ use crate::retry::RetryPolicy;
 
 pub(crate) mod acks;
 mod commands;
+mod failures;
 pub(crate) mod receipts;
+
+pub(crate) use acks::PacketIds;
+pub(crate) use failures::transport_error;
+use failures::{describe, is_auth_refusal};
 
 /// How far away "never" is for the timers of the select loop.
 const FAR: Duration = Duration::from_secs(86_400 * 365);
@@ -117,31 +120,6 @@ pub(crate) struct Task {
     pub handed_over: receipts::HandedOver,
 }
 
-/// A set of MQTT packet ids, hashed with one multiplication instead of SipHash: the ids come
-/// from the hub, and a set holds at most 65,535 of them.
-pub(crate) type PacketIds = HashSet<u16, BuildHasherDefault<PacketIdHasher>>;
-
-/// The hasher of [`PacketIds`]: Fibonacci hashing of the 16-bit id, which spreads consecutive
-/// ids over both the low bits (the bucket) and the high bits (the control byte) of the hash.
-#[derive(Default)]
-pub(crate) struct PacketIdHasher(u64);
-
-impl Hasher for PacketIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0 << 8 | u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u16(&mut self, id: u16) {
-        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 /// The QoS a feature's filter is subscribed at: 1 for messages, 0 for twin and methods, as
 /// azure-iot-sdk-node `mqtt.ts` / `mqtt_twin_client.ts` and azure-iot-sdk-c
 /// `iothubtransport_mqtt_common.c` do.
@@ -150,28 +128,6 @@ pub(crate) fn filter_qos(filter: &str) -> QoS {
         QoS::AtMostOnce
     } else {
         QoS::AtLeastOnce
-    }
-}
-
-pub(crate) fn transport_error(detail: impl Into<String>) -> Error {
-    Error::new(ErrorKind::Transport, detail)
-}
-
-fn is_auth_refusal(error: &ConnectionError) -> bool {
-    matches!(
-        error,
-        ConnectionError::ConnectionRefused(
-            ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword
-        )
-    )
-}
-
-/// A description of a connection error without credentials (rumqttc's errors carry none),
-/// with what to do when the hub's certificate was refused.
-fn describe(error: &ConnectionError) -> String {
-    match crate::client_tls::trust_hint(error) {
-        Some(hint) => format!("{error}: {hint}"),
-        None => error.to_string(),
     }
 }
 
@@ -198,33 +154,6 @@ impl Task {
         self.eventloop
             .mqtt_options
             .set_credentials(self.username.clone(), password);
-    }
-
-    /// What a CONNACK "not authorized" means for this client's credential. MQTT 3.1.1 has
-    /// only return codes 4 and 5 for a refusal, so the text lists the causes IoT Hub folds into
-    /// them (Microsoft Learn, "Troubleshoot 401003 IoTHubUnauthorized").
-    fn refusal_text(&self) -> String {
-        let endpoint = &self.endpoint;
-        let identity = match &self.module_id {
-            Some(module) => format!("'{}/{module}'", self.device_id),
-            None => format!("'{}'", self.device_id),
-        };
-        if self.tokens.is_some() {
-            format!(
-                "the hub at {endpoint} refused {identity} (CONNACK not authorized): the id is \
-                 not registered on this hub, the device is disabled, or the key (or the \
-                 SharedAccessSignature) is wrong or expired; check the connection string \
-                 against the registry (iothub-local logs which one at info level)"
-            )
-        } else {
-            format!(
-                "the hub at {endpoint} refused the certificate of {identity} (CONNACK not \
-                 authorized): register the certificate's SHA-1 or SHA-256 thumbprint on the \
-                 device (self-signed), or sign it with a CA the hub has verified with CN = the \
-                 device id (CA-signed); the device must be enabled and registered with X.509 \
-                 authentication"
-            )
-        }
     }
 
     /// Polls until the CONNACK of a new connection; `Ok(session_present)`.
@@ -529,14 +458,14 @@ impl Task {
             Event::Incoming(Incoming::Publish(publish)) => {
                 let pkid = publish.pkid;
                 let needs_ack = publish.qos != QoS::AtMostOnce;
-                let counted = self.receipts.is_some();
                 let routed = route(
                     &publish.topic,
                     publish.payload,
                     &self.device_id,
                     self.module_id.as_deref(),
                 );
-                let counted = counted && matches!(routed, Route::CloudToDevice(_));
+                // Automatic mode counts the C2D deliveries the application takes.
+                let counted = self.receipts.is_some() && matches!(routed, Route::CloudToDevice(_));
                 // Messages are acknowledged by the application (or auto mode); everything
                 // else as soon as it is handed over.
                 match self

@@ -13,6 +13,8 @@
 //! (`Task::read_received`) instead of going back through rumqttc's `poll()`, which reads at
 //! most ten packets per call and copies each PUBLISH's topic for its event queue.
 
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::task::Poll;
 
 use super::*;
@@ -35,6 +37,31 @@ impl DueAcks {
     pub(crate) fn clear(&mut self) {
         self.pkids.clear();
         self.deferrals = 0;
+    }
+}
+
+/// A set of MQTT packet ids, hashed with one multiplication instead of SipHash: the ids come
+/// from the hub, and a set holds at most 65,535 of them.
+pub(crate) type PacketIds = HashSet<u16, BuildHasherDefault<PacketIdHasher>>;
+
+/// The hasher of [`PacketIds`]: Fibonacci hashing of the 16-bit id, which spreads consecutive
+/// ids over both the low bits (the bucket) and the high bits (the control byte) of the hash.
+#[derive(Default)]
+pub(crate) struct PacketIdHasher(u64);
+
+impl Hasher for PacketIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8 | u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u16(&mut self, id: u16) {
+        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 

@@ -71,7 +71,8 @@ impl Task {
                 break;
             };
             self.handed_over.resolved += 1;
-            if needs_ack && delivered_on == epoch && epoch != 0 {
+            // Epochs start at 1: without a connection (0) nothing matches.
+            if needs_ack && delivered_on == epoch {
                 self.awaiting_ack.remove(&pkid);
                 self.puback(pkid);
             }
