@@ -9,30 +9,36 @@
 //! else (no topic or property decoding, no channels, no event loop). The `DeviceClient` is used
 //! as an application would: `DeviceClient::builder(cs).trust_ca_pem(ca).connect()`,
 //! [`AckMode::Auto`], default options, and one task calling `receive_message()` in a loop.
+//! Between the two, the *floor* client (`benches/device/floor.rs`) is the raw client plus what
+//! no client that keeps its connection in a task and returns `Message`s can skip: decoding
+//! each topic into a `Message` with the functions the `DeviceClient` uses, and handing it to
+//! the application's task through a bounded channel, one message per call. Its rate over the
+//! raw client's, in the same round, is the most that design can reach in this bench.
 //! Every C2D body is 16 bytes, a sequence number and an enqueue timestamp (nanoseconds since a
-//! common `Instant`); every message has a message id. Both receivers check that the sequence
+//! common `Instant`); every message has a message id. All receivers check that the sequence
 //! numbers arrive in order, without gaps or duplicates.
 //!
-//! 1. **C2D receive throughput, one client.** An in-process `LocalHub` (port 0) with two
-//!    devices, one for the `DeviceClient`, one for the raw client, both connected throughout.
+//! 1. **C2D receive throughput, one client.** An in-process `LocalHub` (port 0) with three
+//!    devices, one per client (`DeviceClient`, raw, floor), all connected throughout.
 //!    A feeder keeps the measured device's queue full through `LocalHub::enqueue_c2d`
 //!    (IoT Hub's 50-message queue; `QueueFull` means "come back later": the feeder waits until
 //!    the receiver has taken another 16 messages, or 1 ms) until N = 20,000 messages were
 //!    enqueued. Time runs from the first enqueue until the receiver has the N-th message. A
-//!    1,000-message warm-up per client first, then 5 alternating rounds (raw, `DeviceClient`);
-//!    every round is printed with this process's CPU time and context switches per message
-//!    (hub, feeder and client together, from `/proc/self/task/*/schedstat` and `…/status`),
-//!    then min, median and max of each column. The hub's and the feeder's share is the same for
-//!    both clients, so the difference of the CPU columns is what the `DeviceClient` costs over
-//!    the raw client per message.
+//!    1,000-message warm-up per client first, then 5 rounds, each running raw, floor and
+//!    `DeviceClient` in turn; every round is printed with this process's CPU time per message
+//!    (hub, feeder and client together, from `/proc/self/task/*/schedstat`) in each client's
+//!    part, context switches per message (`…/status`) in the raw and `DeviceClient` parts, then
+//!    min, median and max of each column. The hub's and the feeder's share is the same for
+//!    every client, so the difference of two CPU columns is what one client costs over the
+//!    other per message.
 //!
 //!    On a VM with few CPUs, cross-CPU wake-ups move these figures from round to round; running
 //!    the bench under `taskset -c 0` puts every thread on one CPU, where the rates measure CPU
 //!    cost per message alone.
 //!
 //! 2. **C2D latency at 1,000 msg/s.** Same hub and clients: one message enqueued per tick of
-//!    a 1 ms Tokio interval, 5,000 messages per client (raw first), each carrying its enqueue
-//!    time; latency = receipt (`receive_message()` returned; for the raw client, the read
+//!    a 1 ms Tokio interval, 5,000 messages to the raw client, then 5,000 to the
+//!    `DeviceClient`, each carrying its enqueue time; latency = receipt (`receive_message()` returned; for the raw client, the read
 //!    holding the PUBLISH completed) − enqueue. Reported: p50, p99 (nearest rank) and max.
 //!
 //! 3. **RSS per connected `DeviceClient`, 999 clients in one process.** The hub runs as a
@@ -63,6 +69,8 @@
 //! Only loopback (127.0.0.1) traffic; every wait is bounded by a timeout and every loop by a
 //! count.
 
+#[path = "device/floor.rs"]
+mod floor;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -75,6 +83,7 @@ use support::{
 };
 
 use bytes::{Bytes, BytesMut};
+use floor::FloorClient;
 use iothub::auth::{DeviceConnectionString, TokenSource};
 use iothub::device::{AckMode, DeviceClient};
 use iothub::local_hub::LocalHub;
@@ -159,6 +168,13 @@ async fn run(hub_exe: &Path) -> Result<()> {
         throughput.device,
         throughput.raw,
         throughput.device / throughput.raw
+    );
+    println!(
+        "{:<40}  {:>12.0}  {:>10.0}  {:>16.2}",
+        "   floor client (decode + hand-over)",
+        throughput.floor,
+        throughput.raw,
+        throughput.floor / throughput.raw
     );
     for (label, device, raw) in [
         (
@@ -299,17 +315,29 @@ impl RawClient {
     /// Waits for at least one PUBLISH; appends the payloads of all PUBLISHes read so far to
     /// `out` and PUBACKs them in one write.
     async fn receive_publishes(&mut self, out: &mut Vec<Bytes>) -> Result<()> {
+        self.receive_publishes_with(|publish| out.push(publish.payload))
+            .await
+    }
+
+    /// Waits for at least one PUBLISH; hands every PUBLISH read so far to `each` and PUBACKs
+    /// them in one write.
+    async fn receive_publishes_with(
+        &mut self,
+        mut each: impl FnMut(rumqttc::mqttbytes::v4::Publish),
+    ) -> Result<()> {
+        let mut received = false;
         for _ in 0..1_000_000 {
             while let Some(packet) = self.buffered()? {
                 match packet {
                     Packet::Publish(publish) => {
                         self.queue(Packet::PubAck(PubAck::new(publish.pkid)))?;
-                        out.push(publish.payload);
+                        each(publish);
+                        received = true;
                     }
                     other => return Err(format!("expected PUBLISH, got {other:?}").into()),
                 }
             }
-            if !out.is_empty() {
+            if received {
                 return self.flush().await;
             }
             self.fill().await?;
@@ -322,6 +350,7 @@ impl RawClient {
 enum Receiver {
     Device(DeviceClient),
     Raw(Box<RawClient>),
+    Floor(FloorClient),
 }
 
 impl Receiver {
@@ -334,6 +363,11 @@ impl Receiver {
                 Ok(())
             }
             Receiver::Raw(client) => client.receive_publishes(out).await,
+            Receiver::Floor(client) => {
+                let message = client.next().await?;
+                out.push(message.body().clone());
+                Ok(())
+            }
         }
     }
 }
@@ -424,6 +458,7 @@ fn enqueue(hub: &LocalHub, device: &str, tag: &str, seq: u64, stamp_ns: u64) -> 
 struct Rates {
     device: f64,
     raw: f64,
+    floor: f64,
 }
 
 struct Percentiles {
@@ -443,9 +478,12 @@ async fn c2d_receive() -> Result<(Rates, Latencies)> {
     let hub = LocalHub::builder().start().await?;
     let device_cs = hub.create_device("dc")?;
     let raw_cs = hub.create_device("raw")?;
+    let floor_cs = hub.create_device("floor")?;
     let connector = tls_connector(hub.ca_pem())?;
     let raw = RawClient::connect(&connector, hub.mqtt_addr().port(), &raw_cs).await?;
     let mut raw = Receiver::Raw(Box::new(raw));
+    let floor = RawClient::connect(&connector, hub.mqtt_addr().port(), &floor_cs).await?;
+    let mut floor = Receiver::Floor(FloorClient::start(floor, floor_cs.device_id().to_owned()));
     let client = within(
         "DeviceClient connect",
         DeviceClient::builder(device_cs)
@@ -457,6 +495,7 @@ async fn c2d_receive() -> Result<(Rates, Latencies)> {
     let mut device = Receiver::Device(client.clone());
 
     (raw, _) = throughput_round(&hub, "raw", "warm", raw, WARMUP_MESSAGES).await?;
+    (floor, _) = throughput_round(&hub, "floor", "warm", floor, WARMUP_MESSAGES).await?;
     (device, _) = throughput_round(&hub, "dc", "warm", device, WARMUP_MESSAGES).await?;
     println!(
         "{} messages per round, {BODY_LEN}-byte bodies, after a {}-message warm-up",
@@ -464,19 +503,23 @@ async fn c2d_receive() -> Result<(Rates, Latencies)> {
         thousands(WARMUP_MESSAGES)
     );
     println!(
-        "{:>7}  {:>11}  {:>12}  {:>9}  {:>11}  {:>10}  {:>10}  {:>9}",
+        "{:>7}  {:>10}  {:>10}  {:>12}  {:>9}  {:>6}  {:>10}  {:>10}  {:>9}  {:>6}  {:>6}",
         "round",
         "raw msgs/s",
+        "floor",
         "DeviceClient",
+        "floor/raw",
         "DC/raw",
         "raw CPU µs",
+        "floor CPU",
         "DC CPU µs",
         "raw cs",
         "DC cs"
     );
-    // Columns: rates, their ratio, then this process's CPU µs and context switches per
-    // message (hub, feeder and client together) in each client's half of the round.
-    let mut columns: [Vec<f64>; 7] = std::array::from_fn(|_| Vec::with_capacity(ROUNDS));
+    // Columns: rates, the ratios to the raw client, then this process's CPU µs per message
+    // (hub, feeder and client together) in each client's part of the round, and context
+    // switches per message in the raw and DeviceClient parts.
+    let mut columns: [Vec<f64>; 10] = std::array::from_fn(|_| Vec::with_capacity(ROUNDS));
     let per_message = |before: Option<Usage>, after: Option<Usage>| match (before, after) {
         (Some(b), Some(a)) => [
             (a.cpu_ns - b.cpu_ns) as f64 / 1e3 / THROUGHPUT_MESSAGES as f64,
@@ -487,22 +530,31 @@ async fn c2d_receive() -> Result<(Rates, Latencies)> {
     for round in 1..=ROUNDS {
         let tag = format!("t{round}");
         let raw_time;
+        let floor_time;
         let device_time;
         let start = Usage::now();
         (raw, raw_time) = throughput_round(&hub, "raw", &tag, raw, THROUGHPUT_MESSAGES).await?;
-        let middle = Usage::now();
+        let after_raw = Usage::now();
+        (floor, floor_time) =
+            throughput_round(&hub, "floor", &tag, floor, THROUGHPUT_MESSAGES).await?;
+        let after_floor = Usage::now();
         (device, device_time) =
             throughput_round(&hub, "dc", &tag, device, THROUGHPUT_MESSAGES).await?;
         let end = Usage::now();
-        let raw_rate = THROUGHPUT_MESSAGES as f64 / raw_time.as_secs_f64();
-        let device_rate = THROUGHPUT_MESSAGES as f64 / device_time.as_secs_f64();
-        let [raw_cpu, raw_cs] = per_message(start, middle);
-        let [device_cpu, device_cs] = per_message(middle, end);
+        let rate = |time: Duration| THROUGHPUT_MESSAGES as f64 / time.as_secs_f64();
+        let (raw_rate, floor_rate, device_rate) =
+            (rate(raw_time), rate(floor_time), rate(device_time));
+        let [raw_cpu, raw_cs] = per_message(start, after_raw);
+        let [floor_cpu, _] = per_message(after_raw, after_floor);
+        let [device_cpu, device_cs] = per_message(after_floor, end);
         let row = [
             raw_rate,
+            floor_rate,
             device_rate,
+            floor_rate / raw_rate,
             device_rate / raw_rate,
             raw_cpu,
+            floor_cpu,
             device_cpu,
             raw_cs,
             device_cs,
@@ -521,10 +573,11 @@ async fn c2d_receive() -> Result<(Rates, Latencies)> {
     }
     let medians = columns.clone().map(|mut values| median(&mut values));
     print_throughput_row("median", &medians);
-    let [mut raw_rates, mut device_rates, ..] = columns;
+    let [mut raw_rates, mut floor_rates, mut device_rates, ..] = columns;
     let rates = Rates {
         device: median(&mut device_rates),
         raw: median(&mut raw_rates),
+        floor: median(&mut floor_rates),
     };
 
     println!();
@@ -542,6 +595,7 @@ async fn c2d_receive() -> Result<(Rates, Latencies)> {
     (raw, raw_latency) = latency_round(&hub, "raw", "raw", raw).await?;
     (device, device_latency) = latency_round(&hub, "dc", "DeviceClient", device).await?;
     drop(raw);
+    drop(floor);
     drop(device);
     within("DeviceClient close", client.close()).await?;
     hub.shutdown().await;
@@ -632,11 +686,12 @@ impl Usage {
     }
 }
 
-/// One line of the throughput table: rates, ratio, CPU µs and context switches per message.
-fn print_throughput_row(label: &str, row: &[f64; 7]) {
+/// One line of the throughput table: rates, ratios, CPU µs and context switches per message.
+fn print_throughput_row(label: &str, row: &[f64; 10]) {
     println!(
-        "{label:>7}  {:>11.0}  {:>12.0}  {:>9.2}  {:>11.2}  {:>10.2}  {:>10.2}  {:>9.2}",
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6]
+        "{label:>7}  {:>10.0}  {:>10.0}  {:>12.0}  {:>9.2}  {:>6.2}  {:>10.2}  {:>10.2}  {:>9.2}  \
+         {:>6.2}  {:>6.2}",
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9]
     );
 }
 

@@ -14,7 +14,10 @@
 //! CPU; `stat`'s utime + stime in clock ticks where schedstat is missing) and divides by the
 //! messages of the run: CPU µs per message for the hub, the sender (service side for C2D,
 //! device side for telemetry) and the receiver. The orchestrating thread (`main`) is not
-//! counted.
+//! counted. *Hub runs* per message is how many times a hub thread was put on a CPU
+//! (`schedstat`'s third field: each wake-up, and each return after preemption). On a VM where
+//! waking a thread on another, idle CPU is costly, the hub's CPU per message follows it more
+//! than it follows the hub's own work.
 //!
 //! **Scenarios**, each message a 16-byte body holding its sequence number and its send time
 //! (ns since a common `Instant`); latency = receipt − send start, where receipt is
@@ -233,6 +236,8 @@ struct Figures {
     p99_ms: f64,
     p999_ms: f64,
     hub_us: f64,
+    /// Times a hub thread was put on a CPU, per message: its wake-ups.
+    hub_runs: f64,
     sender_us: f64,
     receiver_us: f64,
     retries: usize,
@@ -333,6 +338,7 @@ impl Bench {
             p99_ms: percentile_ms(&latencies, 0.99),
             p999_ms: percentile_ms(&latencies, 0.999),
             hub_us: (after.hub - before.hub) as f64 / 1e3 / n,
+            hub_runs: (after.hub_runs - before.hub_runs) as f64 / n,
             sender_us: sender_ns as f64 / 1e3 / n,
             receiver_us: receiver_ns as f64 / 1e3 / n,
             retries,
@@ -649,7 +655,7 @@ async fn bench(hub_rt: Handle, device_rt: Handle, service_rt: Handle) -> Result<
     let mut pair_ratios: Vec<Vec<f64>> = vec![Vec::new(); pairs.len()];
     let mut pair_rates: Vec<Vec<f64>> = vec![Vec::new(); pairs.len()];
     println!(
-        "{:<5} {:>8} {:<24} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "{:<5} {:>8} {:<24} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
         "round",
         "devices",
         "scenario",
@@ -658,6 +664,7 @@ async fn bench(hub_rt: Handle, device_rt: Handle, service_rt: Handle) -> Result<
         "p99 ms",
         "p99.9 ms",
         "hub µs",
+        "hub runs",
         "send µs",
         "recv µs",
         "retries"
@@ -678,14 +685,15 @@ async fn bench(hub_rt: Handle, device_rt: Handle, service_rt: Handle) -> Result<
                 bench.set_registry_size(*size)?;
                 let f = bench.run(*flow, *mode, mode.messages()).await?;
                 println!(
-                    "{round:<5} {size:>8} {:<24} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.1} {:>8.1} \
-                     {:>8.1} {:>7}",
+                    "{round:<5} {size:>8} {:<24} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.1} {:>8.2} \
+                     {:>8.1} {:>8.1} {:>7}",
                     scenario_label(*flow, *mode),
                     f.rate,
                     f.p50_ms,
                     f.p99_ms,
                     f.p999_ms,
                     f.hub_us,
+                    f.hub_runs,
                     f.sender_us,
                     f.receiver_us,
                     f.retries
@@ -742,7 +750,7 @@ async fn bench(hub_rt: Handle, device_rt: Handle, service_rt: Handle) -> Result<
             let _ = write!(
                 line,
                 " msgs/s {} | p50 ms {} | p99 ms {} | p99.9 ms {} | CPU µs/msg hub {} sender {} \
-                 receiver {}",
+                 receiver {} | hub runs/msg {}",
                 spread(&pick(|f| f.rate), 0),
                 spread(&pick(|f| f.p50_ms), 3),
                 spread(&pick(|f| f.p99_ms), 3),
@@ -750,6 +758,7 @@ async fn bench(hub_rt: Handle, device_rt: Handle, service_rt: Handle) -> Result<
                 spread(&pick(|f| f.hub_us), 1),
                 spread(&pick(|f| f.sender_us), 1),
                 spread(&pick(|f| f.receiver_us), 1),
+                spread(&pick(|f| f.hub_runs), 2),
             );
             println!("{line}");
         }
