@@ -24,8 +24,9 @@
 //!    (IoT Hub's 50-message queue; `QueueFull` means "come back later": the feeder waits until
 //!    the receiver has taken another 16 messages, or 1 ms) until N = 20,000 messages were
 //!    enqueued. Time runs from the first enqueue until the receiver has the N-th message. A
-//!    1,000-message warm-up per client first, then 5 rounds, each running raw, floor and
-//!    `DeviceClient` in turn; every round is printed with this process's CPU time per message
+//!    1,000-message warm-up per client first, then 6 rounds, each running raw, floor and
+//!    `DeviceClient` one after another, in an order that turns every round (each client is
+//!    first, second and third twice); every round is printed with this process's CPU time per message
 //!    (hub, feeder and client together, from `/proc/self/task/*/schedstat`) in each client's
 //!    part, context switches per message (`…/status`) in the raw and `DeviceClient` parts, then
 //!    min, median and max of each column. The hub's and the feeder's share is the same for
@@ -106,8 +107,9 @@ type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 const THROUGHPUT_MESSAGES: usize = 20_000;
 /// C2D messages per client in the untimed warm-up.
 const WARMUP_MESSAGES: usize = 1_000;
-/// Timed throughput rounds (raw, then `DeviceClient`, in each).
-const ROUNDS: usize = 5;
+/// Timed throughput rounds (raw, floor and `DeviceClient` in each, in turning order): a
+/// multiple of 3.
+const ROUNDS: usize = 6;
 /// C2D messages per client in the latency measurement.
 const LATENCY_MESSAGES: usize = 5_000;
 /// One enqueue per period: 1,000 msg/s.
@@ -527,26 +529,27 @@ async fn c2d_receive() -> Result<(Rates, Latencies)> {
         ],
         _ => [f64::NAN; 2],
     };
+    // Raw, floor, DeviceClient: the order turns every round, so that each client runs first,
+    // second and third equally often (whatever a place in the order costs or gains, such as
+    // the caches the previous client left, all three pay it alike).
+    let mut clients = [Some(raw), Some(floor), Some(device)];
+    const NAMES: [&str; 3] = ["raw", "floor", "dc"];
     for round in 1..=ROUNDS {
         let tag = format!("t{round}");
-        let raw_time;
-        let floor_time;
-        let device_time;
-        let start = Usage::now();
-        (raw, raw_time) = throughput_round(&hub, "raw", &tag, raw, THROUGHPUT_MESSAGES).await?;
-        let after_raw = Usage::now();
-        (floor, floor_time) =
-            throughput_round(&hub, "floor", &tag, floor, THROUGHPUT_MESSAGES).await?;
-        let after_floor = Usage::now();
-        (device, device_time) =
-            throughput_round(&hub, "dc", &tag, device, THROUGHPUT_MESSAGES).await?;
-        let end = Usage::now();
-        let rate = |time: Duration| THROUGHPUT_MESSAGES as f64 / time.as_secs_f64();
-        let (raw_rate, floor_rate, device_rate) =
-            (rate(raw_time), rate(floor_time), rate(device_time));
-        let [raw_cpu, raw_cs] = per_message(start, after_raw);
-        let [floor_cpu, _] = per_message(after_raw, after_floor);
-        let [device_cpu, device_cs] = per_message(after_floor, end);
+        let mut rate = [0.0; 3];
+        let mut usage = [[f64::NAN; 2]; 3];
+        for turn in 0..3 {
+            let i = (turn + round - 1) % 3;
+            let receiver = clients[i].take().ok_or("a client went missing")?;
+            let before = Usage::now();
+            let (receiver, time) =
+                throughput_round(&hub, NAMES[i], &tag, receiver, THROUGHPUT_MESSAGES).await?;
+            usage[i] = per_message(before, Usage::now());
+            rate[i] = THROUGHPUT_MESSAGES as f64 / time.as_secs_f64();
+            clients[i] = Some(receiver);
+        }
+        let [raw_rate, floor_rate, device_rate] = rate;
+        let [[raw_cpu, raw_cs], [floor_cpu, _], [device_cpu, device_cs]] = usage;
         let row = [
             raw_rate,
             floor_rate,
@@ -573,6 +576,9 @@ async fn c2d_receive() -> Result<(Rates, Latencies)> {
     }
     let medians = columns.clone().map(|mut values| median(&mut values));
     print_throughput_row("median", &medians);
+    let [Some(mut raw), Some(floor), Some(mut device)] = clients else {
+        return Err("a client went missing".into());
+    };
     let [mut raw_rates, mut floor_rates, mut device_rates, ..] = columns;
     let rates = Rates {
         device: median(&mut device_rates),
