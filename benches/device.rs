@@ -72,36 +72,30 @@
 
 #[path = "device/floor.rs"]
 mod floor;
+#[path = "device/memory.rs"]
+mod memory;
+#[path = "device/raw.rs"]
+mod raw;
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    BoxError, Result, WAIT, context_switches, cpu_ns, device_key, median, mib, min_max,
-    open_files_soft_limit, thousands, tls_connector, within,
+    Result, context_switches, cpu_ns, median, min_max, thousands, tls_connector, within,
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use floor::FloorClient;
-use iothub::auth::{DeviceConnectionString, TokenSource};
 use iothub::device::{AckMode, DeviceClient};
 use iothub::local_hub::LocalHub;
 use iothub::{ErrorKind, Message};
-use rumqttc::mqttbytes::v4::{
-    Connect, ConnectReturnCode, Login, Packet, PubAck, Subscribe, SubscribeReasonCode,
-};
-use rumqttc::mqttbytes::{self, QoS};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use memory::{MemoryOutcome, client_memory};
+use raw::RawClient;
 use tokio::sync::Notify;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, timeout};
-
-type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// C2D messages per timed throughput round.
 const THROUGHPUT_MESSAGES: usize = 20_000;
@@ -124,22 +118,8 @@ const FEEDER_POLL: Duration = Duration::from_millis(1);
 /// per call than for the one that reads batches.
 const FEEDER_WAKE_EVERY: u64 = 16;
 
-/// Measured clients: with the warm-up client, 1,000 connections from 127.0.0.1, the most the
-/// hub admits from one address (`ConnectionLimits::default`).
-const RSS_CLIENTS: usize = 999;
-/// TLS handshakes + CONNECTs in progress at once.
-const CONNECT_CONCURRENCY: usize = 100;
-/// Open files a process needs beyond one per connection.
-const FD_MARGIN: u64 = 200;
-/// Keep-alive of the raw clients.
-const RAW_KEEP_ALIVE: u16 = 600;
-
 /// The longest one timed phase may take.
 const PHASE_LIMIT: Duration = Duration::from_secs(120);
-/// How long the hub process may take to print `ready`.
-const HUB_START_LIMIT: Duration = Duration::from_secs(60);
-/// Pause before reading RSS.
-const SETTLE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench`; there are no options to parse.
@@ -211,142 +191,7 @@ async fn run(hub_exe: &Path) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The two receivers.
-
-/// A raw MQTT 3.1.1 client over TLS: rumqttc's codec, no event loop.
-struct RawClient {
-    stream: TlsStream,
-    read: BytesMut,
-    write: BytesMut,
-}
-
-impl RawClient {
-    /// Connects as the device of `cs` (clean session false) and subscribes to its C2D topic.
-    async fn connect(
-        connector: &tokio_rustls::TlsConnector,
-        port: u16,
-        cs: &DeviceConnectionString,
-    ) -> Result<Self> {
-        let tcp = within("TCP connect", TcpStream::connect(("127.0.0.1", port))).await?;
-        tcp.set_nodelay(true)?;
-        let server = ServerName::try_from("localhost")?;
-        let stream = within("TLS handshake", connector.connect(server, tcp)).await?;
-        let mut client = RawClient {
-            stream,
-            read: BytesMut::with_capacity(16 * 1024),
-            write: BytesMut::with_capacity(1024),
-        };
-        let mut connect = Connect::new(cs.device_id());
-        connect.keep_alive = RAW_KEEP_ALIVE;
-        connect.clean_session = false;
-        let username = format!(
-            "{}/{}/?api-version=2021-04-12&DeviceClientType=iothub-bench%2F0.1",
-            cs.host_name(),
-            cs.device_id()
-        );
-        let password = TokenSource::for_device(cs)?.token()?.token.to_string();
-        connect.login = Some(Login::new(username, password));
-        client.queue(Packet::Connect(connect))?;
-        client.flush().await?;
-        match client.recv().await? {
-            Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {}
-            other => return Err(format!("expected CONNACK 0, got {other:?}").into()),
-        }
-        let mut subscribe = Subscribe::new(
-            format!("devices/{}/messages/devicebound/#", cs.device_id()),
-            QoS::AtLeastOnce,
-        );
-        subscribe.pkid = 1;
-        client.queue(Packet::Subscribe(subscribe))?;
-        client.flush().await?;
-        match client.recv().await? {
-            Packet::SubAck(ack)
-                if ack.return_codes == [SubscribeReasonCode::Success(QoS::AtLeastOnce)] => {}
-            other => return Err(format!("expected SUBACK QoS 1, got {other:?}").into()),
-        }
-        Ok(client)
-    }
-
-    fn queue(&mut self, packet: Packet) -> Result<()> {
-        packet
-            .write(&mut self.write, usize::MAX)
-            .map_err(|e| format!("cannot encode a packet: {e}"))?;
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<()> {
-        if self.write.is_empty() {
-            return Ok(());
-        }
-        within("write", async {
-            self.stream.write_all(&self.write).await?;
-            self.stream.flush().await
-        })
-        .await?;
-        self.write.clear();
-        Ok(())
-    }
-
-    /// A complete packet already read, if any.
-    fn buffered(&mut self) -> Result<Option<Packet>> {
-        match Packet::read(&mut self.read, 1 << 20) {
-            Ok(packet) => Ok(Some(packet)),
-            Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
-            Err(e) => Err(format!("malformed packet from the hub: {e}").into()),
-        }
-    }
-
-    /// Reads more bytes; an error at end of stream.
-    async fn fill(&mut self) -> Result<()> {
-        match within("read", self.stream.read_buf(&mut self.read)).await? {
-            0 => Err("the hub closed the connection".into()),
-            _ => Ok(()),
-        }
-    }
-
-    async fn recv(&mut self) -> Result<Packet> {
-        for _ in 0..1_000_000 {
-            if let Some(packet) = self.buffered()? {
-                return Ok(packet);
-            }
-            self.fill().await?;
-        }
-        Err("no complete packet after a million reads".into())
-    }
-
-    /// Waits for at least one PUBLISH; appends the payloads of all PUBLISHes read so far to
-    /// `out` and PUBACKs them in one write.
-    async fn receive_publishes(&mut self, out: &mut Vec<Bytes>) -> Result<()> {
-        self.receive_publishes_with(|publish| out.push(publish.payload))
-            .await
-    }
-
-    /// Waits for at least one PUBLISH; hands every PUBLISH read so far to `each` and PUBACKs
-    /// them in one write.
-    async fn receive_publishes_with(
-        &mut self,
-        mut each: impl FnMut(rumqttc::mqttbytes::v4::Publish),
-    ) -> Result<()> {
-        let mut received = false;
-        for _ in 0..1_000_000 {
-            while let Some(packet) = self.buffered()? {
-                match packet {
-                    Packet::Publish(publish) => {
-                        self.queue(Packet::PubAck(PubAck::new(publish.pkid)))?;
-                        each(publish);
-                        received = true;
-                    }
-                    other => return Err(format!("expected PUBLISH, got {other:?}").into()),
-                }
-            }
-            if received {
-                return self.flush().await;
-            }
-            self.fill().await?;
-        }
-        Err("no PUBLISH after a million reads".into())
-    }
-}
+// The receivers (the raw client is in device/raw.rs, the floor client in device/floor.rs).
 
 /// What receives the C2D messages of one device.
 enum Receiver {
@@ -791,266 +636,4 @@ async fn latency_round(
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
-}
-
-// ---------------------------------------------------------------------------------------------
-// 3. RSS per connected `DeviceClient`, hub in its own process.
-
-struct MemoryMeasure {
-    clients: usize,
-    baseline_kib: u64,
-    after_kib: u64,
-}
-
-impl MemoryMeasure {
-    fn per_client_kib(&self) -> f64 {
-        (self.after_kib as f64 - self.baseline_kib as f64) / self.clients as f64
-    }
-}
-
-enum MemoryOutcome {
-    Measured(MemoryMeasure),
-    Skipped(String),
-}
-
-/// The running hub process; killed when dropped (`kill_on_drop`), and its CA file removed.
-struct HubProcess {
-    child: Child,
-    ca_file: Option<PathBuf>,
-}
-
-impl HubProcess {
-    async fn stop(mut self) -> Result<()> {
-        self.child.kill().await?;
-        Ok(())
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        if let Some(path) = &self.ca_file {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// Starts `iothub-local` with `devices` devices; returns it, their connection strings (in
-/// order) and the CA.
-async fn start_hub(
-    hub_exe: &Path,
-    devices: usize,
-) -> Result<(HubProcess, Vec<DeviceConnectionString>, String)> {
-    let mut command = Command::new(hub_exe);
-    command
-        .args(["--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for i in 0..devices {
-        command.arg(format!("--device=d{i}:{}", device_key(i).to_base64()));
-    }
-    let mut hub = HubProcess {
-        child: command
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", hub_exe.display()))?,
-        ca_file: None,
-    };
-    let stdout = hub.child.stdout.take().ok_or("no stdout pipe")?;
-    let mut lines = BufReader::new(stdout).lines();
-
-    // The hub's stdout: CA file, connection strings, then `ready`.
-    let mut connection_strings = Vec::with_capacity(devices);
-    let mut ready = false;
-    let started = timeout(HUB_START_LIMIT, async {
-        for _ in 0..devices + 100 {
-            let Some(line) = lines.next_line().await? else {
-                break;
-            };
-            if line == "ready" {
-                ready = true;
-                break;
-            } else if let Some(path) = line.strip_prefix("IOTHUB_CA_FILE=") {
-                // Values are single-quoted for a shell.
-                hub.ca_file = Some(PathBuf::from(path.trim_matches('\'')));
-            } else if let Some((_, cs)) = line
-                .strip_prefix("IOTHUB_DEVICE_CONNECTION_STRING_")
-                .and_then(|rest| rest.split_once('='))
-            {
-                connection_strings.push(cs.trim_matches('\'').parse::<DeviceConnectionString>()?);
-            }
-        }
-        Ok::<_, BoxError>(())
-    })
-    .await;
-    match started {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(format!("the hub did not start in {} s", HUB_START_LIMIT.as_secs()).into());
-        }
-    }
-    if !ready {
-        return Err("the hub exited before printing `ready`".into());
-    }
-    if connection_strings.len() != devices {
-        return Err(format!(
-            "the hub printed {} device connection strings for {devices} devices",
-            connection_strings.len()
-        )
-        .into());
-    }
-    let ca_file = hub
-        .ca_file
-        .clone()
-        .ok_or("the hub printed no IOTHUB_CA_FILE")?;
-    let ca_pem = std::fs::read_to_string(&ca_file)?;
-    Ok((hub, connection_strings, ca_pem))
-}
-
-async fn connect_device(cs: DeviceConnectionString, ca_pem: String) -> Result<DeviceClient> {
-    let id = cs.device_id().to_owned();
-    within(
-        &format!("DeviceClient connect {id}"),
-        DeviceClient::builder(cs)
-            .trust_ca_pem(ca_pem)
-            .ack_mode(AckMode::Auto)
-            .connect(),
-    )
-    .await
-}
-
-/// Connects one `DeviceClient` per connection string, `CONNECT_CONCURRENCY` at a time.
-async fn connect_all(
-    devices: &[DeviceConnectionString],
-    ca_pem: &str,
-) -> Result<Vec<DeviceClient>> {
-    let mut clients = Vec::with_capacity(devices.len());
-    let mut tasks = JoinSet::new();
-    let mut collect = |joined: Result<Result<DeviceClient>, tokio::task::JoinError>| -> Result<()> {
-        clients.push(joined??);
-        Ok(())
-    };
-    for cs in devices {
-        while tasks.len() >= CONNECT_CONCURRENCY {
-            if let Some(joined) = tasks.join_next().await {
-                collect(joined)?;
-            }
-        }
-        tasks.spawn(connect_device(cs.clone(), ca_pem.to_owned()));
-    }
-    while let Some(joined) = tasks.join_next().await {
-        collect(joined)?;
-    }
-    Ok(clients)
-}
-
-/// Closes every client, `CONNECT_CONCURRENCY` at a time; returns how many did not close in
-/// time.
-async fn close_all(clients: Vec<DeviceClient>) -> usize {
-    let mut failed = 0;
-    let mut tasks = JoinSet::new();
-    for client in clients {
-        while tasks.len() >= CONNECT_CONCURRENCY {
-            if let Some(joined) = tasks.join_next().await {
-                failed += usize::from(!matches!(joined, Ok(Ok(Ok(())))));
-            }
-        }
-        tasks.spawn(async move { timeout(WAIT, client.close()).await });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        failed += usize::from(!matches!(joined, Ok(Ok(Ok(())))));
-    }
-    failed
-}
-
-async fn client_memory(hub_exe: &Path) -> Result<MemoryOutcome> {
-    println!(
-        "== 3. RSS per connected DeviceClient: {} clients in this process, hub in an \
-         iothub-local process ==",
-        thousands(RSS_CLIENTS)
-    );
-    let limit = open_files_soft_limit()?;
-    let needed = RSS_CLIENTS as u64 + FD_MARGIN;
-    println!(
-        "open-file soft limit: {} (each process needs {needed})",
-        limit.map_or_else(|| "unlimited".to_owned(), |l| l.to_string())
-    );
-    if let Some(limit) = limit.filter(|&l| l < needed) {
-        let why = format!("open-file limit {limit} < {needed}; run `ulimit -n {needed}` first");
-        println!("skipped: {why}");
-        return Ok(MemoryOutcome::Skipped(why));
-    }
-
-    // Device 0 is the warm-up client; 1..=RSS_CLIENTS are measured.
-    let (hub, connection_strings, ca_pem) = start_hub(hub_exe, RSS_CLIENTS + 1).await?;
-    let warm = connect_device(connection_strings[0].clone(), ca_pem.clone()).await?;
-    tokio::time::sleep(SETTLE).await;
-    let baseline_kib = vm_rss_kib()?;
-
-    let connect_start = Instant::now();
-    let clients = timeout(PHASE_LIMIT, connect_all(&connection_strings[1..], &ca_pem))
-        .await
-        .map_err(|_| {
-            format!(
-                "connecting {RSS_CLIENTS} clients took over {} s",
-                PHASE_LIMIT.as_secs()
-            )
-        })??;
-    let connect_time = connect_start.elapsed();
-    tokio::time::sleep(SETTLE).await;
-    let after_kib = vm_rss_kib()?;
-    let mut hub = hub;
-    if let Some(status) = hub.child.try_wait()? {
-        return Err(format!("the hub process exited: {status}").into());
-    }
-    let measure = MemoryMeasure {
-        clients: clients.len(),
-        baseline_kib,
-        after_kib,
-    };
-    println!(
-        "{:>8}  {:>13}  {:>13}  {:>10}  {:>10}  {:>10}",
-        "clients", "baseline MiB", "connected MiB", "delta MiB", "KiB/client", "connect s"
-    );
-    println!(
-        "{:>8}  {:>13.1}  {:>13.1}  {:>10.1}  {:>10.1}  {:>10.1}",
-        thousands(measure.clients),
-        mib(baseline_kib),
-        mib(after_kib),
-        mib(after_kib.saturating_sub(baseline_kib)),
-        measure.per_client_kib(),
-        connect_time.as_secs_f64()
-    );
-
-    let close_start = Instant::now();
-    let mut all = clients;
-    all.push(warm);
-    let total = all.len();
-    let failed = timeout(PHASE_LIMIT, close_all(all))
-        .await
-        .map_err(|_| format!("closing took over {} s", PHASE_LIMIT.as_secs()))?;
-    println!(
-        "closed {} of {total} clients in {:.1} s",
-        total - failed,
-        close_start.elapsed().as_secs_f64()
-    );
-    hub.stop().await?;
-    Ok(MemoryOutcome::Measured(measure))
-}
-
-/// This process's `VmRSS`, in KiB.
-fn vm_rss_kib() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .ok_or("no VmRSS in /proc/self/status")?;
-    let kib = line
-        .split_whitespace()
-        .nth(1)
-        .ok_or("an empty VmRSS line")?
-        .parse()?;
-    Ok(kib)
 }
