@@ -14,7 +14,7 @@ use tokio::time::timeout;
 
 use super::PHASE_LIMIT;
 use super::support::{
-    BoxError, Result, WAIT, device_key, mib, open_files_soft_limit, thousands, within,
+    BoxError, Result, WAIT, device_key, mib, open_files_soft_limit, thousands, vm_rss_kib, within,
 };
 
 /// Measured clients: with the warm-up client, 1,000 connections from 127.0.0.1, the most the
@@ -220,7 +220,7 @@ pub(super) async fn client_memory(hub_exe: &Path) -> Result<MemoryOutcome> {
     let (hub, connection_strings, ca_pem) = start_hub(hub_exe, RSS_CLIENTS + 1).await?;
     let warm = connect_device(connection_strings[0].clone(), ca_pem.clone()).await?;
     tokio::time::sleep(SETTLE).await;
-    let baseline_kib = vm_rss_kib()?;
+    let baseline_kib = vm_rss_kib(std::process::id())?;
 
     let connect_start = Instant::now();
     let clients = timeout(PHASE_LIMIT, connect_all(&connection_strings[1..], &ca_pem))
@@ -233,7 +233,7 @@ pub(super) async fn client_memory(hub_exe: &Path) -> Result<MemoryOutcome> {
         })??;
     let connect_time = connect_start.elapsed();
     tokio::time::sleep(SETTLE).await;
-    let after_kib = vm_rss_kib()?;
+    let after_kib = vm_rss_kib(std::process::id())?;
     let mut hub = hub;
     if let Some(status) = hub.child.try_wait()? {
         return Err(format!("the hub process exited: {status}").into());
@@ -271,19 +271,4 @@ pub(super) async fn client_memory(hub_exe: &Path) -> Result<MemoryOutcome> {
     );
     hub.stop().await?;
     Ok(MemoryOutcome::Measured(measure))
-}
-
-/// This process's `VmRSS`, in KiB.
-fn vm_rss_kib() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .ok_or("no VmRSS in /proc/self/status")?;
-    let kib = line
-        .split_whitespace()
-        .nth(1)
-        .ok_or("an empty VmRSS line")?
-        .parse()?;
-    Ok(kib)
 }
