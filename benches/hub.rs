@@ -52,12 +52,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::path::Path;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use support::hub_process::HubProcess;
 use support::{
-    BoxError, Result, device_key, median, mib, open_files_soft_limit, thousands, tls_connector,
-    vm_rss_kib, within,
+    Result, median, mib, open_files_soft_limit, thousands, tls_connector, vm_rss_kib, within,
 };
 
 use bytes::{Bytes, BytesMut};
@@ -69,9 +69,8 @@ use rumqttc::mqttbytes::v4::{
 };
 use rumqttc::mqttbytes::{self, QoS};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
@@ -562,99 +561,12 @@ async fn idle_memory(hub_exe: &Path) -> Result<Vec<IdleOutcome>> {
     Ok(outcomes)
 }
 
-/// The running hub process; killed when dropped (`kill_on_drop`), and its CA file removed.
-struct HubProcess {
-    child: Child,
-    ca_file: Option<PathBuf>,
-}
-
-impl HubProcess {
-    async fn stop(mut self) -> Result<()> {
-        self.child.kill().await?;
-        Ok(())
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        if let Some(path) = &self.ca_file {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 async fn idle_case(hub_exe: &Path, devices: usize) -> Result<(IdleMeasure, Duration)> {
-    let mut command = Command::new(hub_exe);
-    command
-        .args(["--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for i in 0..devices {
-        command.arg(format!("--device=d{i}:{}", device_key(i).to_base64()));
-    }
-    let mut hub = HubProcess {
-        child: command
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", hub_exe.display()))?,
-        ca_file: None,
-    };
-    let pid = hub.child.id().ok_or("the hub process has no pid")?;
-    let stdout = hub.child.stdout.take().ok_or("no stdout pipe")?;
-    let mut lines = BufReader::new(stdout).lines();
-
-    // The hub's stdout: CA file, connection strings, then `ready`.
-    let mut connection_strings = Vec::with_capacity(devices);
-    let mut ready = false;
-    let started = timeout(HUB_START_LIMIT, async {
-        for _ in 0..devices + 100 {
-            let Some(line) = lines.next_line().await? else {
-                break;
-            };
-            if line == "ready" {
-                ready = true;
-                break;
-            } else if let Some(path) = line.strip_prefix("IOTHUB_CA_FILE=") {
-                // Values are single-quoted for a shell.
-                hub.ca_file = Some(PathBuf::from(path.trim_matches('\'')));
-            } else if let Some((_, cs)) = line
-                .strip_prefix("IOTHUB_DEVICE_CONNECTION_STRING_")
-                .and_then(|rest| rest.split_once('='))
-            {
-                connection_strings.push(cs.trim_matches('\'').parse::<DeviceConnectionString>()?);
-            }
-        }
-        Ok::<_, BoxError>(())
-    })
-    .await;
-    match started {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(format!("the hub did not start in {} s", HUB_START_LIMIT.as_secs()).into());
-        }
-    }
-    if !ready {
-        return Err("the hub exited before printing `ready`".into());
-    }
-    if connection_strings.len() != devices {
-        return Err(format!(
-            "the hub printed {} device connection strings for {devices} devices",
-            connection_strings.len()
-        )
-        .into());
-    }
-    let port = connection_strings[0]
-        .gateway_host_name()
-        .and_then(|gateway| gateway.port())
-        .ok_or("no GatewayHostName with a port in the device connection strings")?;
-    let ca_file = hub
-        .ca_file
-        .clone()
-        .ok_or("the hub printed no IOTHUB_CA_FILE")?;
-    let ca_pem = std::fs::read_to_string(&ca_file)?;
+    let mut hub = HubProcess::start(hub_exe, "d", devices, HUB_START_LIMIT).await?;
+    let pid = hub.pid();
+    let port = hub.mqtt_port()?;
+    let connection_strings = hub.connection_strings().to_vec();
+    let ca_pem = hub.ca_pem().to_owned();
     let connector = tls_connector(&ca_pem)?;
 
     tokio::time::sleep(SETTLE).await;
@@ -674,13 +586,12 @@ async fn idle_case(hub_exe: &Path, devices: usize) -> Result<(IdleMeasure, Durat
     })??;
     let connect_time = connect_start.elapsed();
     tokio::time::sleep(SETTLE).await;
-    if let Some(status) = hub.child.try_wait()? {
+    if let Some(status) = hub.exited()? {
         return Err(format!("the hub process exited: {status}").into());
     }
     let after_kib = vm_rss_kib(pid)?;
 
     drop(clients);
-    drop(lines);
     hub.stop().await?;
     Ok((
         IdleMeasure {

@@ -55,7 +55,7 @@ mod reader;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use iothub::Message;
@@ -64,9 +64,8 @@ use iothub::device::DeviceClient;
 use iothub::local_hub::LocalHub;
 use peer::{Peer, TempFile, python_device_connection_string};
 use reader::D2cReader;
-use support::{Result, device_key, mib, thousands, vm_rss_kib, within};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use support::hub_process::HubProcess;
+use support::{Result, WAIT, mib, thousands, vm_rss_kib, within};
 use tokio::task::JoinSet;
 use tokio::time::timeout_at;
 
@@ -404,63 +403,16 @@ async fn collect(flow: Flow, reader: &mut D2cReader, round: usize, start_us: u64
     })
 }
 
-/// The `iothub-local` process of the memory part; killed when dropped, its CA file removed.
-struct HubProcess {
-    child: tokio::process::Child,
-    ca_file: Option<PathBuf>,
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        if let Some(path) = &self.ca_file {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 async fn retained_memory(hub_exe: &Path) -> Result<()> {
     println!();
     println!(
         "== 2. hub RSS per retained event: iothub-local process, {MEMORY_DEVICES} devices, \
          100-byte bodies with two properties, no reader"
     );
-    let mut command = Command::new(hub_exe);
-    command
-        .args(["--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for i in 0..MEMORY_DEVICES {
-        command.arg(format!("--device=mem{i}:{}", device_key(i).to_base64()));
-    }
-    let mut hub = HubProcess {
-        child: command
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", hub_exe.display()))?,
-        ca_file: None,
-    };
-    let pid = hub.child.id().ok_or("the hub process has no pid")?;
-    let mut lines = BufReader::new(hub.child.stdout.take().ok_or("no stdout pipe")?).lines();
-    let mut connection_strings = Vec::new();
-    loop {
-        let line = within("reading the hub's output", lines.next_line())
-            .await?
-            .ok_or("the hub exited before printing `ready`")?;
-        if line == "ready" {
-            break;
-        } else if let Some(path) = line.strip_prefix("IOTHUB_CA_FILE=") {
-            hub.ca_file = Some(PathBuf::from(path));
-        } else if let Some((_, cs)) = line
-            .strip_prefix("IOTHUB_DEVICE_CONNECTION_STRING_")
-            .and_then(|rest| rest.split_once('='))
-        {
-            connection_strings.push(cs.parse::<DeviceConnectionString>()?);
-        }
-    }
-    let ca_pem = std::fs::read_to_string(hub.ca_file.as_ref().ok_or("no IOTHUB_CA_FILE line")?)?;
+    let mut hub = HubProcess::start(hub_exe, "mem", MEMORY_DEVICES, WAIT).await?;
+    let pid = hub.pid();
+    let ca_pem = hub.ca_pem().to_owned();
+    let connection_strings = hub.connection_strings().to_vec();
     let mut clients = Vec::new();
     for cs in connection_strings {
         let builder = DeviceClient::builder(cs).trust_ca_pem(&ca_pem);
@@ -488,7 +440,7 @@ async fn retained_memory(hub_exe: &Path) -> Result<()> {
             growth as f64 * 1024.0 / total as f64
         );
     }
-    if let Some(status) = hub.child.try_wait()? {
+    if let Some(status) = hub.exited()? {
         return Err(format!("the hub process exited: {status}").into());
     }
     for client in clients {

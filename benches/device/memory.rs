@@ -1,21 +1,17 @@
 //! Part 3 of `benches/device.rs`: the memory one connected `DeviceClient` costs, with the hub
 //! in an `iothub-local` process of its own.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use iothub::auth::DeviceConnectionString;
 use iothub::device::{AckMode, DeviceClient};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use super::PHASE_LIMIT;
-use super::support::{
-    BoxError, Result, WAIT, device_key, mib, open_files_soft_limit, thousands, vm_rss_kib, within,
-};
+use super::support::hub_process::HubProcess;
+use super::support::{Result, WAIT, mib, open_files_soft_limit, thousands, vm_rss_kib, within};
 
 /// Measured clients: with the warm-up client, 1,000 connections from 127.0.0.1, the most the
 /// hub admits from one address (`ConnectionLimits::default`).
@@ -44,102 +40,6 @@ impl MemoryMeasure {
 pub(super) enum MemoryOutcome {
     Measured(MemoryMeasure),
     Skipped(String),
-}
-
-/// The running hub process; killed when dropped (`kill_on_drop`), and its CA file removed.
-struct HubProcess {
-    child: Child,
-    ca_file: Option<PathBuf>,
-}
-
-impl HubProcess {
-    async fn stop(mut self) -> Result<()> {
-        self.child.kill().await?;
-        Ok(())
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        if let Some(path) = &self.ca_file {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// Starts `iothub-local` with `devices` devices; returns it, their connection strings (in
-/// order) and the CA.
-async fn start_hub(
-    hub_exe: &Path,
-    devices: usize,
-) -> Result<(HubProcess, Vec<DeviceConnectionString>, String)> {
-    let mut command = Command::new(hub_exe);
-    command
-        .args(["--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for i in 0..devices {
-        command.arg(format!("--device=d{i}:{}", device_key(i).to_base64()));
-    }
-    let mut hub = HubProcess {
-        child: command
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", hub_exe.display()))?,
-        ca_file: None,
-    };
-    let stdout = hub.child.stdout.take().ok_or("no stdout pipe")?;
-    let mut lines = BufReader::new(stdout).lines();
-
-    // The hub's stdout: CA file, connection strings, then `ready`.
-    let mut connection_strings = Vec::with_capacity(devices);
-    let mut ready = false;
-    let started = timeout(HUB_START_LIMIT, async {
-        for _ in 0..devices + 100 {
-            let Some(line) = lines.next_line().await? else {
-                break;
-            };
-            if line == "ready" {
-                ready = true;
-                break;
-            } else if let Some(path) = line.strip_prefix("IOTHUB_CA_FILE=") {
-                // Values are single-quoted for a shell.
-                hub.ca_file = Some(PathBuf::from(path.trim_matches('\'')));
-            } else if let Some((_, cs)) = line
-                .strip_prefix("IOTHUB_DEVICE_CONNECTION_STRING_")
-                .and_then(|rest| rest.split_once('='))
-            {
-                connection_strings.push(cs.trim_matches('\'').parse::<DeviceConnectionString>()?);
-            }
-        }
-        Ok::<_, BoxError>(())
-    })
-    .await;
-    match started {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(format!("the hub did not start in {} s", HUB_START_LIMIT.as_secs()).into());
-        }
-    }
-    if !ready {
-        return Err("the hub exited before printing `ready`".into());
-    }
-    if connection_strings.len() != devices {
-        return Err(format!(
-            "the hub printed {} device connection strings for {devices} devices",
-            connection_strings.len()
-        )
-        .into());
-    }
-    let ca_file = hub
-        .ca_file
-        .clone()
-        .ok_or("the hub printed no IOTHUB_CA_FILE")?;
-    let ca_pem = std::fs::read_to_string(&ca_file)?;
-    Ok((hub, connection_strings, ca_pem))
 }
 
 async fn connect_device(cs: DeviceConnectionString, ca_pem: String) -> Result<DeviceClient> {
@@ -217,7 +117,9 @@ pub(super) async fn client_memory(hub_exe: &Path) -> Result<MemoryOutcome> {
     }
 
     // Device 0 is the warm-up client; 1..=RSS_CLIENTS are measured.
-    let (hub, connection_strings, ca_pem) = start_hub(hub_exe, RSS_CLIENTS + 1).await?;
+    let mut hub = HubProcess::start(hub_exe, "d", RSS_CLIENTS + 1, HUB_START_LIMIT).await?;
+    let connection_strings = hub.connection_strings().to_vec();
+    let ca_pem = hub.ca_pem().to_owned();
     let warm = connect_device(connection_strings[0].clone(), ca_pem.clone()).await?;
     tokio::time::sleep(SETTLE).await;
     let baseline_kib = vm_rss_kib(std::process::id())?;
@@ -234,8 +136,7 @@ pub(super) async fn client_memory(hub_exe: &Path) -> Result<MemoryOutcome> {
     let connect_time = connect_start.elapsed();
     tokio::time::sleep(SETTLE).await;
     let after_kib = vm_rss_kib(std::process::id())?;
-    let mut hub = hub;
-    if let Some(status) = hub.child.try_wait()? {
+    if let Some(status) = hub.exited()? {
         return Err(format!("the hub process exited: {status}").into());
     }
     let measure = MemoryMeasure {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each bench uses a different part
 
+pub mod hub_process;
+
 use std::error::Error as StdError;
 use std::future::Future;
 use std::path::{Path, PathBuf};
