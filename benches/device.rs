@@ -45,14 +45,15 @@
 //! 3. **RSS per connected `DeviceClient`, 999 clients in one process.** The hub runs as a
 //!    separate process — the `iothub-local` binary next to this bench executable
 //!    (`target/release/iothub-local`) — so that only the clients' memory is in this process.
-//!    It is started with `--mqtt-port 0 --https-port 0 --amqp-port 0`, `RUST_LOG=warn` and one
-//!    `--device=d{i}:{key}` per device (deterministic keys); the bench reads the CA file and
+//!    It is started with `--mqtt-port 0 --https-port 0 --amqp-port 0`, `RUST_LOG=warn`,
+//!    connection bounds that admit every client from 127.0.0.1 and one `--device=d{i}:{key}`
+//!    per device (deterministic keys); the bench reads the CA file and
 //!    the port from the hub's `IOTHUB_CA_FILE=` and `IOTHUB_DEVICE_CONNECTION_STRING_*=` lines
 //!    (the port is in `GatewayHostName`). One extra warm-up client is connected first (one-time
 //!    costs: TLS provider, lazy statics, runtime threads), then this process's `VmRSS` is read
 //!    from `/proc/self/status` (the baseline); 999 `DeviceClient`s are connected (with the
-//!    warm-up client, the 1,000 connections the hub admits from one address), at most 100 at a
-//!    time; after 1 s `VmRSS` is read again: per client = (after − baseline) / 999. All
+//!    warm-up client, 1,000 connections, the hub's default bound from one address), at most
+//!    100 at a time; after 1 s `VmRSS` is read again: per client = (after − baseline) / 999. All
 //!    clients stay alive until then, and are closed (`close()`) afterwards. This part runs
 //!    first, before 1 and 2 have allocated and freed memory that the clients could reuse.
 //!

@@ -25,7 +25,9 @@
 //!    separate process — the `iothub-local` binary next to this bench executable
 //!    (`target/release/iothub-local`) — so that only the hub's memory is measured. Each size
 //!    gets a fresh hub process (not cumulative), started with `--mqtt-port 0 --https-port 0`,
-//!    `RUST_LOG=warn` and one `--device=d{i}:{key}` per device (deterministic keys). The bench
+//!    `RUST_LOG=warn`, connection bounds that admit every device from 127.0.0.1
+//!    (`--max-connections`, `--max-connections-per-address`: N + 100 at least) and one
+//!    `--device=d{i}:{key}` per device (deterministic keys). The bench
 //!    reads the CA file and the port from the hub's `IOTHUB_CA_FILE=` and
 //!    `IOTHUB_DEVICE_CONNECTION_STRING_*=` lines (the port is in `GatewayHostName`), waits for
 //!    `ready`, settles 1 s and reads `VmRSS` from `/proc/<pid>/status` (the baseline, with all

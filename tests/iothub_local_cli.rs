@@ -32,6 +32,23 @@ fn shell(script: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// What `iothub-local` printed on stderr when `args` made it exit with a failure before it
+/// started anything.
+async fn refused(args: &[&str]) -> String {
+    let out = timeout(
+        WAIT,
+        Command::new(env!("CARGO_BIN_EXE_iothub-local"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn names(printed: &[String]) -> Vec<&str> {
     printed
         .iter()
@@ -251,17 +268,49 @@ async fn worker_threads_are_a_positive_count() {
 
     args.pop();
     args.push("0");
-    let out = timeout(
-        WAIT,
-        Command::new(env!("CARGO_BIN_EXE_iothub-local"))
-            .args(&args)
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&args).await;
     assert!(stderr.contains("--worker-threads"), "{stderr}");
+}
+
+/// `--max-connections-per-address N` bounds the connections each listener admits from one
+/// address: with 2, a third TCP connection from 127.0.0.1 to the MQTT port is closed right
+/// after it is accepted (the default admits 1,000), and 0 is refused before anything starts.
+#[tokio::test]
+async fn connections_per_address_follow_the_flag() {
+    use tokio::io::AsyncReadExt;
+
+    let mut args = FREE_PORTS.to_vec();
+    args.extend(["--max-connections-per-address", "2"]);
+    let (mut hub, printed) = start(&args).await;
+    let port: u16 = iothub_local_process::printed_var(&printed, "IOTHUB_MQTT_PORT")
+        .parse()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut third = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    // The hub closes it at once. Without the bound it would keep it, as the two held ones,
+    // until their TLS handshake time (10 s) ran out: half that time tells the two apart.
+    let read = timeout(Duration::from_secs(5), third.read(&mut byte))
+        .await
+        .expect("the third connection from one address is closed at once");
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "the third connection from one address was not closed: {read:?}"
+    );
+    drop(held);
+    hub.kill().await.unwrap();
+
+    args.pop();
+    args.push("0");
+    let stderr = refused(&args).await;
+    assert!(stderr.contains("--max-connections-per-address"), "{stderr}");
 }

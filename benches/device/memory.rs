@@ -13,8 +13,9 @@ use super::PHASE_LIMIT;
 use super::support::hub_process::HubProcess;
 use super::support::{Result, WAIT, mib, open_files_soft_limit, thousands, vm_rss_kib, within};
 
-/// Measured clients: with the warm-up client, 1,000 connections from 127.0.0.1, the most the
-/// hub admits from one address (`ConnectionLimits::default`).
+/// Measured clients: with the warm-up client, 1,000 connections from 127.0.0.1, the hub's
+/// default bound from one address (`ConnectionLimits::default`), kept so that figures compare
+/// with earlier runs.
 const RSS_CLIENTS: usize = 999;
 /// TLS handshakes + CONNECTs in progress at once.
 const CONNECT_CONCURRENCY: usize = 100;

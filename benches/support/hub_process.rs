@@ -26,8 +26,9 @@ pub struct HubProcess {
 
 impl HubProcess {
     /// Starts `hub_exe` with `devices` devices named `{prefix}{i}`, each with the key
-    /// `device_key(i)`, and waits at most `limit` for `ready`. `RUST_LOG=warn`; its stderr is
-    /// this process's.
+    /// `device_key(i)`, and waits at most `limit` for `ready`. Its connection bounds leave room
+    /// for every device to connect from 127.0.0.1 (`--max-connections-per-address`, 1,000 by
+    /// default). `RUST_LOG=warn`; its stderr is this process's.
     pub async fn start(
         hub_exe: &Path,
         prefix: &str,
@@ -42,6 +43,10 @@ impl HubProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        let room = devices + 100;
+        command
+            .arg(format!("--max-connections={}", room.max(10_000)))
+            .arg(format!("--max-connections-per-address={}", room.max(1_000)));
         for i in 0..devices {
             command.arg(format!(
                 "--device={prefix}{i}:{}",

@@ -159,6 +159,11 @@ pub struct Limits {
     pub c2d_lock_duration_seconds: Option<u64>,
     /// How long feedback records wait to be batched, in milliseconds (15,000).
     pub feedback_flush_ms: Option<u64>,
+    /// Open connections per listener (10,000; `--max-connections`).
+    pub max_connections: Option<usize>,
+    /// Open connections per listener from one source address (1,000;
+    /// `--max-connections-per-address`).
+    pub max_connections_per_address: Option<usize>,
 }
 
 impl Config {
@@ -185,9 +190,22 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses the JSON text; an unknown key is an error that names it.
+    /// Parses the JSON text; an unknown key, or a connection count of 0 (which would refuse
+    /// every connection), is an error that names it.
     pub fn parse(text: &str) -> Result<Config, String> {
-        serde_json::from_str(text).map_err(|e| e.to_string())
+        let config: Config = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        for (key, value) in [
+            ("limits.maxConnections", config.limits.max_connections),
+            (
+                "limits.maxConnectionsPerAddress",
+                config.limits.max_connections_per_address,
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(format!("{key} is 0: a hub would refuse every connection"));
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -207,7 +225,16 @@ mod tests {
         assert_eq!(config.devices[1].authentication, Authentication::X509);
         assert_eq!(config.event_hubs.consumer_groups, ["analytics"]);
         assert_eq!(config.limits.c2d_max_pending, Some(50));
+        assert_eq!(config.limits.max_connections_per_address, Some(1_000));
         assert_eq!(config.policies[0].name, "iothubowner");
+    }
+
+    #[test]
+    fn a_connection_count_of_zero_is_refused_by_name() {
+        let error = Config::parse(r#"{"limits": {"maxConnectionsPerAddress": 0}}"#).unwrap_err();
+        assert!(error.contains("limits.maxConnectionsPerAddress"), "{error}");
+        let config = Config::parse(r#"{"limits": {"maxConnections": 20000}}"#).unwrap();
+        assert_eq!(config.limits.max_connections, Some(20_000));
     }
 
     #[test]

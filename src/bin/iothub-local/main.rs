@@ -36,7 +36,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use iothub::SasKey;
-use iothub::local_hub::{C2dLimits, LocalHub, LocalHubBuilder, TelemetryRetention};
+use iothub::local_hub::{
+    C2dLimits, ConnectionLimits, LocalHub, LocalHubBuilder, TelemetryRetention,
+};
 use iothub::protocol::ports::{AMQP_TLS_PORT, HTTPS_PORT, MQTT_TLS_PORT};
 use tracing_subscriber::prelude::*;
 
@@ -116,6 +118,14 @@ struct Args {
     /// threads spread many busy connections over cores.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
+    /// Open connections each listener admits [default: 10000]; past it, new connections are
+    /// closed right after they are accepted.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+    /// Open connections each listener admits from one source address [default: 1000]. A test
+    /// rig that simulates more devices from one machine raises it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_address: Option<u32>,
 }
 
 fn key(what: &str, text: &str) -> Result<SasKey, String> {
@@ -203,6 +213,21 @@ fn builder(config: &Config, args: &Args) -> Result<LocalHubBuilder, String> {
     retention.max_age = r
         .max_age_seconds
         .map_or(retention.max_age, Duration::from_secs);
+    let mut connections = ConnectionLimits::new();
+    if let Some(max) = args
+        .max_connections
+        .map(|n| n as usize)
+        .or(limits.max_connections)
+    {
+        connections = connections.with_max_connections(max);
+    }
+    if let Some(max) = args
+        .max_connections_per_address
+        .map(|n| n as usize)
+        .or(limits.max_connections_per_address)
+    {
+        connections = connections.with_max_connections_per_address(max);
+    }
     let feedback_ms = args
         .feedback_flush_ms
         .or(limits.feedback_flush_ms)
@@ -235,6 +260,7 @@ fn builder(config: &Config, args: &Args) -> Result<LocalHubBuilder, String> {
         )
         .telemetry_retention(retention)
         .c2d_limits(c2d)
+        .connection_limits(connections)
         .feedback_flush_interval(Duration::from_millis(feedback_ms));
     for path in config.x509.ca_files.iter().chain(&args.x509_cas) {
         let pem = std::fs::read_to_string(path)
