@@ -93,11 +93,15 @@ use iothub::device::{AckMode, DeviceClient};
 use iothub::local_hub::LocalHub;
 use iothub::{ErrorKind, Message};
 use memory::{MemoryOutcome, client_memory};
-use raw::RawClient;
+use support::raw_mqtt::RawMqtt;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, timeout};
 
+/// Keep-alive of the raw and floor clients.
+const RAW_KEEP_ALIVE: u16 = 600;
+/// The most bytes one read of the raw and floor clients takes.
+const RAW_READ: usize = 16 * 1024;
 /// C2D messages per timed throughput round.
 const THROUGHPUT_MESSAGES: usize = 20_000;
 /// C2D messages per client in the untimed warm-up.
@@ -192,12 +196,13 @@ async fn run(hub_exe: &Path) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The receivers (the raw client is in device/raw.rs, the floor client in device/floor.rs).
+// The receivers (the raw client is benches/support/raw_mqtt.rs with device/raw.rs, the floor
+// client device/floor.rs).
 
 /// What receives the C2D messages of one device.
 enum Receiver {
     Device(DeviceClient),
-    Raw(Box<RawClient>),
+    Raw(Box<RawMqtt>),
     Floor(FloorClient),
 }
 
@@ -328,9 +333,10 @@ async fn c2d_receive() -> Result<(Rates, Latencies)> {
     let raw_cs = hub.create_device("raw")?;
     let floor_cs = hub.create_device("floor")?;
     let connector = tls_connector(hub.ca_pem())?;
-    let raw = RawClient::connect(&connector, hub.mqtt_addr().port(), &raw_cs).await?;
-    let mut raw = Receiver::Raw(Box::new(raw));
-    let floor = RawClient::connect(&connector, hub.mqtt_addr().port(), &floor_cs).await?;
+    let port = hub.mqtt_addr().port();
+    let raw_client = |cs| RawMqtt::connect(&connector, port, cs, RAW_KEEP_ALIVE, RAW_READ);
+    let mut raw = Receiver::Raw(Box::new(raw_client(&raw_cs).await?));
+    let floor = raw_client(&floor_cs).await?;
     let mut floor = Receiver::Floor(FloorClient::start(floor, floor_cs.device_id().to_owned()));
     let client = within(
         "DeviceClient connect",

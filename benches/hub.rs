@@ -58,25 +58,17 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use support::hub_process::HubProcess;
+use support::raw_mqtt::RawMqtt;
 use support::{
-    Result, median, mib, open_files_soft_limit, thousands, tls_connector, vm_rss_kib, within,
+    Result, median, mib, open_files_soft_limit, spawn_bounded, thousands, tls_connector, vm_rss_kib,
 };
 
-use bytes::{Bytes, BytesMut};
-use iothub::auth::{DeviceConnectionString, TokenSource};
+use bytes::Bytes;
+use iothub::auth::DeviceConnectionString;
 use iothub::local_hub::LocalHub;
 use iothub::{ErrorKind, Message};
-use rumqttc::mqttbytes::v4::{
-    Connect, ConnectReturnCode, Login, Packet, PubAck, Subscribe, SubscribeReasonCode,
-};
-use rumqttc::mqttbytes::{self, QoS};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::task::JoinSet;
+use rumqttc::mqttbytes::v4::{Packet, PubAck};
 use tokio::time::timeout;
-
-type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// Devices (and connections) of the throughput measurement.
 const C2D_DEVICES: usize = 100;
@@ -158,124 +150,9 @@ async fn run(hub_exe: &Path) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A raw MQTT client over TLS.
+// What the hub bench does with a raw MQTT client (benches/support/raw_mqtt.rs).
 
-/// The user name the official SDKs send (py-device `pipeline_stages_iothub_mqtt.py`; node-device `mqtt.ts`).
-fn username(cs: &DeviceConnectionString) -> String {
-    format!(
-        "{}/{}/?api-version=2021-04-12&DeviceClientType=iothub-bench%2F0.1",
-        cs.host_name(),
-        cs.device_id()
-    )
-}
-
-fn password(cs: &DeviceConnectionString) -> Result<String> {
-    Ok(TokenSource::for_device(cs)?.token()?.token.to_string())
-}
-
-struct Client {
-    stream: TlsStream,
-    read: BytesMut,
-    write: BytesMut,
-}
-
-impl Client {
-    /// Connects as the device of `cs` (clean session false) and subscribes to its C2D topic.
-    async fn connect(
-        connector: &tokio_rustls::TlsConnector,
-        port: u16,
-        cs: &DeviceConnectionString,
-        keep_alive: u16,
-    ) -> Result<Self> {
-        let tcp = within("TCP connect", TcpStream::connect(("127.0.0.1", port))).await?;
-        tcp.set_nodelay(true)?;
-        let server = ServerName::try_from("localhost")?;
-        let stream = within("TLS handshake", connector.connect(server, tcp)).await?;
-        let mut client = Client {
-            stream,
-            read: BytesMut::with_capacity(4096),
-            write: BytesMut::with_capacity(1024),
-        };
-        let mut connect = Connect::new(cs.device_id());
-        connect.keep_alive = keep_alive;
-        connect.clean_session = false;
-        connect.login = Some(Login::new(username(cs), password(cs)?));
-        client.queue(Packet::Connect(connect))?;
-        client.flush().await?;
-        match client.recv().await? {
-            Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {}
-            other => {
-                return Err(
-                    format!("{}: expected CONNACK 0, got {other:?}", cs.device_id()).into(),
-                );
-            }
-        }
-        let mut subscribe = Subscribe::new(
-            format!("devices/{}/messages/devicebound/#", cs.device_id()),
-            QoS::AtLeastOnce,
-        );
-        subscribe.pkid = 1;
-        client.queue(Packet::Subscribe(subscribe))?;
-        client.flush().await?;
-        match client.recv().await? {
-            Packet::SubAck(ack)
-                if ack.return_codes == [SubscribeReasonCode::Success(QoS::AtLeastOnce)] => {}
-            other => {
-                return Err(
-                    format!("{}: expected SUBACK QoS 1, got {other:?}", cs.device_id()).into(),
-                );
-            }
-        }
-        Ok(client)
-    }
-
-    fn queue(&mut self, packet: Packet) -> Result<()> {
-        packet
-            .write(&mut self.write, usize::MAX)
-            .map_err(|e| format!("cannot encode a packet: {e}"))?;
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<()> {
-        if self.write.is_empty() {
-            return Ok(());
-        }
-        within("write", async {
-            self.stream.write_all(&self.write).await?;
-            self.stream.flush().await
-        })
-        .await?;
-        self.write.clear();
-        Ok(())
-    }
-
-    /// A complete packet already read, if any.
-    fn buffered(&mut self) -> Result<Option<Packet>> {
-        match Packet::read(&mut self.read, 1 << 20) {
-            Ok(packet) => Ok(Some(packet)),
-            Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
-            Err(e) => Err(format!("malformed packet from the hub: {e}").into()),
-        }
-    }
-
-    /// Reads more bytes; an error at end of stream.
-    async fn fill(&mut self) -> Result<()> {
-        match within("read", self.stream.read_buf(&mut self.read)).await? {
-            0 => Err("the hub closed the connection".into()),
-            _ => Ok(()),
-        }
-    }
-
-    async fn recv(&mut self) -> Result<Packet> {
-        for _ in 0..1_000_000 {
-            if let Some(packet) = self.buffered()? {
-                return Ok(packet);
-            }
-            self.fill().await?;
-        }
-        Err("no complete packet after a million reads".into())
-    }
-
+impl RawMqtt {
     /// Receives and PUBACKs `expect` C2D PUBLISHes; returns when the last one arrived.
     async fn receive_c2d(mut self, expect: usize) -> Result<(Self, Instant)> {
         let mut got = 0;
@@ -336,27 +213,12 @@ async fn connect_all(
     port: u16,
     devices: &[DeviceConnectionString],
     keep_alive: u16,
-) -> Result<Vec<Client>> {
-    let mut clients = Vec::with_capacity(devices.len());
-    let mut tasks = JoinSet::new();
-    let mut collect = |joined: Result<Result<Client>, tokio::task::JoinError>| -> Result<()> {
-        clients.push(joined??);
-        Ok(())
-    };
-    for cs in devices {
-        while tasks.len() >= CONNECT_CONCURRENCY {
-            if let Some(joined) = tasks.join_next().await {
-                collect(joined)?;
-            }
-        }
-        let connector = connector.clone();
-        let cs = cs.clone();
-        tasks.spawn(async move { Client::connect(&connector, port, &cs, keep_alive).await });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        collect(joined)?;
-    }
-    Ok(clients)
+) -> Result<Vec<RawMqtt>> {
+    let connects = devices.iter().map(|cs| {
+        let (connector, cs) = (connector.clone(), cs.clone());
+        async move { RawMqtt::connect(&connector, port, &cs, keep_alive, 4096).await }
+    });
+    spawn_bounded(connects, CONNECT_CONCURRENCY).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -429,9 +291,9 @@ async fn c2d_throughput() -> Result<Throughput> {
 async fn c2d_round(
     hub: &LocalHub,
     ids: &[String],
-    clients: Vec<Client>,
+    clients: Vec<RawMqtt>,
     per_device: usize,
-) -> Result<(Vec<Client>, Duration)> {
+) -> Result<(Vec<RawMqtt>, Duration)> {
     let mut receivers = Vec::with_capacity(clients.len());
     for client in clients {
         receivers.push(tokio::spawn(client.receive_c2d(per_device)));
@@ -473,7 +335,7 @@ async fn c2d_round(
 }
 
 /// `count` ping round trips on every connection at once.
-async fn ping_round(clients: Vec<Client>, count: usize) -> Result<(Vec<Client>, Duration)> {
+async fn ping_round(clients: Vec<RawMqtt>, count: usize) -> Result<(Vec<RawMqtt>, Duration)> {
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(clients.len());
     for client in clients {
@@ -485,9 +347,9 @@ async fn ping_round(clients: Vec<Client>, count: usize) -> Result<(Vec<Client>, 
 
 /// Waits for every client task; returns the clients and the latest finishing instant.
 async fn join_all(
-    tasks: Vec<tokio::task::JoinHandle<Result<(Client, Instant)>>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(RawMqtt, Instant)>>>,
     deadline: Instant,
-) -> Result<(Vec<Client>, Instant)> {
+) -> Result<(Vec<RawMqtt>, Instant)> {
     let mut clients = Vec::with_capacity(tasks.len());
     let mut last: Option<Instant> = None;
     for task in tasks {

@@ -16,7 +16,8 @@ use iothub::protocol::{PropertyBag, ReceivedTopic, classify_received_topic};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{RawClient, Result};
+use super::Result;
+use super::support::raw_mqtt::RawMqtt;
 
 /// The `DeviceClient`'s default C2D buffer (`DeviceClientBuilder::message_buffer`).
 const CHANNEL_CAPACITY: usize = 64;
@@ -29,7 +30,7 @@ pub(crate) struct FloorClient {
 
 impl FloorClient {
     /// Starts the reading task on `raw`, connected and subscribed to `device_id`'s C2D topic.
-    pub(crate) fn start(raw: RawClient, device_id: String) -> Self {
+    pub(crate) fn start(raw: RawMqtt, device_id: String) -> Self {
         let (tx, messages) = mpsc::channel(CHANNEL_CAPACITY);
         let reader = tokio::spawn(read(raw, device_id, tx));
         FloorClient { messages, reader }
@@ -55,7 +56,7 @@ impl Drop for FloorClient {
 }
 
 /// Reads PUBLISHes until the application's side is gone, decoding each and handing it over.
-async fn read(mut raw: RawClient, device_id: String, tx: mpsc::Sender<Message>) -> Result<()> {
+async fn read(mut raw: RawMqtt, device_id: String, tx: mpsc::Sender<Message>) -> Result<()> {
     let mut batch: Vec<(String, Bytes)> = Vec::with_capacity(64);
     loop {
         batch.clear();

@@ -11,7 +11,9 @@ use tokio::time::timeout;
 
 use super::PHASE_LIMIT;
 use super::support::hub_process::HubProcess;
-use super::support::{Result, WAIT, mib, open_files_soft_limit, thousands, vm_rss_kib, within};
+use super::support::{
+    Result, WAIT, mib, open_files_soft_limit, spawn_bounded, thousands, vm_rss_kib, within,
+};
 
 /// Measured clients: with the warm-up client, 1,000 connections from 127.0.0.1, the hub's
 /// default bound from one address (`ConnectionLimits::default`), kept so that figures compare
@@ -60,24 +62,10 @@ async fn connect_all(
     devices: &[DeviceConnectionString],
     ca_pem: &str,
 ) -> Result<Vec<DeviceClient>> {
-    let mut clients = Vec::with_capacity(devices.len());
-    let mut tasks = JoinSet::new();
-    let mut collect = |joined: Result<Result<DeviceClient>, tokio::task::JoinError>| -> Result<()> {
-        clients.push(joined??);
-        Ok(())
-    };
-    for cs in devices {
-        while tasks.len() >= CONNECT_CONCURRENCY {
-            if let Some(joined) = tasks.join_next().await {
-                collect(joined)?;
-            }
-        }
-        tasks.spawn(connect_device(cs.clone(), ca_pem.to_owned()));
-    }
-    while let Some(joined) = tasks.join_next().await {
-        collect(joined)?;
-    }
-    Ok(clients)
+    let connects = devices
+        .iter()
+        .map(|cs| connect_device(cs.clone(), ca_pem.to_owned()));
+    spawn_bounded(connects, CONNECT_CONCURRENCY).await
 }
 
 /// Closes every client, `CONNECT_CONCURRENCY` at a time; returns how many did not close in

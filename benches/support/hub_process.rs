@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::timeout;
 
-use super::{BoxError, Result, device_key};
+use super::{Result, device_key};
 
 /// A running `iothub-local`.
 pub struct HubProcess {
@@ -104,7 +104,7 @@ impl HubProcess {
                 self.connection_strings.push(cs);
             }
         }
-        Err::<(), BoxError>("the hub exited before printing `ready`".into())
+        Err("the hub exited before printing `ready`".into())
     }
 
     /// The hub's process id.

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each bench uses a different part
 
 pub mod hub_process;
+pub mod raw_mqtt;
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -207,4 +208,30 @@ pub fn vm_rss_kib(pid: u32) -> Result<u64> {
         .ok_or("an empty VmRSS line")?
         .parse()?;
     Ok(kib)
+}
+
+/// Runs each of `tasks` as a spawned task, at most `at_once` at a time; their outputs in the
+/// order they finished, or the first error (a task's or its panic).
+pub async fn spawn_bounded<T, F>(
+    tasks: impl IntoIterator<Item = F>,
+    at_once: usize,
+) -> Result<Vec<T>>
+where
+    F: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut outputs = Vec::new();
+    let mut running = tokio::task::JoinSet::new();
+    for task in tasks {
+        while running.len() >= at_once.max(1) {
+            if let Some(joined) = running.join_next().await {
+                outputs.push(joined??);
+            }
+        }
+        running.spawn(task);
+    }
+    while let Some(joined) = running.join_next().await {
+        outputs.push(joined??);
+    }
+    Ok(outputs)
 }

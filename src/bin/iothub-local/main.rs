@@ -213,21 +213,18 @@ fn builder(config: &Config, args: &Args) -> Result<LocalHubBuilder, String> {
     retention.max_age = r
         .max_age_seconds
         .map_or(retention.max_age, Duration::from_secs);
-    let mut connections = ConnectionLimits::new();
-    if let Some(max) = args
-        .max_connections
-        .map(|n| n as usize)
-        .or(limits.max_connections)
-    {
-        connections = connections.with_max_connections(max);
-    }
-    if let Some(max) = args
-        .max_connections_per_address
-        .map(|n| n as usize)
-        .or(limits.max_connections_per_address)
-    {
-        connections = connections.with_max_connections_per_address(max);
-    }
+    let defaults = ConnectionLimits::default();
+    let connections = ConnectionLimits::new()
+        .with_max_connections(
+            (args.max_connections.map(|n| n as usize))
+                .or(limits.max_connections)
+                .unwrap_or(defaults.max_connections),
+        )
+        .with_max_connections_per_address(
+            (args.max_connections_per_address.map(|n| n as usize))
+                .or(limits.max_connections_per_address)
+                .unwrap_or(defaults.max_connections_per_address),
+        );
     let feedback_ms = args
         .feedback_flush_ms
         .or(limits.feedback_flush_ms)
